@@ -1,0 +1,38 @@
+"""rlm: recursive language models over inputs of any size.
+
+The input lives as ``context`` inside a sandboxed Python REPL; the model writes
+code to explore it and calls sub-models and sub-agents on pieces of it.
+
+    >>> import rlm
+    >>> result = rlm.run("How many ERROR lines?", Path("app.log"), rlm.RLMConfig(model="openai/gpt-4.1-mini"))
+
+Heavy modules load lazily, so ``import rlm`` (and the sandbox worker) stay light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["run", "RunResult", "RLMConfig", "SandboxConfig", "EventBus", "errors", "__version__"]
+__version__ = "0.1.0"
+
+_LAZY = {
+    "run": ("rlm.runner", "run"),
+    "RunResult": ("rlm.runner", "RunResult"),
+    "RLMConfig": ("rlm.config", "RLMConfig"),
+    "SandboxConfig": ("rlm.config", "SandboxConfig"),
+    "EventBus": ("rlm.events", "EventBus"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        import rlm.errors as errors
+
+        return errors
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'rlm' has no attribute {name!r}")

@@ -1,0 +1,377 @@
+"""The agent loop: model reply -> code blocks -> sandbox -> observation -> model ...
+
+Plain Python, no Ray: :class:`Agent` runs one agent (root or child) with the
+services of its run (:class:`RunServices`: config, LM, the tree-wide budget,
+the event bus, how to spawn a child). Model mistakes — syntax errors,
+exceptions, a reply without code — go back to the model as observations.
+Infrastructure faults (:class:`rlm.errors.LMError`, sandbox failures) end the
+agent with status ``"error"``. A tripped tree-wide limit ends every agent of
+the tree with the limit's name as status and the best partial answer.
+
+The *partial answer* of an agent stopped early is the last non-empty output of
+its cells, or else the prose of the model's last reply.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rlm import prompts
+from rlm.budget import Budget
+from rlm.config import RLMConfig
+from rlm.errors import LimitReached, LMError, RLMError
+from rlm.events import AgentFinished, AgentStarted, CellExecuted, Event, IterationFinished, LMCalled
+from rlm.inputs import ContextPayload, payload_from_documents, payload_from_text
+from rlm.lm import LM, Completion, Message
+from rlm.parsing import extract_code_blocks, plain_final, strip_code
+from rlm.sandbox.host import CellResult, HostCallError, Sandbox
+
+PREVIEW_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """How one agent ended. ``status`` is ``"ok"``, a limit name, or ``"error"``."""
+
+    agent_id: str
+    answer: str | None
+    status: str
+    iterations: int
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class RunServices:
+    """What every agent of one run shares. ``spawn`` runs a child agent (in-process by default)."""
+
+    run_id: str
+    config: RLMConfig
+    lm: LM
+    budget: Budget
+    emit: Callable[[Event], None]
+    workdir: Path
+    node_id: str = field(default_factory=socket.gethostname)
+    spawn: Callable[["Agent"], AgentResult] | None = None
+    _depth_reached: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ids: Any = field(default_factory=itertools.count)
+
+    def new_id(self, prefix: str) -> str:
+        with self._lock:
+            return f"{prefix}{next(self._ids)}"
+
+    def reached(self, depth: int) -> None:
+        with self._lock:
+            self._depth_reached = max(self._depth_reached, depth)
+
+    @property
+    def depth_reached(self) -> int:
+        return self._depth_reached
+
+    def run_child(self, agent: "Agent") -> AgentResult:
+        return self.spawn(agent) if self.spawn else agent.run()
+
+
+class Agent:
+    """One agent: its prompt, its context payload, its own sandbox, its message history."""
+
+    def __init__(self, services: RunServices, *, prompt: str, payload: ContextPayload, depth: int = 0,
+                 parent_id: str | None = None) -> None:
+        self.services = services
+        self.config = services.config
+        self.prompt = prompt
+        self.payload = payload
+        self.depth = depth
+        self.parent_id = parent_id
+        self.agent_id = services.new_id("a")
+        self.role = "root" if depth == 0 else "sub"
+        self.model = self.config.model if depth == 0 else self.config.effective_sub_model
+        self.iterations = 0
+        self._partial: str | None = None
+        self._sandbox: Sandbox | None = None
+        self._usage_lock = threading.Lock()
+        self._tokens = [0, 0, 0]  # this agent's own input tokens, output tokens, LM calls
+
+    # -- the loop ----------------------------------------------------------------
+    def run(self) -> AgentResult:
+        """Run to a FINAL answer, a limit, or an infrastructure error. Never raises for those."""
+        started = time.monotonic()
+        self.services.reached(self.depth)
+        self._emit(AgentStarted, parent_id=self.parent_id, depth=self.depth, model=self.model,
+                   prompt=self.prompt[:PREVIEW_CHARS], context_info=self.payload.info(),
+                   node_id=self.services.node_id)
+        try:
+            result = self._loop()
+        except LimitReached as exc:
+            result = self._result(None, exc.limit)
+        except RLMError as exc:
+            result = self._result(None, "error", error=str(exc))
+        finally:
+            if self._sandbox is not None:
+                self._sandbox.close()
+        input_tokens, output_tokens, llm_calls = self._tokens
+        self._emit(AgentFinished, status=result.status, answer=result.answer, iterations=self.iterations,
+                   input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=llm_calls,
+                   duration_s=time.monotonic() - started, error=result.error)
+        return result
+
+    def _loop(self) -> AgentResult:
+        messages = self._initial_messages()
+        for _ in range(self.config.max_iterations):
+            self.iterations += 1
+            answer = self._iteration(messages, purpose="iteration")
+            if answer is not None:
+                return self._result(answer, "ok")
+        return self._force_final(messages)
+
+    def _iteration(self, messages: list[Message], *, purpose: str) -> str | None:
+        """One model turn and its cells; returns the answer if FINAL was called."""
+        started = time.monotonic()
+        self.services.budget.check()
+        reply = self._call_lm(messages, role=self.role, purpose=purpose).text
+        messages.append({"role": "assistant", "content": reply})
+        answer, observation, n_cells = self._act(reply)
+        self._emit(IterationFinished, iteration=self.iterations, reply=reply, n_cells=n_cells,
+                   duration_s=time.monotonic() - started)
+        if answer is not None:
+            return answer
+        messages.append({"role": "user", "content": observation})
+        self.services.budget.check()
+        return None
+
+    def _act(self, reply: str) -> tuple[str | None, str, int]:
+        """Run the reply's code; returns (answer or None, observation for the model, cells run)."""
+        blocks = extract_code_blocks(reply)
+        if not blocks:
+            return self._act_on_prose(reply)
+        parts: list[str] = []
+        for index, code in enumerate(blocks):
+            result = self._run_cell(code, index)
+            if result.final is not None:
+                return result.final, "", index + 1
+            parts.append(self._format_cell(index, len(blocks), result))
+            if result.error is not None and index + 1 < len(blocks):
+                parts.append(f"[blocks {index + 2}-{len(blocks)} were not run because block {index + 1} failed]")
+                return None, self._observation(parts), index + 1
+        return None, self._observation(parts), len(blocks)
+
+    def _act_on_prose(self, reply: str) -> tuple[str | None, str, int]:
+        self._partial = strip_code(reply) or self._partial
+        final = plain_final(reply)
+        if final is None:
+            return None, prompts.NO_CODE, 0
+        if final.ambiguous:
+            return None, prompts.AMBIGUOUS_FINAL, 0
+        if final.text is not None:
+            return final.text, "", 0
+        result = self._run_cell(final.code or "", 0)
+        if result.final is not None:
+            return result.final, "", 1
+        return None, self._observation([self._format_cell(0, 1, result)]), 1
+
+    def _force_final(self, messages: list[Message]) -> AgentResult:
+        """Out of iterations: ask once for a final answer from what the model has."""
+        messages.append({"role": "user", "content": prompts.FORCE_FINAL})
+        reply = self._call_lm(messages, role=self.role, purpose="final").text
+        answer, _, _ = self._act(reply)
+        if answer is None:
+            answer = strip_code(reply) or self._partial
+        return AgentResult(self.agent_id, answer, "max_iterations", self.iterations)
+
+    # -- pieces ------------------------------------------------------------------
+    def _initial_messages(self) -> list[Message]:
+        system = prompts.system_prompt(sub_chars=100_000, obs_chars=self.config.max_observation_chars,
+                                       child=self.depth > 0)
+        return [{"role": "system", "content": system},
+                {"role": "user", "content": prompts.user_prompt(self.prompt, self.payload.describe())}]
+
+    def _result(self, answer: str | None, status: str, *, error: str | None = None) -> AgentResult:
+        if answer is None and status != "ok":
+            answer = self._partial
+        return AgentResult(self.agent_id, answer, status, self.iterations, error)
+
+    def _run_cell(self, code: str, index: int) -> CellResult:
+        if self._sandbox is None:
+            self._sandbox = Sandbox(self.payload.path, self.payload.kind, config=self.config.sandbox,
+                                    handler=self._host_call)
+        remaining = self.services.budget.remaining_time()
+        timeout = self.config.sandbox.cell_timeout_s if remaining is None else min(
+            self.config.sandbox.cell_timeout_s, max(remaining, 0.001))
+        result = self._sandbox.execute(code, timeout=timeout)
+        if result.stdout.strip():
+            self._partial = result.stdout.strip()[-PREVIEW_CHARS:]
+        self._emit(CellExecuted, iteration=self.iterations, index=index, code=code,
+                   stdout=result.stdout[:self.config.sandbox.max_output_chars],
+                   stderr=result.stderr[:self.config.sandbox.max_output_chars], error=result.error,
+                   duration_s=result.duration_s, final=result.final is not None, restarted=result.restarted)
+        return result
+
+    def _format_cell(self, index: int, total: int, result: CellResult) -> str:
+        lines = [f"[block {index + 1} of {total}]"] if total > 1 else []
+        if result.stdout:
+            lines.append(result.stdout.rstrip("\n"))
+        if result.stderr:
+            lines.append("[stderr]\n" + result.stderr.rstrip("\n"))
+        if result.error:
+            lines.append("[error]\n" + result.error.rstrip("\n"))
+        if result.truncated:
+            lines.append(f"[{result.truncated:,} more characters of output were dropped by the sandbox]")
+        if not (result.stdout or result.stderr or result.error):
+            lines.append("(no output)")
+        return "\n".join(lines)
+
+    def _observation(self, parts: list[str]) -> str:
+        text = "\n".join(parts)
+        limit = self.config.max_observation_chars
+        if len(text) > limit:
+            head = text[: limit * 3 // 4]
+            tail = text[-(limit // 4):]
+            text = f"{head}\n[... {len(text) - len(head) - len(tail):,} characters cut ...]\n{tail}"
+        return f"{prompts.OBSERVATION_HEADER}\n{text}"
+
+    def _emit(self, event_type: type[Event], **fields: Any) -> None:
+        self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))
+
+    # -- LM calls ----------------------------------------------------------------
+    def _call_lm(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
+        budget = self.services.budget
+        budget.reserve_call()
+        remaining = budget.remaining_time()
+        call_id = uuid.uuid4().hex[:12]
+        try:
+            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining)
+        except LMError as exc:
+            self._emit(LMCalled, call_id=call_id, model=model or self._model_for(role), role=role, purpose=purpose,
+                       ok=False, error=str(exc), prompt_preview=messages[-1]["content"][:PREVIEW_CHARS])
+            budget.check()  # a call cut off by the run's deadline is a timeout, not an error
+            raise
+        budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
+        with self._usage_lock:
+            self._tokens[0] += completion.input_tokens
+            self._tokens[1] += completion.output_tokens
+            self._tokens[2] += 1
+        self._emit(LMCalled, call_id=call_id, model=completion.model, role=role, purpose=purpose,
+                   input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+                   cost_usd=completion.cost_usd, latency_s=completion.latency_s,
+                   prompt_preview=messages[-1]["content"][:PREVIEW_CHARS],
+                   response_preview=completion.text[:PREVIEW_CHARS])
+        return completion
+
+    def _model_for(self, role: str) -> str:
+        return self.config.model if role == "root" else self.config.effective_sub_model
+
+    # -- host functions (called from the sandbox, on this agent's thread) ------------
+    def _host_call(self, name: str, args: dict[str, Any]) -> Any:
+        if name == "llm_query":
+            return self._llm_query(_text_arg(args, "prompt"), _model_arg(args))
+        if name == "llm_query_batched":
+            prompts_ = _list_arg(args, "prompts")
+            model = _model_arg(args)
+            return self._batched(lambda p: self._llm_query(p, model), prompts_)
+        if name == "rlm_query":
+            return self._rlm_query(_text_arg(args, "prompt"), args.get("context"))
+        if name == "rlm_query_batched":
+            prompts_ = _list_arg(args, "prompts")
+            contexts = args.get("contexts") or [None] * len(prompts_)
+            if not isinstance(contexts, list) or len(contexts) != len(prompts_):
+                raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
+            pairs = list(zip(prompts_, contexts))
+            return self._batched(lambda pair: self._rlm_query(*pair), pairs)
+        raise HostCallError(f"unknown host function {name}")
+
+    def _llm_query(self, prompt: str, model: str | None, purpose: str = "llm_query") -> str:
+        try:
+            return self._call_lm([{"role": "user", "content": prompt}], role="sub", purpose=purpose, model=model).text
+        except LMError as exc:
+            raise HostCallError(str(exc)) from None
+
+    def _rlm_query(self, prompt: str, context: Any) -> str:
+        if not isinstance(prompt, str):
+            raise HostCallError("rlm_query: prompt must be a str")
+        if self.depth + 1 > self.config.max_depth:
+            # At max depth a child agent is not allowed: answer with a plain LM call.
+            text = prompt if context is None else f"{prompt}\n\nContext:\n{_context_text(context)}"
+            return self._llm_query(text, None, purpose="fallback")
+        payload = self._child_payload(context)
+        child = Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id)
+        try:
+            result = self.services.run_child(child)
+        finally:
+            if payload is not self.payload:
+                payload.cleanup()
+        if result.status == "ok" or result.status == "max_iterations":
+            return result.answer or ""
+        if self.services.budget.stop_reason:
+            raise LimitReached(self.services.budget.stop_reason)
+        raise HostCallError(f"child agent {result.agent_id} failed ({result.status}): {result.error}")
+
+    def _child_payload(self, context: Any) -> ContextPayload:
+        if context is None:
+            return self.payload
+        workdir = self.services.workdir
+        if isinstance(context, str):
+            return payload_from_text(context, workdir=workdir)
+        if isinstance(context, list) and all(isinstance(d, dict) for d in context):
+            return payload_from_documents(context, workdir=workdir)
+        return payload_from_text(_context_text(context), workdir=workdir)
+
+    def _batched(self, work: Callable[[Any], str], items: list[Any]) -> list[dict[str, str]]:
+        """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items."""
+        if not items:
+            return []
+
+        def one(item: Any) -> dict[str, str]:
+            try:
+                return {"value": work(item)}
+            except HostCallError as exc:
+                return {"error": str(exc)}
+            except LimitReached as exc:
+                return {"error": f"the run was stopped: {exc.limit}"}
+
+        workers = min(self.config.max_concurrency, len(items))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rlm-{self.agent_id}") as pool:
+            results = list(pool.map(one, items))
+        if self.services.budget.stop_reason:
+            raise LimitReached(self.services.budget.stop_reason)
+        return results
+
+
+def _text_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise HostCallError(f"{name} must be a str")
+    return value
+
+
+def _model_arg(args: dict[str, Any]) -> str | None:
+    model = args.get("model")
+    if model is not None and not isinstance(model, str):
+        raise HostCallError("model must be a str or None")
+    return model
+
+
+def _list_arg(args: dict[str, Any], name: str) -> list[Any]:
+    value = args.get(name)
+    if not isinstance(value, list):
+        raise HostCallError(f"{name} must be a list")
+    return value
+
+
+def _context_text(context: Any) -> str:
+    if isinstance(context, str):
+        return context
+    import json
+
+    return json.dumps(context, ensure_ascii=False, indent=1)

@@ -1,0 +1,213 @@
+"""The ``rlm`` command line. It only parses, renders and calls library functions.
+
+Commands: ``ask`` (answer a question about a file, directory or stdin),
+``runs`` (past runs, newest first), ``show`` (one run's tree).
+Exit codes: 0 ok, 1 the run ended without an answer or with an error,
+2 bad usage or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rlm.config import LOCAL_MODEL, RLMConfig, SandboxConfig
+from rlm.errors import ConfigError, InputError, RLMError, SandboxUnavailable
+from rlm.events import AgentStarted, CellExecuted, Event, LMCalled, RunFinished
+from rlm.textutil import sanitize_for_terminal
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and limits")
+    group.add_argument("--model", help=f"litellm model string (env RLM_MODEL; default: the embedded {LOCAL_MODEL})")
+    group.add_argument("--sub-model", help="model for llm_query and child agents (env RLM_SUB_MODEL; default: --model)")
+    group.add_argument("--api-base", help="base URL of an OpenAI-compatible server (env RLM_API_BASE)")
+    group.add_argument("--max-depth", type=int, help="deepest rlm_query recursion (default 1)")
+    group.add_argument("--max-iterations", type=int, help="iterations per agent (default 20)")
+    group.add_argument("--max-llm-calls", type=int, help="LM calls over the whole tree (default 200)")
+    group.add_argument("--max-tokens", type=int, help="input+output tokens over the whole tree")
+    group.add_argument("--max-cost", type=_positive_float, help="USD over the whole tree (known prices only)")
+    group.add_argument("--timeout", type=_positive_float, help="wall-clock seconds for the whole run")
+    group.add_argument("--cell-timeout", type=_positive_float, help="wall-clock seconds per REPL cell (default 120)")
+    group.add_argument("--max-concurrency", type=int, help="in-flight sub-calls per batched call (default 16)")
+    group.add_argument("--unsafe-no-sandbox", action="store_true",
+                       help="run model code WITHOUT bubblewrap isolation (rlimits only); dangerous")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rlm", description="Recursive language models over inputs of any size.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ask = sub.add_parser("ask", help="answer a question about a file, directory, or - for stdin")
+    ask.add_argument("context_path", help="file, directory, or - (stdin)")
+    ask.add_argument("question")
+    _model_options(ask)
+    ask.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    runs = sub.add_parser("runs", help="list past runs, newest first")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--json", action="store_true")
+    show = sub.add_parser("show", help="show a run's tree of agents, iterations, code and outputs")
+    show.add_argument("run_id", help="a run id or a unique prefix of one")
+    show.add_argument("--json", action="store_true")
+    show.add_argument("--max-output", type=int, default=400, help="characters of each output to show")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig:
+    """The run config: environment first, then command-line options."""
+    sandbox = SandboxConfig(
+        mode="unsafe" if getattr(args, "unsafe_no_sandbox", False) else "bwrap",
+        **({"cell_timeout_s": args.cell_timeout} if getattr(args, "cell_timeout", None) else {}),
+    )
+    return RLMConfig.from_env(
+        env, model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
+        max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
+        max_cost_usd=args.max_cost, timeout_s=args.timeout, max_concurrency=args.max_concurrency, sandbox=sandbox,
+    )
+
+
+class Progress:
+    """One short stderr line per notable event."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __call__(self, event: Event) -> None:
+        line = self._line(event)
+        if line:
+            print(f"[rlm] {sanitize_for_terminal(line)}", file=self.stream, flush=True)
+
+    @staticmethod
+    def _line(event: Event) -> str | None:
+        if isinstance(event, AgentStarted):
+            return f"agent {event.agent_id} started (depth {event.depth}, {event.model})"
+        if isinstance(event, LMCalled) and not event.ok:
+            return f"{event.agent_id}: LM call failed: {event.error}"
+        if isinstance(event, LMCalled) and event.purpose in ("iteration", "final"):
+            return f"{event.agent_id}: model replied ({event.output_tokens} tokens, {event.latency_s:.1f}s)"
+        if isinstance(event, CellExecuted):
+            first = event.code.strip().splitlines()[0] if event.code.strip() else ""
+            status = "FINAL" if event.final else ("error" if event.error else "ok")
+            return f"{event.agent_id}: ran cell [{status}] {first[:70]}"
+        return None
+
+
+def summary_line(result: Any) -> str:
+    usage = result.usage
+    cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
+    return (f"{result.status} | {result.iterations} iterations | {usage.llm_calls} LM calls | "
+            f"{usage.input_tokens + usage.output_tokens:,} tokens ({usage.input_tokens:,} in, "
+            f"{usage.output_tokens:,} out) | cost {cost} | depth {result.depth_reached} | "
+            f"{result.duration_s:.1f}s | run {result.run_id}")
+
+
+def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.events import EventBus
+    from rlm.runner import run
+
+    config = config_from_args(args, env)
+    if config.sandbox.mode == "unsafe":
+        print("[rlm] WARNING: --unsafe-no-sandbox: model-written code runs on this machine WITHOUT isolation "
+              "(no namespaces, only rlimits). Never use it with untrusted input.", file=sys.stderr)
+    if LOCAL_MODEL in (config.model, config.effective_sub_model) and not args.quiet:
+        from rlm.local_model import NOTICE
+
+        print(f"[rlm] {NOTICE}", file=sys.stderr)
+    bus = EventBus()
+    if not args.quiet:
+        bus.subscribe(Progress(sys.stderr))
+    context: Any = sys.stdin.buffer if args.context_path == "-" else Path(args.context_path)
+    if args.context_path == "-":
+        from rlm.inputs import load_context
+
+        (config.home / "tmp").mkdir(parents=True, exist_ok=True)
+        context = load_context("-", workdir=config.home / "tmp", stdin=sys.stdin.buffer)
+    result = run(args.question, context, config, bus=bus)
+    for warning in result.warnings:
+        print(f"[rlm] warning: {warning}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        print(sanitize_for_terminal(result.answer or "(no answer)"))
+        print(f"[rlm] {summary_line(result)}", file=sys.stderr)
+        if result.error:
+            print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=sys.stderr)
+    return 0 if result.status == "ok" else 1
+
+
+def _open_log(env: dict[str, str]) -> Any:
+    from rlm.runlog import RunLog
+
+    config = RLMConfig.from_env(env)
+    if not config.runlog_path.exists():
+        return None
+    return RunLog(config.runlog_path)
+
+
+def cmd_runs(args: argparse.Namespace, env: dict[str, str]) -> int:
+    log = _open_log(env)
+    runs = [] if log is None else log.list_runs(limit=args.limit)
+    if log is not None:
+        log.close()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in runs], ensure_ascii=False, default=str))
+        return 0
+    if not runs:
+        print("no runs yet", file=sys.stderr)
+        return 0
+    for r in runs:
+        question = sanitize_for_terminal((r.question or "").replace("\n", " "))[:60]
+        print(f"{r.run_id}  {r.status or 'running':<14} {r.llm_calls or 0:>4} calls  {question}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.tree import build_tree, render_tree, tree_to_dict
+
+    log = _open_log(env)
+    if log is None:
+        raise InputError("no run log yet: run `rlm ask` first")
+    try:
+        summary = log.get_run(args.run_id)
+        graph = build_tree(log.events(summary.run_id))
+    finally:
+        log.close()
+    if args.json:
+        print(json.dumps(tree_to_dict(graph), ensure_ascii=False, default=str))
+    else:
+        print(render_tree(graph, max_output=args.max_output))
+    return 0
+
+
+COMMANDS = {"ask": cmd_ask, "runs": cmd_runs, "show": cmd_show}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    env = dict(os.environ)
+    try:
+        return COMMANDS[args.command](args, env)
+    except (InputError, ConfigError, SandboxUnavailable) as exc:
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 2
+    except RLMError as exc:
+        print(f"rlm: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("rlm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The one configuration object of a run.
+
+:class:`RLMConfig` is frozen; child agents derive theirs with
+``dataclasses.replace``. Environment variables are read only by
+:meth:`RLMConfig.from_env`, which the CLI and TUI call at the edge; library code
+never looks at ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from rlm.errors import ConfigError
+
+#: The model string that selects the embedded llama.cpp server with SmolLM2-135M.
+LOCAL_MODEL = "local/smollm2-135m"
+
+
+def default_home() -> Path:
+    """``~/.local/share/rlm`` (XDG data dir when set)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rlm"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SandboxConfig:
+    """How model code is isolated and bounded.
+
+    ``mode`` is ``"bwrap"`` (bubblewrap namespaces + rlimits, the default) or
+    ``"unsafe"`` (a plain subprocess with rlimits only; opt-in, loudly warned).
+    """
+
+    mode: str = "bwrap"
+    cell_timeout_s: float = 120.0
+    max_output_chars: int = 20_000
+    memory_mb: int = 4096
+    cpu_seconds: int = 600
+    max_open_files: int = 256
+    max_file_size_mb: int = 256
+    max_processes: int = 64
+    scratch_mb: int = 256
+    #: Largest argument payload (bytes of JSON) a host-function call may carry.
+    max_call_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, kw_only=True)
+class RLMConfig:
+    """Everything that shapes one run. Limits are tree-wide unless noted."""
+
+    model: str = LOCAL_MODEL
+    sub_model: str | None = None  # None: same as model
+    api_base: str | None = None
+    api_key: str | None = None
+    # limits
+    max_depth: int = 1
+    max_iterations: int = 20  # per agent
+    max_llm_calls: int = 200
+    max_tokens: int | None = None  # input + output over the whole tree
+    max_cost_usd: float | None = None
+    timeout_s: float | None = None  # wall clock for the whole run
+    # LM call behaviour
+    lm_timeout_s: float = 600.0
+    lm_retries: int = 3
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    max_concurrency: int = 16  # in-flight sub-calls per batched call
+    # what the model sees
+    max_observation_chars: int = 4_000
+    preview_chars: int = 300
+    # infrastructure
+    home: Path = field(default_factory=default_home)
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    record_run: bool = True
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (bool(self.model), "model must not be empty"),
+            (self.max_depth >= 0, "max_depth must be >= 0"),
+            (self.max_iterations >= 1, "max_iterations must be >= 1"),
+            (self.max_llm_calls >= 1, "max_llm_calls must be >= 1"),
+            (self.max_tokens is None or self.max_tokens >= 1, "max_tokens must be >= 1"),
+            (self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd must be > 0"),
+            (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
+            (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
+            (self.lm_retries >= 0, "lm_retries must be >= 0"),
+            (self.sandbox.mode in ("bwrap", "unsafe"), f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
+            (self.sandbox.cell_timeout_s > 0, "cell timeout must be > 0 seconds"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    @property
+    def effective_sub_model(self) -> str:
+        return self.sub_model or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the API key is never included)."""
+        data = dataclasses.asdict(self)
+        data.pop("api_key", None)
+        data["home"] = str(self.home)
+        return data
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "RLMConfig":
+        """Build a config from ``RLM_*`` variables, then apply non-None ``overrides``."""
+        values: dict[str, Any] = {}
+        if env.get("RLM_MODEL"):
+            values["model"] = env["RLM_MODEL"]
+        if env.get("RLM_SUB_MODEL"):
+            values["sub_model"] = env["RLM_SUB_MODEL"]
+        if env.get("RLM_API_BASE"):
+            values["api_base"] = env["RLM_API_BASE"]
+        if env.get("RLM_API_KEY"):
+            values["api_key"] = env["RLM_API_KEY"]
+        if env.get("RLM_HOME"):
+            values["home"] = Path(env["RLM_HOME"]).expanduser()
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def child(self) -> "RLMConfig":
+        """The config a child agent runs with (same limits; the ledger is shared)."""
+        return dataclasses.replace(self)
+
+    @property
+    def runlog_path(self) -> Path:
+        return self.home / "rlm.duckdb"

@@ -1,0 +1,79 @@
+"""The one exception tree of rlm.
+
+Model mistakes (syntax errors, exceptions in cells, a reply without code) are
+*not* exceptions: they go back to the model as observations. What is raised is
+an infrastructure fault or bad input from the user::
+
+    RLMError                      root of everything rlm raises
+    ├── ConfigError               an invalid option or environment value
+    ├── InputError                the context path is missing, empty, unreadable...
+    ├── LMError                   the model endpoint failed after litellm's retries
+    ├── SandboxError              the REPL worker could not be started or talked to
+    │   ├── SandboxUnavailable    no isolation available here (bubblewrap missing...)
+    │   └── ProtocolError         the worker sent a malformed or oversized frame
+    ├── LocalModelError           the embedded llama.cpp server could not start
+    ├── RunLogError               the DuckDB run log cannot be opened or migrated
+    └── LimitReached              a tree-wide budget limit ended the run
+
+``LimitReached`` is caught by the agent loop and turned into a result whose
+``status`` names the limit; callers of :func:`rlm.run` only see it if they use
+the lower-level pieces directly.
+"""
+
+from __future__ import annotations
+
+
+class RLMError(Exception):
+    """Root of every exception rlm raises on purpose."""
+
+
+class ConfigError(RLMError):
+    """An option, config field or environment variable has an invalid value."""
+
+
+class InputError(RLMError):
+    """The input (context) given by the user cannot be used; the message says why."""
+
+
+class LMError(RLMError):
+    """A language-model call failed after retries and fallbacks.
+
+    Attributes:
+        model: the model string that failed.
+    """
+
+    def __init__(self, message: str, *, model: str = "") -> None:
+        super().__init__(message)
+        self.model = model
+
+
+class SandboxError(RLMError):
+    """The sandboxed REPL worker failed in a way that is not the model's fault."""
+
+
+class SandboxUnavailable(SandboxError):
+    """No isolation mechanism can run here; the message says how to fix it."""
+
+
+class ProtocolError(SandboxError):
+    """The worker sent bytes that are not a valid protocol frame."""
+
+
+class LocalModelError(RLMError):
+    """The embedded local model server could not be found or started."""
+
+
+class RunLogError(RLMError):
+    """The run log database cannot be opened, migrated or read."""
+
+
+class LimitReached(RLMError):
+    """A tree-wide limit (calls, tokens, cost, time) was reached.
+
+    Attributes:
+        limit: the status name of the limit, e.g. ``"max_llm_calls"``.
+    """
+
+    def __init__(self, limit: str, message: str = "") -> None:
+        super().__init__(message or f"limit reached: {limit}")
+        self.limit = limit

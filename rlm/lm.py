@@ -1,0 +1,135 @@
+"""Language-model access: one small interface over litellm's Router.
+
+:class:`LM` is the seam the agent loop talks to: ``complete(messages, role=...)``
+returns a :class:`Completion` with the text, token counts, cost (``None`` when
+the provider's price is unknown — never invented) and latency. Model groups are
+``root`` and ``sub``; retries, timeouts and fallbacks are litellm Router
+settings, not hand-written loops. Any litellm model string works.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+# litellm fetches its price map from the network at import unless told not to.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from rlm.config import RLMConfig  # noqa: E402
+from rlm.errors import LMError  # noqa: E402
+
+Message = dict[str, str]
+ROLES = ("root", "sub")
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One finished model call."""
+
+    text: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    latency_s: float
+
+
+class LM(Protocol):
+    """What the agent loop needs from a language model."""
+
+    def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+                 timeout: float | None = None) -> Completion:
+        """Send ``messages`` to the ``role`` group (or an explicit ``model``); raise :class:`LMError` on failure."""
+        ...
+
+
+def _litellm() -> Any:
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    litellm.drop_params = True
+    return litellm
+
+
+class LiteLLMClient:
+    """The production :class:`LM`: a ``litellm.Router`` with ``root`` and ``sub`` groups."""
+
+    def __init__(self, config: RLMConfig) -> None:
+        self.config = config
+        self.models = {"root": config.model, "sub": config.effective_sub_model}
+        litellm = _litellm()
+        self._litellm = litellm
+        self._router = litellm.Router(
+            model_list=[self._deployment(group, model) for group, model in self.models.items()],
+            num_retries=config.lm_retries,
+            timeout=config.lm_timeout_s,
+            retry_after=0,
+        )
+
+    def _deployment(self, group: str, model: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": model}
+        if self.config.api_base:
+            params["api_base"] = self.config.api_base
+            # OpenAI-compatible servers often need no key, but the client insists on one.
+            params["api_key"] = self.config.api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+        elif self.config.api_key:
+            params["api_key"] = self.config.api_key
+        return {"model_name": group, "litellm_params": params}
+
+    def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+                 timeout: float | None = None) -> Completion:
+        if role not in ROLES:
+            raise ValueError(f"unknown model role {role!r}")
+        kwargs: dict[str, Any] = {}
+        if self.config.max_completion_tokens:
+            kwargs["max_tokens"] = self.config.max_completion_tokens
+        if self.config.temperature is not None:
+            kwargs["temperature"] = self.config.temperature
+        if timeout is not None:
+            kwargs["timeout"] = timeout
+        started = time.monotonic()
+        try:
+            if model and model not in self.models.values():
+                response = self._direct(model, messages, kwargs)
+            else:
+                response = self._router.completion(model=role, messages=messages, **kwargs)
+        except Exception as exc:  # litellm raises many types; all are infrastructure faults here
+            name = model or self.models[role]
+            raise LMError(f"model call to {name} failed: {_short(exc)}", model=name) from exc
+        return self._completion(response, model or self.models[role], time.monotonic() - started)
+
+    def _direct(self, model: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
+        """A call to a model outside the groups (``llm_query(..., model=...)``); same retries."""
+        params = self._deployment("direct", model)["litellm_params"]
+        return self._litellm.completion(messages=messages, num_retries=self.config.lm_retries, **params, **kwargs)
+
+    def _completion(self, response: Any, model: str, latency: float) -> Completion:
+        usage = getattr(response, "usage", None)
+        text = response.choices[0].message.content or ""
+        return Completion(
+            text=text,
+            model=model,
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cost_usd=self._cost(response, model),
+            latency_s=latency,
+        )
+
+    def _cost(self, response: Any, model: str) -> float | None:
+        """litellm's price for the call, or ``None`` when the model is not in its price map."""
+        try:
+            self._litellm.get_model_info(model)
+        except Exception:
+            return None
+        try:
+            return float(self._litellm.completion_cost(completion_response=response, model=model))
+        except Exception:
+            return None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."

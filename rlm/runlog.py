@@ -1,0 +1,781 @@
+"""The run log: every event of every run, kept in one DuckDB file.
+
+:class:`RunLog` appends each :mod:`rlm.events` event to the ``events`` table
+(the full event as JSON, in emission order) and keeps denormalized tables up to
+date for querying:
+
+``runs``      one row per run (``RunStarted`` inserts it, ``RunFinished`` completes it)
+``agents``    one row per agent (``AgentStarted`` / ``AgentFinished``)
+``lm_calls``  one row per ``LMCalled``
+``cells``     one row per ``CellExecuted``
+``events``    ``(run_id, seq, ts, agent_id, type, payload)``, every event
+
+Times are UNIX seconds (``DOUBLE``); use ``to_timestamp(started_at)`` in SQL for
+a timestamp. Counters of a run or agent still in progress are 0 and its status
+is ``"running"`` (a process that died mid-run leaves it so).
+
+Writing is cheap for the caller: :meth:`RunLog.record` only enqueues; one
+background thread drains the queue and writes batches in single transactions
+(DuckDB is slow per statement, fast per batch). :meth:`RunLog.flush` waits for
+everything recorded so far; the read methods flush first.
+
+The schema is created and evolved by append-only migrations (``m001_initial``,
+...), each applied once, in order, inside a transaction, and recorded in the
+``_migrations`` table. Never edit a released migration: add a new one.
+
+Concurrency: **DuckDB allows only one read-write process per database file.**
+While a process (e.g. a running ``rlm run``) holds the log open, opening it from
+another process fails with :class:`~rlm.errors.RunLogError` naming the lock
+holder; read-only opens (``RunLog(path, read_only=True)``) can be shared by many
+processes but not with a writer. Within one process, share one ``RunLog``
+between threads: it is thread-safe.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Callable, Iterable, Self
+
+import duckdb
+
+from rlm.errors import RunLogError
+from rlm.events import (
+    AgentFinished,
+    AgentStarted,
+    CellExecuted,
+    Event,
+    LMCalled,
+    RunFinished,
+    RunStarted,
+    event_from_dict,
+)
+
+__all__ = ["RunLog", "RunSummary", "MIGRATIONS", "migrate"]
+
+log = logging.getLogger(__name__)
+
+Connection = duckdb.DuckDBPyConnection
+Migration = Callable[[Connection], None]
+
+# --------------------------------------------------------------------------
+# Migrations (append-only: never edit one that was released, add a new one)
+# --------------------------------------------------------------------------
+
+
+def m001_initial(conn: Connection) -> None:
+    """Create the runs, agents, lm_calls, cells and events tables."""
+    conn.execute(
+        """
+        CREATE TABLE runs (
+            run_id        VARCHAR PRIMARY KEY,
+            started_at    DOUBLE,
+            finished_at   DOUBLE,
+            question      VARCHAR,
+            model         VARCHAR,
+            sub_model     VARCHAR,
+            status        VARCHAR NOT NULL,
+            answer        VARCHAR,
+            input_tokens  BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            llm_calls     BIGINT NOT NULL DEFAULT 0,
+            cost_usd      DOUBLE,
+            iterations    BIGINT NOT NULL DEFAULT 0,
+            depth_reached INTEGER NOT NULL DEFAULT 0,
+            duration_s    DOUBLE,
+            error         VARCHAR,
+            config        JSON,
+            context_info  JSON
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE agents (
+            run_id        VARCHAR NOT NULL,
+            agent_id      VARCHAR NOT NULL,
+            parent_id     VARCHAR,
+            depth         INTEGER,
+            model         VARCHAR,
+            prompt        VARCHAR,
+            node_id       VARCHAR,
+            status        VARCHAR NOT NULL,
+            answer        VARCHAR,
+            iterations    BIGINT NOT NULL DEFAULT 0,
+            input_tokens  BIGINT NOT NULL DEFAULT 0,
+            output_tokens BIGINT NOT NULL DEFAULT 0,
+            llm_calls     BIGINT NOT NULL DEFAULT 0,
+            started_at    DOUBLE,
+            finished_at   DOUBLE,
+            duration_s    DOUBLE,
+            error         VARCHAR,
+            PRIMARY KEY (run_id, agent_id)
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE lm_calls (
+            run_id           VARCHAR NOT NULL,
+            call_id          VARCHAR,
+            agent_id         VARCHAR,
+            ts               DOUBLE NOT NULL,
+            model            VARCHAR,
+            role             VARCHAR,
+            purpose          VARCHAR,
+            input_tokens     BIGINT,
+            output_tokens    BIGINT,
+            cost_usd         DOUBLE,
+            latency_s        DOUBLE,
+            ok               BOOLEAN,
+            error            VARCHAR,
+            prompt_preview   VARCHAR,
+            response_preview VARCHAR
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE cells (
+            run_id     VARCHAR NOT NULL,
+            agent_id   VARCHAR,
+            ts         DOUBLE NOT NULL,
+            iteration  INTEGER,
+            cell_index INTEGER,
+            code       VARCHAR,
+            stdout     VARCHAR,
+            stderr     VARCHAR,
+            error      VARCHAR,
+            duration_s DOUBLE,
+            final      BOOLEAN,
+            restarted  BOOLEAN
+        )
+        """
+    )
+    conn.execute(
+        """
+        CREATE TABLE events (
+            run_id   VARCHAR NOT NULL,
+            seq      BIGINT NOT NULL,
+            ts       DOUBLE NOT NULL,
+            agent_id VARCHAR,
+            type     VARCHAR NOT NULL,
+            payload  JSON NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        )
+        """
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+"""Every migration, in the order they are applied. Only ever append."""
+
+_MIGRATION_LOCK = threading.Lock()
+
+
+def _applied_migrations(conn: Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT name FROM _migrations").fetchall()}
+
+
+def _apply_migration(conn: Connection, migration: Migration) -> None:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        migration(conn)
+        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [migration.__name__, time.time()])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply the migrations ``conn``'s database lacks; return the names applied now."""
+    with _MIGRATION_LOCK:
+        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DOUBLE NOT NULL)")
+        applied = _applied_migrations(conn)
+        pending = [m for m in MIGRATIONS if m.__name__ not in applied]
+        for migration in pending:
+            _apply_migration(conn, migration)
+        return [m.__name__ for m in pending]
+
+
+def _check_schema_current(conn: Connection, path: Path) -> None:
+    """For read-only opens: fail clearly if the schema is missing or outdated."""
+    try:
+        applied = _applied_migrations(conn)
+    except duckdb.CatalogException:
+        applied = set()
+    missing = [m.__name__ for m in MIGRATIONS if m.__name__ not in applied]
+    if missing:
+        raise RunLogError(
+            f"run log {path} is not initialised or is from an older rlm (missing migrations: "
+            f"{', '.join(missing)}); open it once read-write to migrate it"
+        )
+
+
+# --------------------------------------------------------------------------
+# Batched writes
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Table:
+    """An insert target: column names and the types used to decode a JSON batch.
+
+    JSON columns are sent as VARCHAR holding JSON text, so the stored text is
+    exactly what :func:`_json` produced.
+    """
+
+    name: str
+    columns: tuple[tuple[str, str], ...]
+    or_ignore: bool = False
+
+    def insert_sql(self) -> str:
+        names = ", ".join(name for name, _ in self.columns)
+        schema = json.dumps([{name: kind for name, kind in self.columns}])
+        verb = "INSERT OR IGNORE INTO" if self.or_ignore else "INSERT INTO"
+        return f"{verb} {self.name} ({names}) SELECT unnest(from_json($1::JSON, '{schema}'), recursive := true)"
+
+
+_RUNS = _Table(
+    "runs",
+    (
+        ("run_id", "VARCHAR"),
+        ("started_at", "DOUBLE"),
+        ("question", "VARCHAR"),
+        ("model", "VARCHAR"),
+        ("sub_model", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("config", "VARCHAR"),
+        ("context_info", "VARCHAR"),
+    ),
+    or_ignore=True,
+)
+_AGENTS = _Table(
+    "agents",
+    (
+        ("run_id", "VARCHAR"),
+        ("agent_id", "VARCHAR"),
+        ("parent_id", "VARCHAR"),
+        ("depth", "INTEGER"),
+        ("model", "VARCHAR"),
+        ("prompt", "VARCHAR"),
+        ("node_id", "VARCHAR"),
+        ("status", "VARCHAR"),
+        ("started_at", "DOUBLE"),
+    ),
+    or_ignore=True,
+)
+_LM_CALLS = _Table(
+    "lm_calls",
+    (
+        ("run_id", "VARCHAR"),
+        ("call_id", "VARCHAR"),
+        ("agent_id", "VARCHAR"),
+        ("ts", "DOUBLE"),
+        ("model", "VARCHAR"),
+        ("role", "VARCHAR"),
+        ("purpose", "VARCHAR"),
+        ("input_tokens", "BIGINT"),
+        ("output_tokens", "BIGINT"),
+        ("cost_usd", "DOUBLE"),
+        ("latency_s", "DOUBLE"),
+        ("ok", "BOOLEAN"),
+        ("error", "VARCHAR"),
+        ("prompt_preview", "VARCHAR"),
+        ("response_preview", "VARCHAR"),
+    ),
+)
+_CELLS = _Table(
+    "cells",
+    (
+        ("run_id", "VARCHAR"),
+        ("agent_id", "VARCHAR"),
+        ("ts", "DOUBLE"),
+        ("iteration", "INTEGER"),
+        ("cell_index", "INTEGER"),
+        ("code", "VARCHAR"),
+        ("stdout", "VARCHAR"),
+        ("stderr", "VARCHAR"),
+        ("error", "VARCHAR"),
+        ("duration_s", "DOUBLE"),
+        ("final", "BOOLEAN"),
+        ("restarted", "BOOLEAN"),
+    ),
+)
+_EVENTS = _Table(
+    "events",
+    (
+        ("run_id", "VARCHAR"),
+        ("seq", "BIGINT"),
+        ("ts", "DOUBLE"),
+        ("agent_id", "VARCHAR"),
+        ("type", "VARCHAR"),
+        ("payload", "VARCHAR"),
+    ),
+)
+_INSERT_ORDER = (_EVENTS, _RUNS, _AGENTS, _LM_CALLS, _CELLS)
+
+_UPDATE_RUN = """
+    UPDATE runs SET finished_at = ?, status = ?, answer = ?, input_tokens = ?, output_tokens = ?,
+        llm_calls = ?, cost_usd = ?, iterations = ?, depth_reached = ?, duration_s = ?, error = ?
+    WHERE run_id = ?
+"""
+_UPDATE_AGENT = """
+    UPDATE agents SET finished_at = ?, status = ?, answer = ?, iterations = ?, input_tokens = ?,
+        output_tokens = ?, llm_calls = ?, duration_s = ?, error = ?
+    WHERE run_id = ? AND agent_id = ?
+"""
+
+
+def _json(value: Any) -> str:
+    """JSON text DuckDB accepts: non-ASCII kept, lone surrogates replaced, odd objects as str."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+@dataclass
+class _Update:
+    """A finishing event: UPDATE its row, or INSERT a minimal one first if missing."""
+
+    sql: str
+    params: list[Any]
+    fallback_table: _Table
+    fallback_row: dict[str, Any]
+
+
+@dataclass
+class _Batch:
+    """What one transaction writes: rows per table, then updates in event order."""
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    updates: list[_Update] = field(default_factory=list)
+
+    def add_row(self, table: _Table, row: dict[str, Any]) -> None:
+        self.rows.setdefault(table.name, []).append(row)
+
+
+def _event_row(seq: int, event: Event) -> dict[str, Any]:
+    payload = event.to_dict()
+    return {
+        "run_id": event.run_id,
+        "seq": seq,
+        "ts": event.ts,
+        "agent_id": event.agent_id,
+        "type": payload["type"],
+        "payload": _json(payload),
+    }
+
+
+def _plan_run_started(batch: _Batch, e: RunStarted) -> None:
+    batch.add_row(
+        _RUNS,
+        {
+            "run_id": e.run_id,
+            "started_at": e.ts,
+            "question": e.question,
+            "model": e.model,
+            "sub_model": e.sub_model,
+            "status": "running",
+            "config": _json(e.config),
+            "context_info": _json(e.context_info),
+        },
+    )
+
+
+def _plan_run_finished(batch: _Batch, e: RunFinished) -> None:
+    params = [e.ts, e.status, e.answer, e.input_tokens, e.output_tokens, e.llm_calls, e.cost_usd]
+    params += [e.iterations, e.depth_reached, e.duration_s, e.error, e.run_id]
+    row = {"run_id": e.run_id, "status": e.status}
+    batch.updates.append(_Update(_UPDATE_RUN, params, _RUNS, row))
+
+
+def _plan_agent_started(batch: _Batch, e: AgentStarted) -> None:
+    batch.add_row(
+        _AGENTS,
+        {
+            "run_id": e.run_id,
+            "agent_id": e.agent_id,
+            "parent_id": e.parent_id,
+            "depth": e.depth,
+            "model": e.model,
+            "prompt": e.prompt,
+            "node_id": e.node_id,
+            "status": "running",
+            "started_at": e.ts,
+        },
+    )
+
+
+def _plan_agent_finished(batch: _Batch, e: AgentFinished) -> None:
+    if e.agent_id is None:
+        return
+    params = [e.ts, e.status, e.answer, e.iterations, e.input_tokens, e.output_tokens, e.llm_calls]
+    params += [e.duration_s, e.error, e.run_id, e.agent_id]
+    row = {"run_id": e.run_id, "agent_id": e.agent_id, "status": e.status}
+    batch.updates.append(_Update(_UPDATE_AGENT, params, _AGENTS, row))
+
+
+def _plan_lm_called(batch: _Batch, e: LMCalled) -> None:
+    row = {name: getattr(e, name) for name, _ in _LM_CALLS.columns}
+    batch.add_row(_LM_CALLS, row)
+
+
+def _plan_cell_executed(batch: _Batch, e: CellExecuted) -> None:
+    row = {name: getattr(e, name) for name, _ in _CELLS.columns if name != "cell_index"}
+    batch.add_row(_CELLS, {**row, "cell_index": e.index})
+
+
+_PLANNERS: dict[type[Event], Callable[[_Batch, Any], None]] = {
+    RunStarted: _plan_run_started,
+    RunFinished: _plan_run_finished,
+    AgentStarted: _plan_agent_started,
+    AgentFinished: _plan_agent_finished,
+    LMCalled: _plan_lm_called,
+    CellExecuted: _plan_cell_executed,
+}
+
+
+def _plan(numbered: Iterable[tuple[int, Event]]) -> _Batch:
+    batch = _Batch()
+    for seq, event in numbered:
+        batch.add_row(_EVENTS, _event_row(seq, event))
+        planner = _PLANNERS.get(type(event))
+        if planner is not None:
+            planner(batch, event)
+    return batch
+
+
+def _insert_rows(cur: Connection, table: _Table, rows: list[dict[str, Any]]) -> None:
+    # One JSON parameter per batch: DuckDB converts Python values one by one
+    # (slow), but parses a JSON document fast.
+    cur.execute(table.insert_sql(), [_json(rows)])
+
+
+def _apply_update(cur: Connection, update: _Update) -> None:
+    (changed,) = cur.execute(update.sql, update.params).fetchone() or (0,)
+    if changed == 0:  # a finish without its start: keep what we know
+        _insert_rows(cur, update.fallback_table, [update.fallback_row])
+        cur.execute(update.sql, update.params)
+
+
+def _write_batch(cur: Connection, batch: _Batch) -> None:
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        for table in _INSERT_ORDER:
+            rows = batch.rows.get(table.name)
+            if rows:
+                _insert_rows(cur, table, rows)
+        for update in batch.updates:
+            _apply_update(cur, update)
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+
+_SUMMARY_FIELDS = (
+    "run_id", "started_at", "finished_at", "question", "model", "sub_model", "status", "answer",
+    "input_tokens", "output_tokens", "llm_calls", "cost_usd", "iterations", "depth_reached",
+    "duration_s", "error", "config", "context_info", "agents",
+)  # fmt: skip
+_SUMMARY_SELECT = (
+    f"SELECT {', '.join(_SUMMARY_FIELDS[:-1])}, "
+    "(SELECT count(*) FROM agents a WHERE a.run_id = r.run_id) AS agents FROM runs r"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One row of the ``runs`` table (plus its agent count).
+
+    Counters are 0 and ``status`` is ``"running"`` while the run is in progress;
+    ``cost_usd`` is ``None`` when any provider's price was unknown.
+    """
+
+    run_id: str
+    started_at: float | None
+    finished_at: float | None
+    question: str | None
+    model: str | None
+    sub_model: str | None
+    status: str
+    answer: str | None
+    input_tokens: int
+    output_tokens: int
+    llm_calls: int
+    cost_usd: float | None
+    iterations: int
+    depth_reached: int
+    duration_s: float | None
+    error: str | None
+    config: dict[str, Any]
+    context_info: dict[str, Any]
+    agents: int
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> "RunSummary":
+        """Build from a ``_SUMMARY_SELECT`` row (JSON columns arrive as text)."""
+        data = dict(zip(_SUMMARY_FIELDS, row, strict=True))
+        for name in ("config", "context_info"):
+            data[name] = json.loads(data[name]) if data[name] else {}
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of all fields."""
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------
+# The log
+# --------------------------------------------------------------------------
+
+_STOP = object()
+_MAX_BATCH = 2000
+
+
+def _open_error(path: Path, exc: BaseException) -> RunLogError:
+    cause = str(exc).strip() or type(exc).__name__
+    if "lock" in cause.lower():
+        hint = (
+            "another process has it open (DuckDB allows one read-write process per file); "
+            "wait for that rlm process to finish or use another RLM_HOME"
+        )
+    elif "not a valid duckdb database" in cause.lower():
+        hint = "the file is not a DuckDB database; move it away or use another RLM_HOME"
+    else:
+        hint = "see the cause above"
+    return RunLogError(f"cannot open run log {path}: {cause} ({hint})")
+
+
+def _connect(path: Path, read_only: bool) -> Connection:
+    if read_only and not path.exists():
+        raise RunLogError(f"cannot open run log {path}: no such file")
+    try:
+        if not read_only:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(str(path), read_only=read_only)
+    except (duckdb.Error, OSError) as exc:
+        raise _open_error(path, exc) from exc
+
+
+class RunLog:
+    """The run log in one DuckDB file; thread-safe; see the module docstring.
+
+    Args:
+        path: the database file (usually ``$RLM_HOME/rlm.duckdb``); created with
+            its parent directories if missing.
+        read_only: open without write access (several processes may do so at
+            once); :meth:`record` then raises.
+
+    Raises:
+        RunLogError: the file is not a DuckDB database, is locked by another
+            process, or cannot be created or migrated.
+    """
+
+    def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._conn = _connect(self.path, read_only)
+        try:
+            self.migrations_applied = self._prepare_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+        self._read_cursor = self._conn.cursor()
+        self._read_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._closed = False
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._seqs: dict[str, int] = {}
+        self.write_errors = 0
+        """Events the writer could not store (each is logged as a warning)."""
+        self._writer: threading.Thread | None = None
+        if not read_only:
+            self._start_writer()
+            atexit.register(self.close)
+
+    # -- setup --------------------------------------------------------------
+
+    def _prepare_schema(self) -> list[str]:
+        try:
+            if self.read_only:
+                _check_schema_current(self._conn, self.path)
+                return []
+            return migrate(self._conn)
+        except duckdb.Error as exc:
+            raise RunLogError(f"cannot migrate run log {self.path}: {exc}") from exc
+
+    def _start_writer(self) -> None:
+        cursor = self._conn.cursor()
+        self._writer = threading.Thread(target=self._writer_loop, args=(cursor,), name="rlm-runlog-writer", daemon=True)
+        self._writer.start()
+
+    # -- writing ------------------------------------------------------------
+
+    def record(self, event: Event) -> None:
+        """Queue ``event`` for writing and return at once. Thread-safe.
+
+        Raises:
+            RunLogError: the log is closed or read-only.
+        """
+        with self._state_lock:
+            if self._closed or self._writer is None:
+                raise RunLogError(f"run log {self.path} is {'closed' if self._closed else 'read-only'}")
+            self._queue.put(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every event recorded before this call is written.
+
+        Returns ``False`` only if ``timeout`` (seconds) expired first. A no-op
+        on a closed or read-only log.
+        """
+        done = threading.Event()
+        with self._state_lock:
+            if self._closed or self._writer is None:
+                return True
+            self._queue.put(done)
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        """Write everything recorded, stop the writer and close the file. Idempotent."""
+        with self._state_lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._writer is not None:
+                self._queue.put(_STOP)
+        if self._writer is not None:
+            self._writer.join()
+            atexit.unregister(self.close)
+        with self._read_lock:
+            self._read_cursor.close()
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _writer_loop(self, cur: Connection) -> None:
+        try:
+            while True:
+                items = self._next_items()
+                events = [item for item in items if isinstance(item, Event)]
+                if events:
+                    self._write(cur, events)
+                for item in items:
+                    if isinstance(item, threading.Event):
+                        item.set()
+                if any(item is _STOP for item in items):
+                    return
+        finally:
+            cur.close()
+
+    def _next_items(self) -> list[Any]:
+        items = [self._queue.get()]
+        while len(items) < _MAX_BATCH and items[-1] is not _STOP:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+    def _next_seq(self, cur: Connection, run_id: str) -> int:
+        if run_id not in self._seqs:
+            row = cur.execute("SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run_id]).fetchone()
+            self._seqs[run_id] = int(row[0]) if row else 0
+        self._seqs[run_id] += 1
+        return self._seqs[run_id]
+
+    def _write(self, cur: Connection, events: list[Event]) -> None:
+        try:
+            numbered = [(self._next_seq(cur, e.run_id), e) for e in events]
+            _write_batch(cur, _plan(numbered))
+        except Exception as exc:  # the log must never take a run down
+            if len(events) == 1:
+                self.write_errors += 1
+                log.warning("run log %s: could not store %s event: %s", self.path, type(events[0]).__name__, exc)
+                return
+            half = len(events) // 2  # bisect to isolate the bad event(s) and keep the others
+            self._write(cur, events[:half])
+            self._write(cur, events[half:])
+
+    # -- reading ------------------------------------------------------------
+
+    def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.flush()
+        with self._read_lock:
+            if self._closed:
+                raise RunLogError(f"run log {self.path} is closed")
+            try:
+                return self._read_cursor.execute(sql, params or []).fetchall()
+            except duckdb.Error as exc:
+                raise RunLogError(f"cannot read run log {self.path}: {exc}") from exc
+
+    def resolve_run_id(self, run_id: str) -> str:
+        """Return the full run id that equals or uniquely starts with ``run_id``.
+
+        Raises:
+            RunLogError: no run matches, or the prefix matches several runs.
+        """
+        if not run_id:
+            raise RunLogError("empty run id")
+        if self._query("SELECT 1 FROM runs WHERE run_id = ?", [run_id]):
+            return run_id
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE starts_with(run_id, ?) ORDER BY started_at DESC LIMIT 6", [run_id]
+        )
+        if not rows:
+            raise RunLogError(f"no run with id {run_id!r} in {self.path}")
+        if len(rows) > 1:
+            shown = ", ".join(row[0] for row in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            raise RunLogError(f"run id prefix {run_id!r} is ambiguous: it matches {shown}; give more characters")
+        return str(rows[0][0])
+
+    def list_runs(self, limit: int = 50) -> list[RunSummary]:
+        """The ``limit`` most recently started runs, newest first."""
+        rows = self._query(f"{_SUMMARY_SELECT} ORDER BY started_at DESC NULLS LAST, run_id LIMIT ?", [limit])
+        return [RunSummary.from_row(row) for row in rows]
+
+    def get_run(self, run_id: str) -> RunSummary:
+        """The run whose id is ``run_id`` or uniquely starts with it.
+
+        Raises:
+            RunLogError: unknown or ambiguous id.
+        """
+        full_id = self.resolve_run_id(run_id)
+        rows = self._query(f"{_SUMMARY_SELECT} WHERE run_id = ?", [full_id])
+        return RunSummary.from_row(rows[0])
+
+    def events(self, run_id: str) -> list[Event]:
+        """Every event of a run (id or unique prefix) in the order recorded.
+
+        Events of a type this version of rlm does not know are skipped.
+
+        Raises:
+            RunLogError: unknown or ambiguous id.
+        """
+        full_id = self.resolve_run_id(run_id)
+        rows = self._query("SELECT payload FROM events WHERE run_id = ? ORDER BY seq", [full_id])
+        events: list[Event] = []
+        for (payload,) in rows:
+            try:
+                events.append(event_from_dict(json.loads(payload)))
+            except (KeyError, TypeError) as exc:
+                log.debug("run log %s: skipping unreadable event %.200s (%s)", self.path, payload, exc)
+        return events

@@ -1,0 +1,174 @@
+"""One run of the recursion tree: the public entry point :func:`run`.
+
+``run(question, context, config)`` resolves the context into a payload, starts
+the embedded model if it is the one configured, opens the run log, runs the
+root :class:`~rlm.agent.Agent`, and returns a :class:`RunResult`. Bad input and
+configuration raise (:class:`~rlm.errors.InputError`,
+:class:`~rlm.errors.ConfigError`, :class:`~rlm.errors.SandboxUnavailable`);
+once the run has started, its end is reported in ``RunResult.status`` (``"ok"``,
+a limit name, ``"cancelled"`` or ``"error"``) and recorded in the run log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from rlm.agent import Agent, RunServices
+from rlm.budget import Budget, Usage
+from rlm.config import RLMConfig
+from rlm.errors import RLMError
+from rlm.events import Event, EventBus, RunFinished, RunStarted
+from rlm.inputs import ContextPayload, load_context, payload_from_documents, payload_from_text
+from rlm.lm import LM, LiteLLMClient
+from rlm.sandbox.jail import check_bwrap
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a run. ``cost_usd`` is ``None`` when any call's price was unknown."""
+
+    answer: str | None
+    run_id: str
+    status: str
+    usage: Usage
+    iterations: int
+    depth_reached: int
+    duration_s: float
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float | None:
+        return self.usage.cost_usd
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "run_id": self.run_id,
+            "status": self.status,
+            "usage": self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "iterations": self.iterations,
+            "depth_reached": self.depth_reached,
+            "duration_s": round(self.duration_s, 3),
+            "error": self.error,
+            "warnings": self.warnings,
+        }
+
+
+def new_run_id() -> str:
+    """Time-sortable and unique: ``20261122-030814-3f9a1c``."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def run(
+    question: str,
+    context: str | Path | ContextPayload | list[dict[str, Any]],
+    config: RLMConfig | None = None,
+    *,
+    bus: EventBus | None = None,
+    lm: LM | None = None,
+    budget: Budget | None = None,
+    on_start: Callable[[str, Budget], None] | None = None,
+) -> RunResult:
+    """Answer ``question`` about ``context`` (a path, text, documents, or a payload).
+
+    ``bus`` receives every event live; ``lm`` replaces the litellm client (tests
+    of the loop itself); ``on_start(run_id, budget)`` is called once the run has
+    an id, e.g. so a UI can cancel it with ``budget.stop("cancelled")``.
+    """
+    config = config or RLMConfig()
+    if not question or not question.strip():
+        raise RLMError("the question is empty")
+    if config.sandbox.mode == "bwrap":
+        check_bwrap()
+    run_id = new_run_id()
+    workdir = config.home / "tmp" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        payload = _payload(context, workdir)
+        with _model_endpoint(config) as config, _run_log(config) as record:
+            return _run(question, payload, config, run_id, workdir, bus or EventBus(), record, lm, budget, on_start)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _payload(context: Any, workdir: Path) -> ContextPayload:
+    if isinstance(context, ContextPayload):
+        return context
+    if isinstance(context, Path):
+        return load_context(context, workdir=workdir)
+    if isinstance(context, list):
+        return payload_from_documents(context, workdir=workdir)
+    if isinstance(context, str):
+        return payload_from_text(context, workdir=workdir)
+    raise RLMError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
+
+
+@contextlib.contextmanager
+def _model_endpoint(config: RLMConfig) -> Iterator[RLMConfig]:
+    """Start the embedded model server when it is the configured model."""
+    from rlm import local_model
+
+    if not local_model.uses_local_model(config):
+        yield config
+        return
+    config.home.mkdir(parents=True, exist_ok=True)
+    with local_model.LocalModelServer(log_path=config.home / "local-model.log") as server:
+        yield local_model.point_at(config, server)
+
+
+@contextlib.contextmanager
+def _run_log(config: RLMConfig) -> Iterator[Callable[[Event], None] | None]:
+    if not config.record_run:
+        yield None
+        return
+    from rlm.runlog import RunLog
+
+    log = RunLog(config.runlog_path)
+    try:
+        yield log.record
+    finally:
+        log.close()
+
+
+def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str, workdir: Path, bus: EventBus,
+         record: Callable[[Event], None] | None, lm: LM | None, budget: Budget | None,
+         on_start: Callable[[str, Budget], None] | None) -> RunResult:
+    budget = budget or Budget(max_llm_calls=config.max_llm_calls, max_tokens=config.max_tokens,
+                              max_cost_usd=config.max_cost_usd, timeout_s=config.timeout_s)
+
+    def emit(event: Event) -> None:
+        if record is not None:
+            record(event)
+        bus.emit(event)
+
+    if on_start is not None:
+        on_start(run_id, budget)
+    started = time.monotonic()
+    emit(RunStarted(run_id=run_id, question=question, model=config.model, sub_model=config.effective_sub_model,
+                    config=config.to_dict(), context_info=payload.info()))
+    services = RunServices(run_id=run_id, config=config, lm=lm or LiteLLMClient(config), budget=budget,
+                           emit=emit, workdir=workdir)
+    root = Agent(services, prompt=question, payload=payload)
+    outcome = root.run()
+    usage = budget.usage()
+    result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
+                       iterations=outcome.iterations, depth_reached=services.depth_reached,
+                       duration_s=time.monotonic() - started, error=outcome.error, warnings=list(payload.warnings))
+    emit(RunFinished(run_id=run_id, status=result.status, answer=result.answer, input_tokens=usage.input_tokens,
+                     output_tokens=usage.output_tokens, llm_calls=usage.llm_calls, cost_usd=usage.cost_usd,
+                     iterations=result.iterations, depth_reached=result.depth_reached,
+                     duration_s=result.duration_s, error=result.error))
+    return result

@@ -1,0 +1,316 @@
+"""The host side of the REPL: spawns the worker, runs cells, serves host-function calls.
+
+A :class:`Sandbox` owns one worker process. :meth:`Sandbox.execute` sends a cell
+and then answers the worker's ``call`` frames through the ``handler`` until the
+``result`` arrives. The cell's wall-clock budget only runs while the worker is
+computing: time spent serving a host call (a sub-model or a whole child agent)
+is not charged to the cell. A cell that times out, a worker that dies, or one
+that breaks the protocol is killed and restarted; the model is told that its
+variables are gone and ``context`` is back.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from rlm.config import SandboxConfig
+from rlm.errors import LimitReached, ProtocolError, SandboxError
+from rlm.sandbox import protocol
+from rlm.sandbox.jail import launch
+
+#: Names the worker may call on the host; anything else is a protocol violation.
+HOST_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
+
+
+class HostCallError(Exception):
+    """Raised by a handler for a failure the model should see (e.g. a sub-call failed)."""
+
+
+Handler = Callable[[str, dict[str, Any]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CellResult:
+    """What one cell produced. ``error`` is the model-facing error text, if any."""
+
+    stdout: str = ""
+    stderr: str = ""
+    error: str | None = None
+    final: str | None = None
+    truncated: int = 0
+    duration_s: float = 0.0
+    restarted: bool = False
+    host_calls: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+@dataclass
+class _Deadline:
+    """A cell clock that can be paused while the host serves a call."""
+
+    budget: float
+    used: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def pause(self) -> None:
+        self.used += time.monotonic() - self.started
+
+    def resume(self) -> None:
+        self.started = time.monotonic()
+
+    def remaining(self) -> float:
+        return self.budget - self.used - (time.monotonic() - self.started)
+
+
+class _Crash(Exception):
+    """Internal: the worker must be restarted; ``message`` goes to the model."""
+
+
+def _no_handler(name: str, args: dict[str, Any]) -> Any:
+    raise HostCallError(f"{name} is not available in this REPL")
+
+
+class Sandbox:
+    """One REPL worker on one context file. Not thread-safe: one cell at a time."""
+
+    def __init__(
+        self,
+        context_path: Path,
+        context_kind: str = "text",
+        *,
+        config: SandboxConfig | None = None,
+        handler: Handler | None = None,
+    ) -> None:
+        self.context_path = Path(context_path)
+        self.context_kind = context_kind
+        self.config = config or SandboxConfig()
+        self.handler = handler or _no_handler
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buffer = bytearray()
+        self._cell_seq = 0
+        self._stderr_tail = bytearray()
+        self.context_type = ""
+        self.context_length = 0
+        self.restarts = 0
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> "Sandbox":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def start(self) -> None:
+        """Spawn the worker and wait until it has loaded ``context``."""
+        if self._proc is not None:
+            return
+        spec = launch(self.config.mode, self.context_path, scratch_mb=self.config.scratch_mb)
+        try:
+            self._proc = subprocess.Popen(
+                spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=spec.env, close_fds=True, start_new_session=True, cwd="/",
+            )
+        except OSError as exc:
+            raise SandboxError(f"cannot start the REPL worker: {exc}") from exc
+        self._buffer.clear()
+        threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True).start()
+        try:
+            self._send({
+                "type": "init", "context_path": spec.context_path, "context_kind": self.context_kind,
+                "max_output_chars": self.config.max_output_chars, "max_call_bytes": self.config.max_call_bytes,
+                "rlimits": self._rlimits(),
+            })
+            ready = self._read(time.monotonic() + 120.0)
+        except _Crash as exc:
+            self.close()
+            raise SandboxError(f"the REPL worker failed to start: {exc}. {self._stderr_text()}") from None
+        if ready.get("type") != "ready":
+            self.close()
+            raise SandboxError("the REPL worker sent an unexpected first message")
+        self.context_type = str(ready.get("context_type", ""))
+        self.context_length = int(ready.get("context_length", 0))
+
+    def _rlimits(self) -> dict[str, int]:
+        cfg = self.config
+        context_bytes = self.context_path.stat().st_size
+        limits = {
+            # address space must hold the decoded context (up to 4 bytes/char) plus headroom
+            "AS": cfg.memory_mb * 1024 * 1024 + 4 * context_bytes,
+            "CPU": cfg.cpu_seconds,
+            "NOFILE": cfg.max_open_files,
+            "FSIZE": cfg.max_file_size_mb * 1024 * 1024,
+            "CORE": 0,
+        }
+        if self.config.mode == "bwrap":
+            # RLIMIT_NPROC counts every process of the real uid, including the host's own.
+            limits["NPROC"] = cfg.max_processes + _processes_of_uid(os.getuid())
+        return limits
+
+    def close(self) -> None:
+        """Kill the worker (and, for bubblewrap, its whole pid namespace)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+    def restart(self) -> None:
+        """Kill and respawn the worker: a fresh namespace with ``context`` loaded again."""
+        self.close()
+        self.restarts += 1
+        self.start()
+
+    # -- cells -------------------------------------------------------------------
+    def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
+        """Run one cell; model errors come back in ``CellResult.error``, never raised."""
+        self.start()
+        self._cell_seq += 1
+        clock = _Deadline(budget=timeout or self.config.cell_timeout_s)
+        calls = 0
+        try:
+            self._send({"type": "execute", "id": self._cell_seq, "code": code})
+            while True:
+                message = self._read(time.monotonic() + max(0.0, clock.remaining()))
+                kind = message.get("type")
+                if kind == "result" and message.get("id") == self._cell_seq:
+                    return self._result(message, time.monotonic() - clock.started + clock.used, calls)
+                if kind != "call":
+                    raise _Crash("the worker sent an unexpected message")
+                calls += 1
+                clock.pause()
+                self._serve_call(message)
+                clock.resume()
+        except _Crash as exc:
+            self.restart()
+            return CellResult(
+                error=f"{exc}. The REPL was restarted: all your variables are gone; `context` is loaded again.",
+                duration_s=clock.used + (time.monotonic() - clock.started), restarted=True, host_calls=calls,
+            )
+
+    def _result(self, message: dict, duration: float, calls: int) -> CellResult:
+        final = message.get("final")
+        final_value = final.get("value") if isinstance(final, dict) else None
+        return CellResult(
+            stdout=_str(message.get("stdout")),
+            stderr=_str(message.get("stderr")),
+            error=message.get("error") if isinstance(message.get("error"), str) else None,
+            final=final_value if isinstance(final_value, str) else None,
+            truncated=message.get("truncated") if isinstance(message.get("truncated"), int) else 0,
+            duration_s=duration,
+            host_calls=calls,
+        )
+
+    def _serve_call(self, message: dict) -> None:
+        call_id, name, args = message.get("id"), message.get("name"), message.get("args")
+        if not isinstance(call_id, int) or name not in HOST_FUNCTIONS or not isinstance(args, dict):
+            raise _Crash("the worker sent a malformed host-function call")
+        reply: dict[str, Any] = {"type": "reply", "id": call_id}
+        try:
+            reply.update(ok=True, value=self.handler(name, args))
+        except HostCallError as exc:
+            reply.update(ok=False, error=str(exc))
+        except LimitReached as exc:
+            reply.update(ok=False, stop=True, error=f"the run was stopped: {exc.limit}")
+        self._send(reply)
+
+    # -- frames ------------------------------------------------------------------
+    def _send(self, message: dict) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            protocol.write_all(self._proc.stdin.fileno(), protocol.encode(message))
+        except (BrokenPipeError, OSError):
+            raise _Crash(self._death_reason()) from None
+
+    def _read(self, deadline: float) -> dict:
+        """One frame from the worker before ``deadline`` (monotonic), bounded in size."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        header = protocol.HEADER.size
+        while True:
+            if len(self._buffer) >= header:
+                (length,) = protocol.HEADER.unpack_from(self._buffer)
+                if length > self.config.max_call_bytes + 1024:
+                    raise _Crash(f"the worker sent a frame of {length} bytes, over the limit")
+                if len(self._buffer) >= header + length:
+                    body = bytes(self._buffer[header:header + length])
+                    del self._buffer[:header + length]
+                    try:
+                        return protocol.decode(body)
+                    except protocol.FrameError as exc:
+                        raise _Crash(f"the worker broke the protocol ({exc})") from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Crash(f"the cell timed out after {self.config.cell_timeout_s:g}s wall-clock")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                raise _Crash(self._death_reason())
+            self._buffer += chunk
+
+    def _death_reason(self) -> str:
+        proc = self._proc
+        code = None
+        if proc is not None:
+            try:
+                code = proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        tail = self._stderr_text()
+        if "MemoryError" in tail:
+            return "the REPL worker ran out of memory and died"
+        if code is not None and code < 0:
+            return f"the REPL worker was killed by signal {signal.Signals(-code).name}"
+        return f"the REPL worker died (exit code {code})"
+
+    def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for line in iter(lambda: proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
+            self._stderr_tail += line
+            del self._stderr_tail[:-4096]
+
+    def _stderr_text(self) -> str:
+        return self._stderr_tail.decode("utf-8", "replace").strip()[-500:]
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _processes_of_uid(uid: int) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    count += 1
+            except OSError:
+                continue
+    return count
