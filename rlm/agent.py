@@ -27,7 +27,7 @@ from typing import Any, Callable
 from rlm import prompts
 from rlm.budget import Budget
 from rlm.config import RLMConfig
-from rlm.errors import LimitReached, LMError, RLMError
+from rlm.errors import InputError, LimitReached, LMError, RLMError
 from rlm.events import AgentFinished, AgentStarted, CellExecuted, Event, IterationFinished, LMCalled
 from rlm.inputs import ContextPayload, payload_from_documents, payload_from_text
 from rlm.lm import LM, Completion, Message
@@ -318,14 +318,18 @@ class Agent:
         raise HostCallError(f"child agent {result.agent_id} failed ({result.status}): {result.error}")
 
     def _child_payload(self, context: Any) -> ContextPayload:
+        """The child's own context file (``None``: the parent's, shared read-only, no copy)."""
         if context is None:
             return self.payload
         workdir = self.services.workdir
-        if isinstance(context, str):
-            return payload_from_text(context, workdir=workdir)
-        if isinstance(context, list) and all(isinstance(d, dict) for d in context):
-            return payload_from_documents(context, workdir=workdir)
-        return payload_from_text(_context_text(context), workdir=workdir)
+        try:
+            if isinstance(context, str):
+                return payload_from_text(context, workdir=workdir)
+            if isinstance(context, list) and context and all(isinstance(d, dict) for d in context):
+                return payload_from_documents(context, workdir=workdir)
+            return payload_from_text(_context_text(context), workdir=workdir)
+        except InputError as exc:
+            raise HostCallError(f"rlm_query: unusable context: {exc}") from None
 
     def _batched(self, work: Callable[[Any], str], items: list[Any]) -> list[dict[str, str]]:
         """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items."""

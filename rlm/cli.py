@@ -127,13 +127,7 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
     bus = EventBus()
     if not args.quiet:
         bus.subscribe(Progress(sys.stderr))
-    context: Any = sys.stdin.buffer if args.context_path == "-" else Path(args.context_path)
-    if args.context_path == "-":
-        from rlm.inputs import load_context
-
-        (config.home / "tmp").mkdir(parents=True, exist_ok=True)
-        context = load_context("-", workdir=config.home / "tmp", stdin=sys.stdin.buffer)
-    result = run(args.question, context, config, bus=bus)
+    result = run(args.question, Path(args.context_path), config, bus=bus)
     for warning in result.warnings:
         print(f"[rlm] warning: {warning}", file=sys.stderr)
     if args.json:

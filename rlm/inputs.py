@@ -13,8 +13,10 @@ The worker memory-maps ``payload.path`` read-only and builds ``context`` from
 it according to ``payload.kind``:
 
 ``"text"``
-    The file is valid UTF-8 with no byte-order mark and is never empty.
-    ``context`` is the decoded ``str`` (``payload.length_chars`` characters).
+    The file is valid UTF-8 with no byte-order mark. ``context`` is the decoded
+    ``str`` (``payload.length_chars`` characters). Only
+    :func:`payload_from_text` can produce an empty file (``context == ""``;
+    ``mmap`` cannot map zero bytes, so the worker must special-case size 0).
     Line endings are left as they were in the input.
 
 ``"documents"``
@@ -44,11 +46,12 @@ Where the file comes from
 * ``-`` copies stdin to ``workdir``.
 * A directory becomes ``"documents"``: hidden entries (``.git``, ``.env``...),
   ``__pycache__`` and ``node_modules`` are ignored; binary files, empty files,
-  unreadable files and symlinks that leave the directory are listed in
-  ``skipped``. Inside a directory a JSON/JSONL/CSV file that does not parse is
+  unreadable files, PDFs without extractable text (or without pypdf), special
+  files, symlinked directories and symlinks that leave the directory are listed
+  in ``skipped``. Inside a directory a JSON/JSONL/CSV file that does not parse is
   kept as raw text with a warning (a single such file is an error).
 
-Files written to ``workdir`` are owned by the payload (``owned`` is True) and
+Files written to ``workdir`` (mode 0600, via :func:`tempfile.mkstemp`) are owned by the payload (``owned`` is True) and
 deleted by :meth:`ContextPayload.cleanup`. Bad input raises
 :class:`~rlm.errors.InputError` with a message meant for the user; failing to
 write into ``workdir`` raises :class:`~rlm.errors.RLMError`.
@@ -173,8 +176,9 @@ class ContextPayload:
         """A few lines for the model's prompt: what ``context`` is, its size, a preview."""
         if self.kind == "documents":
             lines = self._describe_documents()
-            first = self.documents[0].name if self.documents else ""
-            header = f"Preview of the first document ({first})"
+            if not self.documents:
+                return "\n".join(lines)
+            header = f"Preview of the first document ({self.documents[0].name})"
         else:
             lines = [f"`context` is a str of {self.length_chars:,} characters."]
             header = "Preview"
@@ -193,8 +197,9 @@ class ContextPayload:
         lines = [
             f'`context` is a list of {count:,} documents, each a dict {{"path": str, "text": str}}; '
             f"{self.length_chars:,} characters of text in total.",
-            "Documents:" if count <= DESCRIBE_MAX_DOCUMENTS else f"First {DESCRIBE_MAX_DOCUMENTS} documents:",
         ]
+        if count:
+            lines.append("Documents:" if count <= DESCRIBE_MAX_DOCUMENTS else f"First {DESCRIBE_MAX_DOCUMENTS} documents:")
         for doc in self.documents[:DESCRIBE_MAX_DOCUMENTS]:
             lines.append(f"  - {doc.name} ({doc.chars:,} chars)")
         if count > DESCRIBE_MAX_DOCUMENTS:
@@ -263,26 +268,25 @@ def payload_from_text(text: str, *, workdir: Path) -> ContextPayload:
     """Write ``text`` to a new file in ``workdir`` and return its ``"text"`` payload.
 
     Used by the Python API and for child agents. Lone surrogates (which UTF-8
-    cannot encode) are replaced with ``?`` and reported in ``warnings``.
+    cannot encode) are replaced with ``?`` and reported in ``warnings``. An
+    empty string gives an empty file (``context == ""``).
 
     Raises:
-        InputError: ``text`` is not a ``str`` or is empty.
+        InputError: ``text`` is not a ``str``.
     """
     if not isinstance(text, str):
         raise InputError(f"the context must be a str, not {type(text).__name__}")
-    if not text:
-        raise InputError("the context text is empty")
-    return _write_text_payload(text, "the context text", Path(workdir), [])
+    return _write_text_payload(text, "the context text", Path(workdir), [], allow_empty=True)
 
 
 def payload_from_documents(docs: list[dict[str, str]], *, workdir: Path) -> ContextPayload:
     """Write ``docs`` to a new JSON file in ``workdir`` and return its ``"documents"`` payload.
 
     Args:
-        docs: a non-empty list of ``{"path": str, "text": str}`` (no other keys).
+        docs: a list of ``{"path": str, "text": str}`` (no other keys); it may be empty.
 
     Raises:
-        InputError: ``docs`` is not a non-empty list of such dicts.
+        InputError: ``docs`` is not a list of such dicts.
     """
     _check_documents(docs)
     warnings: list[str] = []
@@ -397,9 +401,11 @@ def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) ->
     )
 
 
-def _write_text_payload(text: str, label: str, workdir: Path, warnings: list[str]) -> ContextPayload:
-    """Write converted ``text`` to a new file in ``workdir`` as a ``"text"`` payload."""
-    if not text:
+def _write_text_payload(
+    text: str, label: str, workdir: Path, warnings: list[str], *, allow_empty: bool = False
+) -> ContextPayload:
+    """Write ``text`` to a new file in ``workdir`` as a ``"text"`` payload."""
+    if not text and not allow_empty:
         raise InputError(f"{label} is empty")
     warnings = list(warnings)
     data = _to_utf8(text, label, warnings)
@@ -814,23 +820,31 @@ def _walk_directory(root: Path, label: str, workdir: Path) -> tuple[list[tuple[s
             if entry.name.startswith("."):
                 continue
             rel = prefix + entry.name
-            if entry.is_symlink():
-                reason = _symlink_problem(Path(entry.path), root_real)
-                if reason:
-                    skipped.append(f"{rel}: {reason}")
-                else:
-                    files.append((rel, Path(entry.path)))
-            elif entry.is_dir(follow_symlinks=False):
-                if entry.name in IGNORED_DIR_NAMES or Path(entry.path).resolve() == exclude:
-                    continue
-                visit(Path(entry.path), rel + "/")
-            elif entry.is_file(follow_symlinks=False):
+            try:
+                kind = _entry_kind(entry, root_real)
+            except OSError as exc:
+                kind = _reason(exc)
+            if kind == "file":
                 files.append((rel, Path(entry.path)))
+            elif kind == "dir":
+                if entry.name not in IGNORED_DIR_NAMES and Path(entry.path).resolve() != exclude:
+                    visit(Path(entry.path), rel + "/")
             else:
-                skipped.append(f"{rel}: not a regular file")
+                skipped.append(f"{rel}: {kind}")
 
     visit(root, "")
     return files, skipped
+
+
+def _entry_kind(entry: os.DirEntry[str], root_real: Path) -> str:
+    """``"file"``, ``"dir"`` (a real directory), or why the entry is skipped."""
+    if entry.is_symlink():
+        return _symlink_problem(Path(entry.path), root_real) or "file"
+    if entry.is_dir(follow_symlinks=False):
+        return "dir"
+    if entry.is_file(follow_symlinks=False):
+        return "file"
+    return "not a regular file"
 
 
 def _symlink_problem(link: Path, root_real: Path) -> str | None:
@@ -892,11 +906,9 @@ def _convert_member_text(text: str, rel: str, ext: str, warnings: list[str]) -> 
 
 
 def _check_documents(docs: object) -> None:
-    """Raise InputError unless ``docs`` is a non-empty list of ``{"path": str, "text": str}``."""
+    """Raise InputError unless ``docs`` is a list of ``{"path": str, "text": str}``."""
     if not isinstance(docs, (list, tuple)):
         raise InputError(f"documents must be a list of dicts, not {type(docs).__name__}")
-    if not docs:
-        raise InputError("the document list is empty")
     for index, doc in enumerate(docs):
         if not isinstance(doc, dict) or set(doc) != {"path", "text"}:
             raise InputError(f'document {index} must be a dict with exactly the keys "path" and "text"')

@@ -62,6 +62,9 @@ class LiteLLMClient:
         self.models = {"root": config.model, "sub": config.effective_sub_model}
         litellm = _litellm()
         self._litellm = litellm
+        # Decide which models have a known price *before* the Router registers
+        # its deployments (it adds zero-cost entries for unknown models).
+        self._priced = {model: _has_price(litellm, model) for model in self.models.values()}
         self._router = litellm.Router(
             model_list=[self._deployment(group, model) for group, model in self.models.items()],
             num_retries=config.lm_retries,
@@ -120,14 +123,22 @@ class LiteLLMClient:
 
     def _cost(self, response: Any, model: str) -> float | None:
         """litellm's price for the call, or ``None`` when the model is not in its price map."""
-        try:
-            self._litellm.get_model_info(model)
-        except Exception:
+        if model not in self._priced:
+            self._priced[model] = _has_price(self._litellm, model)
+        if not self._priced[model]:
             return None
         try:
             return float(self._litellm.completion_cost(completion_response=response, model=model))
         except Exception:
             return None
+
+
+def _has_price(litellm: Any, model: str) -> bool:
+    try:
+        info = litellm.get_model_info(model)
+    except Exception:
+        return False
+    return bool(info.get("input_cost_per_token") or info.get("output_cost_per_token"))
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -39,10 +39,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Callable, Iterable, Self
+from typing import Any, Self
 
 import duckdb
 
@@ -58,7 +59,7 @@ from rlm.events import (
     event_from_dict,
 )
 
-__all__ = ["RunLog", "RunSummary", "MIGRATIONS", "migrate"]
+__all__ = ["MIGRATIONS", "RunLog", "RunSummary", "migrate"]
 
 log = logging.getLogger(__name__)
 
@@ -525,7 +526,7 @@ class RunSummary:
     agents: int
 
     @classmethod
-    def from_row(cls, row: tuple[Any, ...]) -> "RunSummary":
+    def from_row(cls, row: tuple[Any, ...]) -> RunSummary:
         """Build from a ``_SUMMARY_SELECT`` row (JSON columns arrive as text)."""
         data = dict(zip(_SUMMARY_FIELDS, row, strict=True))
         for name in ("config", "context_info"):
@@ -579,6 +580,14 @@ class RunLog:
         read_only: open without write access (several processes may do so at
             once); :meth:`record` then raises.
 
+    Attributes:
+        path: the database file.
+        read_only: whether it was opened read-only.
+        migrations_applied: names of the migrations this open applied (empty
+            if the schema was already current).
+        write_errors: events the writer could not store (each is logged as a
+            warning; the others in its batch are still written).
+
     Raises:
         RunLogError: the file is not a DuckDB database, is locked by another
             process, or cannot be created or migrated.
@@ -600,7 +609,6 @@ class RunLog:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seqs: dict[str, int] = {}
         self.write_errors = 0
-        """Events the writer could not store (each is logged as a warning)."""
         self._writer: threading.Thread | None = None
         if not read_only:
             self._start_writer()
@@ -706,7 +714,7 @@ class RunLog:
         try:
             numbered = [(self._next_seq(cur, e.run_id), e) for e in events]
             _write_batch(cur, _plan(numbered))
-        except Exception as exc:  # the log must never take a run down
+        except Exception as exc:  # noqa: BLE001 -- the log must never take a run down
             if len(events) == 1:
                 self.write_errors += 1
                 log.warning("run log %s: could not store %s event: %s", self.path, type(events[0]).__name__, exc)

@@ -39,7 +39,7 @@ def _escape(codepoint: int) -> str:
 
 def _build_table(keep: str) -> dict[int, str]:
     # C0 controls, DEL and C1 controls (0x9b is a one-byte CSI on some terminals).
-    codepoints = [*range(0x00, 0x20), *range(0x7F, 0xA0), *map(ord, _BIDI_AND_SEPARATORS)]
+    codepoints = [*range(0x20), *range(0x7F, 0xA0), *map(ord, _BIDI_AND_SEPARATORS)]
     table = {cp: _escape(cp) for cp in codepoints if chr(cp) not in keep}
     table[ord("\r")] = "\\r"
     return table

@@ -47,7 +47,8 @@ tree) and ``root``, the id of the root agent.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import networkx as nx
 
@@ -64,13 +65,13 @@ from rlm.events import (
 from rlm.textutil import sanitize_for_terminal, truncate_text
 
 __all__ = [
+    "agent_cost",
     "build_tree",
-    "tree_to_dict",
-    "render_tree",
     "critical_path",
+    "render_tree",
     "subtree_cost",
     "subtree_usage",
-    "agent_cost",
+    "tree_to_dict",
 ]
 
 _RUN_KEYS = (
@@ -154,7 +155,8 @@ class _TreeBuilder:
     def node(self, agent_id: str) -> dict[str, Any]:
         if agent_id not in self.graph:
             self.graph.add_node(agent_id, **_new_agent(agent_id))
-        return self.graph.nodes[agent_id]
+        node: dict[str, Any] = self.graph.nodes[agent_id]
+        return node
 
     def open_iteration(self, agent_id: str, ts: float, number: int | None = None) -> dict[str, Any]:
         """The agent's iteration in progress; a new one if none or if ``number`` differs."""
@@ -392,7 +394,7 @@ def _jsonable(value: Any) -> Any:
 
 def _agent_to_dict(graph: nx.DiGraph, agent_id: str, seen: set[str]) -> dict[str, Any]:
     seen.add(agent_id)
-    data = _jsonable(dict(graph.nodes[agent_id]))
+    data: dict[str, Any] = _jsonable(dict(graph.nodes[agent_id]))
     data["children"] = [_agent_to_dict(graph, child, seen) for child in _children(graph, agent_id) if child not in seen]
     return data
 
@@ -432,7 +434,7 @@ def _fmt_seconds(seconds: float | None) -> str:
         return "?"
     if seconds < 60:
         return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
@@ -447,16 +449,21 @@ def _fmt_tokens(data: dict[str, Any]) -> str:
 def _block(lines: list[str], indent: str, label: str, text: str, limit: int) -> None:
     """Append ``label:`` then ``text`` (clipped, sanitized) one line per line, indented."""
     lines.append(f"{indent}{label}:")
-    lines.extend(f"{indent}  | {line}" for line in _clip(text, limit).split("\n"))
+    body = _clip(text, limit)
+    body = body.removesuffix("\n")  # the usual final newline of output
+    lines.extend(f"{indent}  | {line}" for line in body.split("\n"))
 
 
 def _run_header(g: dict[str, Any], max_output: int) -> list[str]:
-    lines = [
+    title = (
         f"run {_one_line(g.get('run_id'))}  status={_one_line(g.get('status'))}  "
-        f"model={_one_line(g.get('model'))}  sub_model={_one_line(g.get('sub_model'))}",
+        f"model={_one_line(g.get('model'))}  sub_model={_one_line(g.get('sub_model'))}"
+    )
+    usage = (
         f"  time={_fmt_seconds(g.get('duration_s'))}  tokens={_fmt_tokens(g)}  llm_calls={g.get('llm_calls') or 0}  "
-        f"cost={_fmt_cost(g.get('cost_usd'))}  depth_reached={g.get('depth_reached') or 0}",
-    ]
+        f"cost={_fmt_cost(g.get('cost_usd'))}  depth_reached={g.get('depth_reached') or 0}"
+    )
+    lines = [title, usage]
     if g.get("question"):
         _block(lines, "  ", "question", str(g["question"]), max_output)
     if g.get("answer") is not None:
@@ -507,7 +514,8 @@ def _render_cell(lines: list[str], indent: str, cell: dict[str, Any], max_output
 
 def _iteration_title(iteration: dict[str, Any]) -> str:
     calls = len(iteration["lm_calls"])
-    counted = f"{calls} model call{'s' if calls != 1 else ''}"
+    failed = sum(1 for call in iteration["lm_calls"] if not call["ok"])
+    counted = f"{calls} model call{'s' if calls != 1 else ''}" + (f", {failed} failed" if failed else "")
     if iteration["finished"]:
         return f"iteration {iteration['iteration']}  ({_fmt_seconds(iteration['duration_s'])}, {counted})"
     if iteration["iteration"] is not None:

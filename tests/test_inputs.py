@@ -388,6 +388,16 @@ def test_directory_symlinks(tmp_path: Path, workdir: Path) -> None:
     assert "outside" not in payload.path.read_text(encoding="utf-8")
 
 
+def test_directory_special_files_are_skipped_without_blocking(tmp_path: Path, workdir: Path) -> None:
+    root = tmp_path / "proj"
+    write(root / "a.txt", "a")
+    os.mkfifo(root / "pipe")
+    (root / "loop").symlink_to(root / "loop")
+    payload = load_context(root, workdir=workdir)
+    assert [d.name for d in payload.documents] == ["a.txt"]
+    assert payload.skipped == ["loop: broken symlink", "pipe: not a regular file"]
+
+
 def test_directory_members_that_do_not_parse_are_kept_raw(tmp_path: Path, workdir: Path) -> None:
     root = tmp_path / "proj"
     write(root / "tsconfig.json", '{ // comments are not JSON\n "a": 1 }')
@@ -605,9 +615,22 @@ def test_payload_from_text_with_lone_surrogate(workdir: Path) -> None:
     assert payload.warnings and "surrogate" in payload.warnings[0]
 
 
+def test_payload_from_empty_text(workdir: Path) -> None:
+    payload = payload_from_text("", workdir=workdir)
+    assert payload.kind == "text" and payload.size_bytes == 0 and payload.length_chars == 0
+    assert "`context` is a str of 0 characters." in payload.describe()
+
+
+def test_payload_from_empty_documents(workdir: Path) -> None:
+    payload = payload_from_documents([], workdir=workdir)
+    assert read_context(payload) == []
+    assert payload.describe() == (
+        '`context` is a list of 0 documents, each a dict {"path": str, "text": str}; '
+        "0 characters of text in total."
+    )
+
+
 def test_payload_from_text_errors(workdir: Path) -> None:
-    with pytest.raises(InputError, match="empty"):
-        payload_from_text("", workdir=workdir)
     with pytest.raises(InputError, match="must be a str"):
         payload_from_text(b"bytes", workdir=workdir)  # type: ignore[arg-type]
 
@@ -626,7 +649,6 @@ def test_payload_from_documents(workdir: Path) -> None:
 @pytest.mark.parametrize(
     "docs, message",
     [
-        ([], "empty"),
         ("not a list", "must be a list"),
         ([{"path": "a"}], "exactly the keys"),
         ([{"path": "a", "text": "t", "extra": 1}], "exactly the keys"),

@@ -806,7 +806,6 @@ class ScriptedServer:
             await stop.wait()
         finally:
             server.close()
-            await asyncio.sleep(0)  # let connections accepted just now register
             tasks = list(self._connections)
             for task in tasks:
                 task.cancel()
@@ -857,10 +856,13 @@ class ScriptedServer:
 
     # ------------------------------------------------------------- serving --
 
-    async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)  # type: ignore[arg-type]
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Accept callback: serve the connection in a task we track (and cancel at stop)."""
+        task = asyncio.get_running_loop().create_task(self._connection_main(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection_main(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await self._serve_connection(reader, writer, next(self._connection_ids))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -868,7 +870,6 @@ class ScriptedServer:
         except Exception:  # noqa: BLE001 - never let one connection kill the server
             logger.exception("scripted server: connection failed")
         finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
             writer.close()
 
     async def _serve_connection(

@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated RLM_HOME, a scripted model server, configs pointing at it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
+from rlm.testing import ScriptedServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = REPO / ".venv" / "bin"
+
+
+@pytest.fixture(autouse=True)
+def rlm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own RLM_HOME (run log, temp files) under tmp_path."""
+    home = tmp_path / "rlm-home"
+    monkeypatch.setenv("RLM_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def make_config(rlm_home: Path) -> Callable[..., RLMConfig]:
+    """``make_config(server, **overrides)``: a config using the scripted server as the model."""
+
+    def make(server: ScriptedServer, **overrides: Any) -> RLMConfig:
+        sandbox = overrides.pop("sandbox", SandboxConfig(cell_timeout_s=20))
+        values: dict[str, Any] = dict(model="openai/scripted", api_base=server.base_url, api_key="sk-test",
+                                      home=rlm_home, lm_retries=2, lm_timeout_s=30, sandbox=sandbox)
+        values.update(overrides)
+        return RLMConfig(**values)
+
+    return make
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Callable[[str], Path]:
+    def write(text: str, name: str = "doc.txt") -> Path:
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., ScriptedServer]]:
+    """Start scripted servers; all are stopped after the test."""
+    servers: list[ScriptedServer] = []
+
+    def start(*args: Any, **kwargs: Any) -> ScriptedServer:
+        server = ScriptedServer(*args, **kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def repl(code: str, prose: str = "") -> str:
+    """A model reply holding one ```repl block."""
+    return f"{prose}\n```repl\n{code}\n```\n" if prose else f"```repl\n{code}\n```"
+
+
+def is_agent_prompt(messages: list[dict[str, Any]]) -> bool:
+    """True for an agent's own turn (it has our system prompt), False for an llm_query sub-call."""
+    return bool(messages) and messages[0].get("role") == "system" and "REPL" in str(messages[0].get("content"))
+
+
+def first_user(messages: list[dict[str, Any]]) -> str:
+    return next((str(m.get("content")) for m in messages if m.get("role") == "user"), "")
+
+
+def turn(messages: list[dict[str, Any]]) -> int:
+    """How many assistant turns this agent already had (0 for its first call)."""
+    return sum(1 for m in messages if m.get("role") == "assistant")

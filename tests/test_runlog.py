@@ -1,0 +1,341 @@
+"""The DuckDB run log, against real database files in tmp_path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rlm import runlog
+from rlm.errors import RunLogError
+from rlm.events import (
+    AgentFinished,
+    AgentStarted,
+    CellExecuted,
+    Event,
+    IterationFinished,
+    LMCalled,
+    RunFinished,
+    RunStarted,
+)
+from rlm.runlog import RunLog, RunSummary
+
+TABLES = {"_migrations", "runs", "agents", "lm_calls", "cells", "events"}
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "home" / "rlm.duckdb"
+
+
+def table_names(path: Path) -> set[str]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def migration_rows(path: Path) -> list[str]:
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return [row[0] for row in conn.execute("SELECT name FROM _migrations ORDER BY applied_at").fetchall()]
+
+
+def run_started(run_id: str, ts: float, question: str = "How many lines?") -> RunStarted:
+    return RunStarted(
+        run_id=run_id, ts=ts, question=question, model="m-root", sub_model="m-sub", config={"max_depth": 2}
+    )
+
+
+def agent_events(run_id: str, agent_id: str, n_iterations: int, t0: float) -> list[Event]:
+    """A plausible event sequence of one agent (no children)."""
+    events: list[Event] = [
+        AgentStarted(
+            run_id=run_id, agent_id=agent_id, ts=t0, parent_id="root", depth=1, model="m-sub", prompt="sub task"
+        )
+    ]
+    for i in range(1, n_iterations + 1):
+        ts = t0 + i
+        events += [
+            LMCalled(
+                run_id=run_id,
+                agent_id=agent_id,
+                ts=ts,
+                call_id=f"{agent_id}-{i}",
+                model="m-sub",
+                role="sub",
+                purpose="iteration",
+                input_tokens=100,
+                output_tokens=10,
+                cost_usd=0.001,
+            ),
+            CellExecuted(
+                run_id=run_id, agent_id=agent_id, ts=ts, iteration=i, index=0, code=f"print({i})", stdout=f"{i}\n"
+            ),
+            IterationFinished(run_id=run_id, agent_id=agent_id, ts=ts, iteration=i, reply=f"reply {i}", n_cells=1),
+        ]
+    events.append(
+        AgentFinished(
+            run_id=run_id,
+            agent_id=agent_id,
+            ts=t0 + n_iterations + 1,
+            status="ok",
+            answer=f"answer of {agent_id}",
+            iterations=n_iterations,
+            input_tokens=100 * n_iterations,
+            output_tokens=10 * n_iterations,
+            llm_calls=n_iterations,
+        )
+    )
+    return events
+
+
+def run_finished(run_id: str, ts: float) -> RunFinished:
+    return RunFinished(
+        run_id=run_id, ts=ts, status="ok", answer="42", input_tokens=1000, output_tokens=100, llm_calls=9, cost_usd=None
+    )
+
+
+# -- opening and migrations ---------------------------------------------------
+
+
+def test_blank_database_gets_all_tables_and_migration_rows(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        assert log.migrations_applied == ["m001_initial"]
+    assert table_names(db_path) == TABLES
+    assert migration_rows(db_path) == ["m001_initial"]
+
+
+def test_reopening_applies_nothing_twice(db_path: Path) -> None:
+    RunLog(db_path).close()
+    with RunLog(db_path) as log:
+        assert log.migrations_applied == []
+    assert migration_rows(db_path) == ["m001_initial"]
+
+
+def test_new_migration_is_applied_once(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    RunLog(db_path).close()
+
+    def m002_notes(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
+
+    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_notes))
+    with RunLog(db_path) as log:
+        assert log.migrations_applied == ["m002_notes"]
+    with RunLog(db_path) as log:
+        assert log.migrations_applied == []
+    assert migration_rows(db_path) == ["m001_initial", "m002_notes"]
+    assert "notes" in table_names(db_path)
+
+
+def test_failing_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    RunLog(db_path).close()
+
+    def m002_broken(conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("CREATE TABLE half_done (x INTEGER)")
+        conn.execute("SELECT * FROM no_such_table")
+
+    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_broken))
+    with pytest.raises(RunLogError, match="migrate"):
+        RunLog(db_path)
+    assert migration_rows(db_path) == ["m001_initial"]
+    assert "half_done" not in table_names(db_path)
+
+
+def test_non_duckdb_file_raises_runlog_error(tmp_path: Path) -> None:
+    path = tmp_path / "rlm.duckdb"
+    path.write_text("this is not a database\n" * 200)
+    with pytest.raises(RunLogError) as info:
+        RunLog(path)
+    assert str(path) in str(info.value)
+    assert "not a DuckDB database" in str(info.value)
+
+
+def test_file_locked_by_another_process_raises_runlog_error(db_path: Path) -> None:
+    RunLog(db_path).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, sys; c = duckdb.connect({str(db_path)!r}); print('ready', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(RunLogError) as info:
+            RunLog(db_path)
+        assert str(db_path) in str(info.value)
+        assert "lock" in str(info.value).lower()
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_read_only_open(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("r1", 1000.0))
+    with RunLog(db_path, read_only=True) as reader:
+        assert [run.run_id for run in reader.list_runs()] == ["r1"]
+        with pytest.raises(RunLogError, match="read-only"):
+            reader.record(run_started("r2", 1001.0))
+
+
+def test_read_only_open_of_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(RunLogError, match="no such file"):
+        RunLog(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_close_is_idempotent_and_record_after_close_raises(db_path: Path) -> None:
+    log = RunLog(db_path)
+    log.close()
+    log.close()
+    with pytest.raises(RunLogError, match="closed"):
+        log.record(run_started("r1", 1000.0))
+
+
+# -- writing and reading ------------------------------------------------------
+
+
+def test_concurrent_record_then_read_back_in_order(db_path: Path) -> None:
+    run_id = "run-concurrent"
+    per_agent = {f"a{k}": agent_events(run_id, f"a{k}", n_iterations=30, t0=1000.0 + k) for k in range(6)}
+    start = threading.Barrier(len(per_agent))
+
+    with RunLog(db_path) as log:
+        log.record(run_started(run_id, 999.0))
+
+        def emit(events: list[Event]) -> None:
+            start.wait()
+            for event in events:
+                log.record(event)
+
+        threads = [threading.Thread(target=emit, args=(events,)) for events in per_agent.values()]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        log.record(run_finished(run_id, 2000.0))
+
+        got = log.events(run_id)
+        assert log.write_errors == 0
+
+    expected_total = 2 + sum(len(events) for events in per_agent.values())
+    assert len(got) == expected_total
+    assert got[0] == run_started(run_id, 999.0)
+    assert got[-1] == run_finished(run_id, 2000.0)
+    for agent_id, events in per_agent.items():
+        assert [e for e in got if e.agent_id == agent_id] == events
+
+
+def test_events_are_read_back_exactly_in_recorded_order(db_path: Path) -> None:
+    run_id = "run-exact"
+    events: list[Event] = [run_started(run_id, 1.5)]
+    for k in range(3):
+        events += agent_events(run_id, f"a{k}", n_iterations=2, t0=10.0 * k + 0.123456789)
+    events.append(run_finished(run_id, 99.25))
+    with RunLog(db_path) as log:
+        for event in events:
+            log.record(event)
+    with RunLog(db_path) as log:  # read from a fresh process-level open, after close
+        assert log.events(run_id) == events
+
+
+def test_denormalized_tables(db_path: Path) -> None:
+    run_id = "run-tables"
+    with RunLog(db_path) as log:
+        log.record(run_started(run_id, 1000.0))
+        log.record(
+            AgentStarted(run_id=run_id, agent_id="root", ts=1000.0, parent_id=None, depth=0, model="m", prompt="q")
+        )
+        for event in agent_events(run_id, "a1", n_iterations=3, t0=1001.0):
+            log.record(event)
+        log.record(run_finished(run_id, 1010.0))
+        summary = log.get_run(run_id)
+
+    assert summary.status == "ok"
+    assert summary.answer == "42"
+    assert (summary.input_tokens, summary.output_tokens, summary.llm_calls) == (1000, 100, 9)
+    assert summary.cost_usd is None
+    assert summary.started_at == 1000.0 and summary.finished_at == 1010.0
+    assert summary.config == {"max_depth": 2}
+    assert summary.agents == 2
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        agents = conn.execute("SELECT agent_id, parent_id, depth, status, iterations FROM agents ORDER BY agent_id")
+        assert agents.fetchall() == [("a1", "root", 1, "ok", 3), ("root", None, 0, "running", 0)]
+        assert conn.execute("SELECT count(*), sum(input_tokens) FROM lm_calls").fetchone() == (3, 300)
+        cells = conn.execute("SELECT iteration, cell_index, code, stdout FROM cells ORDER BY iteration").fetchall()
+        assert cells[0] == (1, 0, "print(1)", "1\n") and len(cells) == 3
+        seqs = [row[0] for row in conn.execute("SELECT seq FROM events ORDER BY seq").fetchall()]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_finish_without_start_still_gets_rows(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(AgentFinished(run_id="orphan", agent_id="x", status="error", answer=None, iterations=0))
+        log.record(run_finished("orphan", 5.0))
+        summary = log.get_run("orphan")
+    assert summary.status == "ok" and summary.agents == 1
+
+
+def test_awkward_text_is_stored(db_path: Path) -> None:
+    text = "nul\x00 esc\x1b[31m é 😀 \u202e lone\udc80surrogate"
+    event = CellExecuted(run_id="r-text", agent_id="a", iteration=1, index=0, code=text, stdout=text)
+    with RunLog(db_path) as log:
+        log.record(run_started("r-text", 1.0))
+        log.record(event)
+        (stored,) = [e for e in log.events("r-text") if isinstance(e, CellExecuted)]
+        assert log.write_errors == 0
+    assert stored.code == text.replace("\udc80", "?")
+
+
+def test_sequence_continues_after_reopen(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("r1", 1.0))
+    with RunLog(db_path) as log:
+        log.record(run_finished("r1", 2.0))
+        assert [type(e).__name__ for e in log.events("r1")] == ["RunStarted", "RunFinished"]
+
+
+def test_list_runs_newest_first(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        for run_id, ts in [("r-mid", 2000.0), ("r-new", 3000.0), ("r-old", 1000.0)]:
+            log.record(run_started(run_id, ts))
+        runs = log.list_runs()
+        assert [r.run_id for r in runs] == ["r-new", "r-mid", "r-old"]
+        assert [r.run_id for r in log.list_runs(limit=2)] == ["r-new", "r-mid"]
+    assert all(isinstance(r, RunSummary) and r.status == "running" for r in runs)
+    assert runs[0].to_dict()["question"] == "How many lines?"
+
+
+def test_run_id_prefix_lookup(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("abc123", 1.0))
+        log.record(run_started("abd456", 2.0))
+        log.record(run_started("abc", 3.0))  # an id that is also a prefix of another
+        assert log.get_run("abc1").run_id == "abc123"
+        assert log.get_run("abd").run_id == "abd456"
+        assert log.get_run("abc").run_id == "abc"  # exact match wins over prefix
+        assert [type(e) for e in log.events("abc12")] == [RunStarted]
+
+
+def test_unknown_run_id(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("abc123", 1.0))
+        with pytest.raises(RunLogError, match="no run with id 'zzz'"):
+            log.get_run("zzz")
+        with pytest.raises(RunLogError):
+            log.events("zzz")
+        with pytest.raises(RunLogError, match="empty"):
+            log.get_run("")
+
+
+def test_ambiguous_run_id_prefix(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("abc123", 1.0))
+        log.record(run_started("abd456", 2.0))
+        with pytest.raises(RunLogError, match="ambiguous") as info:
+            log.get_run("ab")
+    assert "abc123" in str(info.value) and "abd456" in str(info.value)
