@@ -65,11 +65,15 @@ class LiteLLMClient:
         # Decide which models have a known price *before* the Router registers
         # its deployments (it adds zero-cost entries for unknown models).
         self._priced = {model: _has_price(litellm, model) for model in self.models.values()}
+        from litellm.types.router import RetryPolicy
+
         self._router = litellm.Router(
             model_list=[self._deployment(group, model) for group, model in self.models.items()],
             num_retries=config.lm_retries,
             timeout=config.lm_timeout_s,
             retry_after=0,
+            # With a run deadline, each call's timeout is the time left: retrying it cannot succeed.
+            retry_policy=RetryPolicy(TimeoutErrorRetries=0) if config.timeout_s is not None else None,
         )
 
     def _deployment(self, group: str, model: str) -> dict[str, Any]:
