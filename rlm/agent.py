@@ -52,6 +52,21 @@ class AgentResult:
         return self.status == "ok"
 
 
+@dataclass(frozen=True)
+class HostFunction:
+    """A host function beyond the built-in four, exposed in every agent's REPL (e.g. ``note``).
+
+    ``fn(agent, args)`` runs on the host with the calling :class:`Agent` and the
+    call's arguments by name; it raises :class:`HostCallError` for errors the
+    model should see. ``doc`` is one line for the system prompt.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    doc: str
+    fn: Callable[["Agent", dict[str, Any]], Any]
+
+
 @dataclass
 class RunServices:
     """What every agent of one run shares. ``spawn`` runs a child agent (in-process by default)."""
@@ -64,6 +79,9 @@ class RunServices:
     workdir: Path
     node_id: str = field(default_factory=socket.gethostname)
     spawn: Callable[["Agent"], AgentResult] | None = None
+    host_functions: dict[str, HostFunction] = field(default_factory=dict)
+    #: Extra text for every agent's system prompt (e.g. the namespace's memories).
+    prompt_extra: str = ""
     _depth_reached: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=itertools.count)
@@ -193,7 +211,9 @@ class Agent:
     # -- pieces ------------------------------------------------------------------
     def _initial_messages(self) -> list[Message]:
         system = prompts.system_prompt(sub_chars=100_000, obs_chars=self.config.max_observation_chars,
-                                       child=self.depth > 0)
+                                       child=self.depth > 0,
+                                       extra_functions=[f.doc for f in self.services.host_functions.values()],
+                                       extra=self.services.prompt_extra)
         return [{"role": "system", "content": system},
                 {"role": "user", "content": prompts.user_prompt(self.prompt, self.payload.describe())}]
 
@@ -204,8 +224,9 @@ class Agent:
 
     def _run_cell(self, code: str, index: int) -> CellResult:
         if self._sandbox is None:
+            extra = {f.name: list(f.params) for f in self.services.host_functions.values()}
             self._sandbox = Sandbox(self.payload.path, self.payload.kind, config=self.config.sandbox,
-                                    handler=self._host_call)
+                                    handler=self._host_call, extra_functions=extra)
         remaining = self.services.budget.remaining_time()
         timeout = self.config.sandbox.cell_timeout_s if remaining is None else min(
             self.config.sandbox.cell_timeout_s, max(remaining, 0.001))
@@ -289,7 +310,10 @@ class Agent:
                 raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
             pairs = list(zip(prompts_, contexts))
             return self._batched(lambda pair: self._rlm_query(*pair), pairs)
-        raise HostCallError(f"unknown host function {name}")
+        extra = self.services.host_functions.get(name)
+        if extra is None:
+            raise HostCallError(f"unknown host function {name}")
+        return extra.fn(self, args)
 
     def _llm_query(self, prompt: str, model: str | None, purpose: str = "llm_query") -> str:
         try:

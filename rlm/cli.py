@@ -61,7 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", help="a run id or a unique prefix of one")
     show.add_argument("--json", action="store_true")
     show.add_argument("--max-output", type=int, default=400, help="characters of each output to show")
+    for module in _command_modules():
+        module.register(sub, _model_options)
     return parser
+
+
+#: Modules that add sub-commands: each has ``register(subparsers, add_model_options)`` that adds its
+#: parsers and sets ``func=handler(args, env) -> exit code`` on them with ``set_defaults``.
+COMMAND_MODULES = ("rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli", "rlm.tui.cli")
+
+
+def _command_modules() -> list[Any]:
+    import importlib
+
+    modules = []
+    for name in COMMAND_MODULES:
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # the module exists but one of its imports is missing
+                raise
+    return modules
 
 
 def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig:
@@ -190,14 +210,14 @@ COMMANDS = {"ask": cmd_ask, "runs": cmd_runs, "show": cmd_show}
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = dict(os.environ)
+    handler = getattr(args, "func", None) or COMMANDS[args.command]
     try:
-        return COMMANDS[args.command](args, env)
-    except (InputError, ConfigError, SandboxUnavailable) as exc:
-        print(f"rlm: error: {exc}", file=sys.stderr)
-        return 2
+        return handler(args, env)
     except RLMError as exc:
         print(f"rlm: error: {exc}", file=sys.stderr)
-        return 1
+        if getattr(args, "json", False) and args.command == "ask":
+            print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
+        return 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
     except KeyboardInterrupt:
         print("rlm: interrupted", file=sys.stderr)
         return 130

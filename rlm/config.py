@@ -71,6 +71,11 @@ class RLMConfig:
     # what the model sees
     max_observation_chars: int = 4_000
     preview_chars: int = 300
+    # swarm memory (None: off) and learning after a run ("always", "success", "never")
+    memory_namespace: str | None = None
+    reflect: str = "success"
+    # Ray: None starts an embedded local cluster when Ray is used
+    ray_address: str | None = None
     # infrastructure
     home: Path = field(default_factory=default_home)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)

@@ -80,7 +80,10 @@ class LocalModelServer:
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.threads), "--verbose", "False"]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # OpenMP threads that spin while waiting make llama.cpp 20x slower when another
+        # process (a test runner, the sandbox) holds a core: let them sleep instead.
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+        self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self._wait_ready(timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:

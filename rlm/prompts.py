@@ -22,7 +22,7 @@ Functions available in the REPL:
 its own `context`; returns its answer as a string.
 - `rlm_query_batched(prompts, contexts)` — many helper agents in parallel.
 - `FINAL(answer)` — call this in code when you know the answer. It ends the task.
-
+{extra_functions}
 Rules:
 - Write exactly one ```repl block per reply, then stop and wait for its output.
 - Look at the data with code (print slices, search with `re`, count) before answering.
@@ -71,8 +71,13 @@ FORCE_FINAL = ("You have used all your iterations. Based on what you found so fa
 OBSERVATION_HEADER = "Output of your code:"
 
 
-def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False) -> str:
-    text = SYSTEM_PROMPT.format(sub_chars=f"{sub_chars:,}", obs_chars=f"{obs_chars:,}")
+def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False,
+                  extra_functions: list[str] | None = None, extra: str = "") -> str:
+    """The system prompt; ``extra_functions`` are one-line docs of more REPL functions."""
+    functions = "".join(f"- {doc}\n" for doc in extra_functions or [])
+    text = SYSTEM_PROMPT.format(sub_chars=f"{sub_chars:,}", obs_chars=f"{obs_chars:,}", extra_functions=functions)
+    if extra:
+        text = f"{text}\n{extra.strip()}\n"
     return f"{CHILD_NOTE}\n\n{text}" if child else text
 
 

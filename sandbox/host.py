@@ -26,7 +26,7 @@ from rlm.errors import LimitReached, ProtocolError, SandboxError
 from rlm.sandbox import protocol
 from rlm.sandbox.jail import launch
 
-#: Names the worker may call on the host; anything else is a protocol violation.
+#: Names the worker may always call on the host; ``extra_functions`` add more per sandbox.
 HOST_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
 
 
@@ -90,11 +90,15 @@ class Sandbox:
         *,
         config: SandboxConfig | None = None,
         handler: Handler | None = None,
+        extra_functions: dict[str, list[str]] | None = None,
     ) -> None:
-        self.context_path = Path(context_path)
+        self.context_path = Path(context_path).resolve()
         self.context_kind = context_kind
         self.config = config or SandboxConfig()
         self.handler = handler or _no_handler
+        #: More host functions (name -> parameter names) the worker exposes as stubs.
+        self.extra_functions = dict(extra_functions or {})
+        self.allowed_calls = HOST_FUNCTIONS | set(self.extra_functions)
         self._proc: subprocess.Popen[bytes] | None = None
         self._buffer = bytearray()
         self._cell_seq = 0
@@ -133,7 +137,7 @@ class Sandbox:
             self._send({
                 "type": "init", "context_path": spec.context_path, "context_kind": self.context_kind,
                 "max_output_chars": self.config.max_output_chars, "max_call_bytes": self.config.max_call_bytes,
-                "rlimits": self._rlimits(),
+                "rlimits": self._rlimits(), "extra_functions": self.extra_functions,
             })
             ready = self._read(time.monotonic() + 120.0)
         except _Crash as exc:
@@ -228,7 +232,7 @@ class Sandbox:
 
     def _serve_call(self, message: dict) -> None:
         call_id, name, args = message.get("id"), message.get("name"), message.get("args")
-        if not isinstance(call_id, int) or name not in HOST_FUNCTIONS or not isinstance(args, dict):
+        if not isinstance(call_id, int) or name not in self.allowed_calls or not isinstance(args, dict):
             raise _Crash("the worker sent a malformed host-function call")
         reply: dict[str, Any] = {"type": "reply", "id": call_id}
         try:

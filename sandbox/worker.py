@@ -88,6 +88,7 @@ class Worker:
         self.max_call_bytes = protocol.MAX_FRAME_BYTES
         self.namespace: dict = {}
         self.functions: dict = {}
+        self.extra_functions: dict[str, list[str]] = {}
 
     # -- host calls --------------------------------------------------------------
     def call(self, name: str, **args):
@@ -144,7 +145,7 @@ class Worker:
                 raise NameError(f"FINAL_VAR: no variable named {name!r}")
             FINAL(worker.namespace[name])
 
-        return {
+        namespace = {
             "__name__": "__main__",
             "__builtins__": __builtins__,
             "context": context,
@@ -156,6 +157,9 @@ class Worker:
             "FINAL_VAR": FINAL_VAR,
             "QueryError": QueryError,
         }
+        for name, params in self.extra_functions.items():
+            namespace[name] = _stub(self, name, params)
+        return namespace
 
     # -- cells -------------------------------------------------------------------
     def execute(self, cell_id: int, code: str) -> dict:
@@ -194,6 +198,8 @@ class Worker:
         self.max_output_chars = int(init.get("max_output_chars", self.max_output_chars))
         self.max_call_bytes = int(init.get("max_call_bytes", self.max_call_bytes))
         apply_rlimits(init.get("rlimits") or {})
+        extra = init.get("extra_functions") or {}
+        self.extra_functions = {str(k): [str(p) for p in v] for k, v in extra.items() if str(k).isidentifier()}
         context = load_context(init["context_path"], init.get("context_kind", "text"))
         self.namespace = self.build_namespace(context)
         self.functions = {k: v for k, v in self.namespace.items() if k != "context" and not k.startswith("__")}
@@ -208,6 +214,26 @@ class Worker:
                 protocol.write_frame(self.out_fd, self.execute(int(message["id"]), str(message["code"])))
             elif kind == "shutdown":
                 return
+
+
+def _stub(worker: Worker, name: str, params: list[str]):
+    """A host function declared by the host at init (e.g. ``note``, ``recall``): binds arguments by name."""
+
+    def stub(*args, **kwargs):
+        if len(args) > len(params):
+            raise TypeError(f"{name}() takes at most {len(params)} positional arguments ({len(args)} given)")
+        bound = dict(zip(params, args))
+        for key, value in kwargs.items():
+            if key not in params:
+                raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
+            if key in bound:
+                raise TypeError(f"{name}() got multiple values for argument {key!r}")
+            bound[key] = value
+        return worker.call(name, **bound)
+
+    stub.__name__ = stub.__qualname__ = name
+    stub.__doc__ = f"{name}({', '.join(params)}) — a host function."
+    return stub
 
 
 def _text(value, name: str) -> str:
