@@ -214,7 +214,8 @@ class Agent:
                                        child=self.depth > 0,
                                        extra_functions=[f.doc for f in self.services.host_functions.values()],
                                        extra=self.services.prompt_extra)
-        return [{"role": "system", "content": system},
+        example = [{"role": role, "content": text} for role, text in prompts.EXAMPLE_TURNS]
+        return [{"role": "system", "content": system}, *example,
                 {"role": "user", "content": prompts.user_prompt(self.prompt, self.payload.describe())}]
 
     def _result(self, answer: str | None, status: str, *, error: str | None = None) -> AgentResult:

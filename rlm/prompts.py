@@ -1,8 +1,8 @@
 """What the models are told: the system prompt, the first user turn, observations.
 
 The root model never sees the input itself, only a description of ``context``
-(type, size, a short preview). The worked example in the system prompt matters
-most for small models: it shows one complete, correct trajectory.
+(type, size, a short preview). A worked example goes before the task as real
+chat turns: small models copy its shape, and it shows one correct trajectory.
 """
 
 from __future__ import annotations
@@ -30,25 +30,20 @@ Rules:
 - For long inputs, split `context` into chunks and use `llm_query_batched` on them.
 - When you know the answer, call FINAL("...") inside a ```repl block.
 
-Example.
-Question: What is the secret code?
-Context: a str of 52,311 characters.
-
-```repl
-import re
-hits = [m.start() for m in re.finditer(r"secret code", context, re.IGNORECASE)]
-print(len(hits), hits[:5])
-for pos in hits[:3]:
-    print(repr(context[max(0, pos - 100):pos + 200]))
-```
-(output)
-1 [40211]
-'... the secret code is ZEBRA-42, keep it safe ...'
-
-```repl
-FINAL("ZEBRA-42")
-```
 """
+
+#: A worked example, sent as real chat turns before the task: small models copy its shape.
+EXAMPLE_TURNS = [
+    ("user", "Question: What is the ship captain's secret code?\n\n"
+             "Context: `context` is a str of 52,311 characters.\nPreview, first 300 characters:\n<<<\n"
+             "1887-03-01 - Wind from the west. Sails mended. Crew of nine.\n"
+             "1887-03-02 - Calm. Fished for cod.\n1887-03-03 - Rain. Cook sick.\n>>>\n\n"
+             "Write a ```repl block to start exploring `context`."),
+    ("assistant", "```repl\nimport re\nprint(re.findall(r\"secret code is ([\\w-]+)\", context))\n```"),
+    ("user", "Output of your code:\n['ZEBRA-42']"),
+    ("assistant", "```repl\nFINAL(\"ZEBRA-42\")\n```"),
+]
+AFTER_EXAMPLE = "Correct. That was an example. Now the real task, with a new `context`.\n\n"
 
 USER_PROMPT = """\
 Question: {question}
@@ -82,4 +77,5 @@ def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False,
 
 
 def user_prompt(question: str, context_description: str) -> str:
-    return USER_PROMPT.format(question=question, context_description=context_description)
+    """The task turn; it follows :data:`EXAMPLE_TURNS`."""
+    return AFTER_EXAMPLE + USER_PROMPT.format(question=question, context_description=context_description)

@@ -148,6 +148,7 @@ __all__ = [
     "load_script",
     "main",
     "max_concurrency",
+    "prompt_chars",
 ]
 
 logger = logging.getLogger(__name__)
