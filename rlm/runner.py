@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from rlm.agent import Agent, RunServices
 from rlm.budget import Budget, Usage
@@ -28,6 +28,36 @@ from rlm.events import Event, EventBus, RunFinished, RunStarted
 from rlm.inputs import ContextPayload, load_context, payload_from_documents, payload_from_text
 from rlm.lm import LM, LiteLLMClient
 from rlm.sandbox.jail import check_bwrap
+
+
+class RunExtension(Protocol):
+    """A feature that plugs into every run (swarm memory is one).
+
+    ``setup`` runs before the root agent starts and may add host functions and
+    prompt text to ``services``; ``finish`` runs after the root agent ended (e.g.
+    to reflect on the run). Both run on the driver, in the run's thread.
+    """
+
+    def setup(self, services: RunServices, question: str) -> None: ...
+
+    def finish(self, services: RunServices, result: "RunResult") -> None: ...
+
+    def close(self) -> None: ...
+
+
+#: Factories consulted for every run: each returns an extension for this config, or None.
+EXTENSION_FACTORIES: list[Callable[[RLMConfig], RunExtension | None]] = []
+
+
+def _memory_extension(config: RLMConfig) -> RunExtension | None:
+    if not config.memory_namespace:
+        return None
+    from rlm.memory.extension import MemoryExtension  # swarm memory, imported only when used
+
+    return MemoryExtension(config)
+
+
+EXTENSION_FACTORIES.append(_memory_extension)
 
 
 @dataclass(frozen=True)
@@ -161,12 +191,22 @@ def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str,
                     config=config.to_dict(), context_info=payload.info()))
     services = RunServices(run_id=run_id, config=config, lm=lm or LiteLLMClient(config), budget=budget,
                            emit=emit, workdir=workdir)
-    root = Agent(services, prompt=question, payload=payload)
-    outcome = root.run()
-    usage = budget.usage()
-    result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
-                       iterations=outcome.iterations, depth_reached=services.depth_reached,
-                       duration_s=time.monotonic() - started, error=outcome.error, warnings=list(payload.warnings))
+    extensions = [ext for factory in EXTENSION_FACTORIES if (ext := factory(config)) is not None]
+    try:
+        for extension in extensions:
+            extension.setup(services, question)
+        root = Agent(services, prompt=question, payload=payload)
+        outcome = root.run()
+        usage = budget.usage()
+        result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
+                           iterations=outcome.iterations, depth_reached=services.depth_reached,
+                           duration_s=time.monotonic() - started, error=outcome.error,
+                           warnings=list(payload.warnings))
+        for extension in extensions:
+            extension.finish(services, result)
+    finally:
+        for extension in extensions:
+            extension.close()
     emit(RunFinished(run_id=run_id, status=result.status, answer=result.answer, input_tokens=usage.input_tokens,
                      output_tokens=usage.output_tokens, llm_calls=usage.llm_calls, cost_usd=usage.cost_usd,
                      iterations=result.iterations, depth_reached=result.depth_reached,
