@@ -1,0 +1,1 @@
+"""Swarm memory: shared notes, memories and docs in DuckDB."""
