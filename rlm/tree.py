@@ -552,6 +552,9 @@ class _Renderer:
     def iteration(self, iteration: dict[str, Any], indent: str) -> None:
         self.lines.append(f"{indent}- {_iteration_title(iteration)}")
         inner = indent + _STEP
+        if not iteration["cells"] and iteration.get("reply"):
+            # a reply without code: show what the model said, since nothing ran
+            _block(self.lines, inner, "reply (no code)", iteration["reply"], self.max_output)
         for cell in iteration["cells"]:
             _render_cell(self.lines, inner, cell, self.max_output)
         self.lines.extend(inner + line for line in _calls_summary(iteration["lm_calls"]))

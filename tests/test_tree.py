@@ -268,3 +268,17 @@ def test_truncate_text() -> None:
     assert truncate_text("abcdef", 10) == "abcdef"
     assert truncate_text("abcdef", 4) == "abcd... [2 more chars]"
     assert truncate_text("abc", -1) == "... [3 more chars]"
+
+
+def test_render_shows_a_reply_that_had_no_code():
+    events = [
+        RunStarted(run_id=RUN, ts=1.0, question="q", model="m", sub_model="m"),
+        started("root", 1.0, None, 0),
+        call("root", 2.0, "c1"),
+        IterationFinished(run_id=RUN, agent_id="root", ts=2.1, iteration=1, reply="I will think \x1b[2J first.",
+                          n_cells=0),
+        finished("root", 3.0, 1, "done"),
+    ]
+    text = render_tree(build_tree(events))
+    assert "reply (no code)" in text and "I will think" in text
+    assert "\x1b" not in text
