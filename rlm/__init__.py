@@ -11,7 +11,12 @@ Heavy modules load lazily, so ``import rlm`` (and the sandbox worker) stay light
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# litellm downloads its price map at import time unless told not to; rlm never
+# touches the network beyond loopback, whoever imports litellm first.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 __all__ = ["run", "RunResult", "RLMConfig", "SandboxConfig", "EventBus", "errors", "__version__"]
 __version__ = "0.1.0"
