@@ -1,0 +1,44 @@
+"""``rlm tui [PATH]``: the sub-command that starts the Textual app.
+
+It takes the same model and limit options (and ``RLM_*`` environment
+variables) as ``rlm ask``; they can be changed inside the app too (F2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+from rlm.config import RLMConfig
+
+
+def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add the ``tui`` sub-command to the ``rlm`` parser."""
+    parser = subparsers.add_parser("tui", help="interactive terminal UI: a document, a question, the live agent tree")
+    parser.add_argument("path", nargs="?", help="file or directory to open (optional: ctrl+o opens one in the app)")
+    add_model_options(parser)
+    memory = parser.add_argument_group("swarm memory").add_mutually_exclusive_group()
+    memory.add_argument("--memory", metavar="NAMESPACE", help="use (and learn into) this memory namespace; "
+                        "the memory tab shows it")
+    memory.add_argument("--no-memory", action="store_true", help="no swarm memory for runs started here")
+    parser.set_defaults(func=handle)
+
+
+def config_for(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig:
+    """The config ``rlm ask`` would build from these options, with the memory namespace applied."""
+    from rlm.cli import config_from_args
+
+    config = config_from_args(args, env)
+    namespace = None if args.no_memory else args.memory
+    return dataclasses.replace(config, memory_namespace=namespace) if namespace != config.memory_namespace else config
+
+
+def handle(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """Build the config like ``rlm ask`` does and run the app until the user quits."""
+    from rlm.tui.app import RLMApp
+
+    app = RLMApp(config=config_for(args, env), path=Path(args.path) if args.path else None)
+    app.run()
+    return 0
