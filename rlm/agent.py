@@ -82,13 +82,17 @@ class RunServices:
     host_functions: dict[str, HostFunction] = field(default_factory=dict)
     #: Extra text for every agent's system prompt (e.g. the namespace's memories).
     prompt_extra: str = ""
+    #: Makes agent ids unique when agents of one run are created in several processes (Ray).
+    id_prefix: str = ""
+    #: ``(agent, handler, extra_functions) -> Sandbox`` or None for a cold start (Ray hosts use a pool).
+    sandbox_factory: Callable[["Agent", Any, dict[str, list[str]]], Sandbox | None] | None = None
     _depth_reached: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=itertools.count)
 
     def new_id(self, prefix: str) -> str:
         with self._lock:
-            return f"{prefix}{next(self._ids)}"
+            return f"{prefix}{self.id_prefix}{next(self._ids)}"
 
     def reached(self, depth: int) -> None:
         with self._lock:
@@ -226,8 +230,10 @@ class Agent:
     def _run_cell(self, code: str, index: int) -> CellResult:
         if self._sandbox is None:
             extra = {f.name: list(f.params) for f in self.services.host_functions.values()}
-            self._sandbox = Sandbox(self.payload.path, self.payload.kind, config=self.config.sandbox,
-                                    handler=self._host_call, extra_functions=extra)
+            factory = self.services.sandbox_factory
+            self._sandbox = (factory(self, self._host_call, extra) if factory else None) or Sandbox(
+                self.payload.path, self.payload.kind, config=self.config.sandbox, handler=self._host_call,
+                extra_functions=extra)
         remaining = self.services.budget.remaining_time()
         timeout = self.config.sandbox.cell_timeout_s if remaining is None else min(
             self.config.sandbox.cell_timeout_s, max(remaining, 0.001))

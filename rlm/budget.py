@@ -100,6 +100,25 @@ class Budget:
                 raise self._trip("max_llm_calls")
             self._calls += 1
 
+    def reserve_calls(self, count: int) -> int:
+        """Claim up to ``count`` calls at once (a lease); returns how many were granted (>= 1).
+
+        Raises :class:`LimitReached` when none may be made. Unused ones go back with
+        :meth:`release_calls`, so the cap is never exceeded and usage counts only calls made.
+        """
+        with self._lock:
+            self._check_locked()
+            granted = min(count, self.max_llm_calls - self._calls)
+            if granted <= 0:
+                raise self._trip("max_llm_calls")
+            self._calls += granted
+            return granted
+
+    def release_calls(self, count: int) -> None:
+        """Give back calls reserved with :meth:`reserve_calls` and never made."""
+        with self._lock:
+            self._calls = max(0, self._calls - count)
+
     def record(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
         """Add a finished call's tokens and cost (``None``: price unknown)."""
         with self._lock:

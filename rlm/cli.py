@@ -45,6 +45,24 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="run model code WITHOUT bubblewrap isolation (rlimits only); dangerous")
 
 
+def _memory_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("swarm memory")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--memory", metavar="NAMESPACE", help="use (and learn into) this memory namespace")
+    choice.add_argument("--no-memory", action="store_true", help="no swarm memory for this run")
+    group.add_argument("--reflect", choices=("always", "success", "never"),
+                       help="when to update the namespace's memories after the run (default: success)")
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """``--executor`` (default: Ray, or env RLM_EXECUTOR) and ``--ray-address`` (env RAY_ADDRESS)."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", choices=("ray", "local"),
+                       help="where agents run: ray (default; an embedded local cluster without an address) "
+                            "or local (threads of this process); env RLM_EXECUTOR")
+    group.add_argument("--ray-address", help="join this Ray cluster instead of starting one (env RAY_ADDRESS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm", description="Recursive language models over inputs of any size.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("context_path", help="file, directory, or - (stdin)")
     ask.add_argument("question")
     _model_options(ask)
+    _memory_options(ask)
+    add_executor_options(ask)
     ask.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     runs = sub.add_parser("runs", help="list past runs, newest first")
@@ -94,7 +114,20 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig
         env, model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
         max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
         max_cost_usd=args.max_cost, timeout_s=args.timeout, max_concurrency=args.max_concurrency, sandbox=sandbox,
+        memory_namespace=None if getattr(args, "no_memory", False) else getattr(args, "memory", None),
+        reflect=getattr(args, "reflect", None),
+        **_executor_overrides(args, env),
     )
+
+
+def _executor_overrides(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """Commands with executor options run on Ray unless told otherwise; others keep the library default."""
+    if not hasattr(args, "executor"):
+        return {}
+    executor = args.executor or env.get("RLM_EXECUTOR") or "ray"
+    if executor not in ("ray", "local"):
+        raise ConfigError(f"RLM_EXECUTOR must be 'ray' or 'local', not {executor!r}")
+    return {"executor": executor, "ray_address": args.ray_address or env.get("RAY_ADDRESS") or None}
 
 
 class Progress:

@@ -45,6 +45,12 @@ class SandboxConfig:
     scratch_mb: int = 256
     #: Largest argument payload (bytes of JSON) a host-function call may carry.
     max_call_bytes: int = 64 * 1024 * 1024
+    #: A text input larger than this stays memory-mapped: ``context`` is a ``Context`` object, not a str.
+    huge_input_bytes: int = 256 * 1024 * 1024
+    #: Time budget of one regex call on a huge ``Context`` (catastrophic patterns raise instead of hanging).
+    regex_timeout_s: float = 30.0
+    #: Let model code start processes (subprocess, fork). Off: the seccomp filter refuses them (no fork bombs).
+    allow_subprocesses: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,14 +74,25 @@ class RLMConfig:
     max_completion_tokens: int | None = None
     temperature: float | None = None
     max_concurrency: int = 16  # in-flight sub-calls per batched call
+    # False: no sub-calls (llm_query/rlm_query refused, the model told so): the paper's "RLM, no sub-calls"
+    sub_calls: bool = True
     # what the model sees
     max_observation_chars: int = 4_000
     preview_chars: int = 300
     # swarm memory (None: off) and learning after a run ("always", "success", "never")
     memory_namespace: str | None = None
     reflect: str = "success"
+    memory_budget_tokens: int = 800  # hard cap on the memories block in the prompt
     # Ray: None starts an embedded local cluster when Ray is used
     ray_address: str | None = None
+    #: Where agents run: "local" (threads of this process) or "ray" (agent actors on a cluster).
+    executor: str = "local"
+    #: Ray: times an agent whose host actor died is run again.
+    agent_retries: int = 2
+    #: Ray: agent-host actors per node (each hosts many agents, one sandbox each).
+    ray_hosts_per_node: int = 2
+    #: Ray: sandbox workers each host keeps pre-started (0: every sandbox starts cold).
+    sandbox_pool_size: int = 4
     # infrastructure
     home: Path = field(default_factory=default_home)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -92,8 +109,14 @@ class RLMConfig:
             (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
             (self.lm_retries >= 0, "lm_retries must be >= 0"),
+            (self.executor in ("local", "ray"), f"executor must be 'local' or 'ray', not {self.executor!r}"),
+            (self.agent_retries >= 0, "agent_retries must be >= 0"),
+            (self.ray_hosts_per_node >= 1, "ray_hosts_per_node must be >= 1"),
+            (self.sandbox_pool_size >= 0, "sandbox_pool_size must be >= 0"),
             (self.sandbox.mode in ("bwrap", "unsafe"), f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
             (self.sandbox.cell_timeout_s > 0, "cell timeout must be > 0 seconds"),
+            (self.reflect in ("always", "success", "never"), "reflect must be 'always', 'success' or 'never'"),
+            (self.memory_budget_tokens >= 1, "memory_budget_tokens must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

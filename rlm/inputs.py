@@ -89,6 +89,16 @@ __all__ = [
 
 #: Characters of text kept in :attr:`ContextPayload.preview`.
 PREVIEW_CHARS = 300
+#: What :meth:`ContextPayload.describe` says when ``context`` is a memory-mapped ``Context`` (huge text).
+HUGE_CONTEXT_DESCRIPTION = (
+    "`context` is a Context object: {chars:,} characters ({size:,} bytes) of text, memory-mapped because it "
+    "is too large to load as one str. It supports len(context), context[i], context[a:b] (a str), "
+    "find/rfind/index/rindex/count/startswith/endswith, `x in context`, context.lines() (an iterator over "
+    "lines; so are iter(context) and context.splitlines()), context.chunks(size, overlap=0) (str chunks), and "
+    "regex context.search/finditer/findall(pattern) (re.search/finditer/findall(pattern, context) work too; "
+    "match offsets are into the whole text). str(context) and other str methods (split, lower, ...) are not "
+    "available on the whole: use them on slices or chunks."
+)
 #: Documents listed by name in :meth:`ContextPayload.describe`.
 DESCRIBE_MAX_DOCUMENTS = 20
 #: Bytes read at a time when validating or copying a large file.
@@ -172,13 +182,24 @@ class ContextPayload:
     owned: bool = False
     source: str = ""
 
-    def describe(self) -> str:
-        """A few lines for the model's prompt: what ``context`` is, its size, a preview."""
+    def describe(self, huge_input_bytes: int | None = None) -> str:
+        """A few lines for the model's prompt: what ``context`` is, its size, a preview.
+
+        ``huge_input_bytes`` is the sandbox's threshold (``SandboxConfig.huge_input_bytes``,
+        its default when None) above which ``context`` is a memory-mapped ``Context`` object.
+        """
+        if huge_input_bytes is None:
+            from rlm.config import SandboxConfig  # noqa: PLC0415 - config imports nothing from here
+
+            huge_input_bytes = SandboxConfig().huge_input_bytes
         if self.kind == "documents":
             lines = self._describe_documents()
             if not self.documents:
                 return "\n".join(lines)
             header = f"Preview of the first document ({self.documents[0].name})"
+        elif 0 < huge_input_bytes < self.size_bytes:
+            lines = [HUGE_CONTEXT_DESCRIPTION.format(chars=self.length_chars, size=self.size_bytes)]
+            header = "Preview"
         else:
             lines = [f"`context` is a str of {self.length_chars:,} characters."]
             header = "Preview"

@@ -9,7 +9,9 @@ settings, not hand-written loops. Any litellm model string works.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +56,33 @@ def _litellm() -> Any:
     return litellm
 
 
+class _EventLoopThread:
+    """One asyncio loop per process, on a daemon thread, shared by every client.
+
+    litellm's synchronous ``Router.completion`` runs its async path in a *new*
+    event loop per call (~10 ms of CPU); awaiting ``Router.acompletion`` on one
+    long-lived loop costs about half, and many threads can share it.
+    """
+
+    _instance: "_EventLoopThread | None" = None
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.pid = os.getpid()
+        threading.Thread(target=self.loop.run_forever, name="rlm-lm-loop", daemon=True).start()
+
+    @classmethod
+    def get(cls) -> "_EventLoopThread":
+        with cls._lock:
+            if cls._instance is None or cls._instance.pid != os.getpid():  # not inherited across fork
+                cls._instance = cls()
+            return cls._instance
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
 class LiteLLMClient:
     """The production :class:`LM`: a ``litellm.Router`` with ``root`` and ``sub`` groups."""
 
@@ -75,6 +104,17 @@ class LiteLLMClient:
             # With a run deadline, each call's timeout is the time left: retrying it cannot succeed.
             retry_policy=RetryPolicy(TimeoutErrorRetries=0) if config.timeout_s is not None else None,
         )
+        # The Router registers success callbacks that count tokens/requests per deployment for
+        # tpm/rpm limits; our deployments set none, and the callbacks cost ~1.5 ms of CPU per call.
+        # Failure callbacks (cooldowns) stay.
+        manager = litellm.logging_callback_manager
+        manager.remove_callback_from_list_by_object(litellm._async_success_callback, self._router)
+        manager.remove_callback_from_list_by_object(litellm.success_callback, self._router)
+        self._loop = _EventLoopThread.get()
+
+    def close(self) -> None:
+        """Unhook the Router from litellm's global callback lists (they grow with every Router)."""
+        self._router.discard()
 
     def _deployment(self, group: str, model: str) -> dict[str, Any]:
         params: dict[str, Any] = {"model": model}
@@ -100,18 +140,18 @@ class LiteLLMClient:
         started = time.monotonic()
         try:
             if model and model not in self.models.values():
-                response = self._direct(model, messages, kwargs)
+                response = self._loop.run(self._direct(model, messages, kwargs))
             else:
-                response = self._router.completion(model=role, messages=messages, **kwargs)
+                response = self._loop.run(self._router.acompletion(model=role, messages=messages, **kwargs))
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
             name = model or self.models[role]
             raise LMError(f"model call to {name} failed: {_short(exc)}", model=name) from exc
         return self._completion(response, model or self.models[role], time.monotonic() - started)
 
-    def _direct(self, model: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
+    async def _direct(self, model: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
         """A call to a model outside the groups (``llm_query(..., model=...)``); same retries."""
         params = self._deployment("direct", model)["litellm_params"]
-        return self._litellm.completion(messages=messages, num_retries=self.config.lm_retries, **params, **kwargs)
+        return await self._litellm.acompletion(messages=messages, num_retries=self.config.lm_retries, **params, **kwargs)
 
     def _completion(self, response: Any, model: str, latency: float) -> Completion:
         usage = getattr(response, "usage", None)
@@ -131,6 +171,9 @@ class LiteLLMClient:
             self._priced[model] = _has_price(self._litellm, model)
         if not self._priced[model]:
             return None
+        hidden = getattr(response, "_hidden_params", None) or {}
+        if isinstance(hidden.get("response_cost"), (int, float)):  # litellm already priced it
+            return float(hidden["response_cost"])
         try:
             return float(self._litellm.completion_cost(completion_response=response, model=model))
         except Exception:

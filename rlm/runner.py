@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from rlm.agent import Agent, RunServices
+from rlm.agent import Agent, AgentResult, RunServices
 from rlm.budget import Budget, Usage
 from rlm.config import RLMConfig
-from rlm.errors import RLMError
+from rlm.errors import ConfigError, RLMError
 from rlm.events import Event, EventBus, RunFinished, RunStarted
 from rlm.inputs import ContextPayload, load_context, payload_from_documents, payload_from_text
 from rlm.lm import LM, LiteLLMClient
@@ -43,6 +43,43 @@ class RunExtension(Protocol):
     def finish(self, services: RunServices, result: "RunResult") -> None: ...
 
     def close(self) -> None: ...
+
+
+class RunExecutor(Protocol):
+    """Where a run's agents execute: this process (:class:`LocalExecutor`) or a Ray cluster.
+
+    ``budget`` makes the run's tree-wide ledger, ``run_root`` runs the root agent
+    (children follow through ``RunServices.spawn``), ``close`` releases what the
+    run held. ``RLMConfig.executor`` picks one; the Ray one lives in ``rlm.agents``.
+    """
+
+    def budget(self, config: RLMConfig, run_id: str) -> Budget: ...
+
+    def run_root(self, services: RunServices, root: Agent) -> "AgentResult": ...
+
+    def close(self) -> None: ...
+
+
+class LocalExecutor:
+    """Every agent in this process: children run on the parent's threads."""
+
+    def budget(self, config: RLMConfig, run_id: str) -> Budget:
+        return Budget(max_llm_calls=config.max_llm_calls, max_tokens=config.max_tokens,
+                      max_cost_usd=config.max_cost_usd, timeout_s=config.timeout_s)
+
+    def run_root(self, services: RunServices, root: Agent) -> "AgentResult":
+        return root.run()
+
+    def close(self) -> None:
+        pass
+
+
+def _executor(config: RLMConfig) -> RunExecutor:
+    if config.executor == "ray":
+        from rlm.agents.executor import RayExecutor  # Ray is imported only for Ray runs
+
+        return RayExecutor(config)
+    return LocalExecutor()
 
 
 #: Factories consulted for every run: each returns an extension for this config, or None.
@@ -176,9 +213,19 @@ def _run_log(config: RLMConfig) -> Iterator[Callable[[Event], None] | None]:
 def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str, workdir: Path, bus: EventBus,
          record: Callable[[Event], None] | None, lm: LM | None, budget: Budget | None,
          on_start: Callable[[str, Budget], None] | None) -> RunResult:
-    budget = budget or Budget(max_llm_calls=config.max_llm_calls, max_tokens=config.max_tokens,
-                              max_cost_usd=config.max_cost_usd, timeout_s=config.timeout_s)
+    if budget is not None and config.executor != "local":
+        raise ConfigError("a caller-made Budget works only with executor='local'")
+    executor = _executor(config)
+    try:
+        return _execute(question, payload, config, run_id, workdir, bus, record, lm,
+                        budget or executor.budget(config, run_id), on_start, executor)
+    finally:
+        executor.close()
 
+
+def _execute(question: str, payload: ContextPayload, config: RLMConfig, run_id: str, workdir: Path, bus: EventBus,
+             record: Callable[[Event], None] | None, lm: LM | None, budget: Budget,
+             on_start: Callable[[str, Budget], None] | None, executor: RunExecutor) -> RunResult:
     def emit(event: Event) -> None:
         if record is not None:
             record(event)
@@ -196,7 +243,7 @@ def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str,
         for extension in extensions:
             extension.setup(services, question)
         root = Agent(services, prompt=question, payload=payload)
-        outcome = root.run()
+        outcome = executor.run_root(services, root)
         usage = budget.usage()
         result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
                            iterations=outcome.iterations, depth_reached=services.depth_reached,
@@ -207,6 +254,8 @@ def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str,
     finally:
         for extension in extensions:
             extension.close()
+        if lm is None:
+            services.lm.close()  # unhook its Router from litellm's global callback lists
     emit(RunFinished(run_id=run_id, status=result.status, answer=result.answer, input_tokens=usage.input_tokens,
                      output_tokens=usage.output_tokens, llm_calls=usage.llm_calls, cost_usd=usage.cost_usd,
                      iterations=result.iterations, depth_reached=result.depth_reached,

@@ -7,11 +7,18 @@ computing: time spent serving a host call (a sub-model or a whole child agent)
 is not charged to the cell. A cell that times out, a worker that dies, or one
 that breaks the protocol is killed and restarted; the model is told that its
 variables are gone and ``context`` is back.
+
+Everything the worker sends is hostile once model code has run: frames are
+bounded before they are read, parsed with ``json`` only, every field is
+type-checked, outputs are capped again here (the worker's own cap is advisory)
+and control characters (ANSI/OSC escapes, lone ``\r``, bidi overrides) are
+escaped before any text leaves this module for the model, a log or a terminal.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import subprocess
@@ -24,7 +31,7 @@ from typing import Any, Callable
 from rlm.config import SandboxConfig
 from rlm.errors import LimitReached, ProtocolError, SandboxError
 from rlm.sandbox import protocol
-from rlm.sandbox.jail import launch
+from rlm.sandbox import jail
 
 #: Names the worker may always call on the host; ``extra_functions`` add more per sandbox.
 HOST_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
@@ -100,12 +107,14 @@ class Sandbox:
         self.extra_functions = dict(extra_functions or {})
         self.allowed_calls = HOST_FUNCTIONS | set(self.extra_functions)
         self._proc: subprocess.Popen[bytes] | None = None
+        self._worker: jail.WorkerProcess | None = None
         self._buffer = bytearray()
         self._cell_seq = 0
         self._stderr_tail = bytearray()
         self.context_type = ""
         self.context_length = 0
         self.restarts = 0
+        self._cell_budget = self.config.cell_timeout_s
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -123,21 +132,21 @@ class Sandbox:
         """Spawn the worker and wait until it has loaded ``context``."""
         if self._proc is not None:
             return
-        spec = launch(self.config.mode, self.context_path, scratch_mb=self.config.scratch_mb)
         try:
-            self._proc = subprocess.Popen(
-                spec.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=spec.env, close_fds=True, start_new_session=True, cwd="/",
-            )
+            self._worker = self._spawn()
         except OSError as exc:
             raise SandboxError(f"cannot start the REPL worker: {exc}") from exc
+        self._proc = self._worker.proc
         self._buffer.clear()
+        self._stderr_tail.clear()
         threading.Thread(target=self._drain_stderr, args=(self._proc,), daemon=True).start()
+        cfg = self.config
         try:
             self._send({
-                "type": "init", "context_path": spec.context_path, "context_kind": self.context_kind,
-                "max_output_chars": self.config.max_output_chars, "max_call_bytes": self.config.max_call_bytes,
+                "type": "init", "context_path": self._worker.context_path, "context_kind": self.context_kind,
+                "max_output_chars": cfg.max_output_chars, "max_call_bytes": cfg.max_call_bytes,
                 "rlimits": self._rlimits(), "extra_functions": self.extra_functions,
+                "huge_input_bytes": cfg.huge_input_bytes, "regex_timeout_s": cfg.regex_timeout_s,
             })
             ready = self._read(time.monotonic() + 120.0)
         except _Crash as exc:
@@ -146,34 +155,55 @@ class Sandbox:
         if ready.get("type") != "ready":
             self.close()
             raise SandboxError("the REPL worker sent an unexpected first message")
-        self.context_type = str(ready.get("context_type", ""))
-        self.context_length = int(ready.get("context_length", 0))
+        self.context_type = _str(ready.get("context_type"))[:40]
+        length = ready.get("context_length")
+        self.context_length = length if isinstance(length, int) and 0 <= length < 1 << 62 else 0
+
+    def _spawn(self) -> jail.WorkerProcess:
+        """Start the worker process (the escape suite overrides this to spawn a weakened jail)."""
+        cfg = self.config
+        return jail.spawn(cfg.mode, self.context_path, scratch_mb=cfg.scratch_mb,
+                          allow_processes=cfg.allow_subprocesses)
+
+    @property
+    def huge_context(self) -> bool:
+        """True when the worker keeps ``context`` memory-mapped (a ``Context`` object, not a str)."""
+        return self.context_kind == "text" and 0 < self.config.huge_input_bytes < self.context_path.stat().st_size
 
     def _rlimits(self) -> dict[str, int]:
         cfg = self.config
         context_bytes = self.context_path.stat().st_size
+        # address space must hold the mapped file, plus the decoded str (up to 4 bytes/char) below the threshold
+        context_room = context_bytes if self.huge_context else 5 * context_bytes
         limits = {
-            # address space must hold the decoded context (up to 4 bytes/char) plus headroom
-            "AS": cfg.memory_mb * 1024 * 1024 + 4 * context_bytes,
+            "AS": cfg.memory_mb * 1024 * 1024 + context_room,
             "CPU": cfg.cpu_seconds,
             "NOFILE": cfg.max_open_files,
             "FSIZE": cfg.max_file_size_mb * 1024 * 1024,
             "CORE": 0,
         }
-        if self.config.mode == "bwrap":
-            # RLIMIT_NPROC counts every process of the real uid, including the host's own.
+        if self.config.mode == "bwrap" and os.getuid() != 0:
+            # Threads and (if allowed) processes. Older kernels count every task of the real uid, newer
+            # ones (5.14+) the sandbox's user namespace only; adding the uid's count is right for the
+            # former and merely loose for the latter. Root is exempt from RLIMIT_NPROC: there, as
+            # everywhere, the seccomp filter refusing fork/vfork/clone-without-CLONE_THREAD is what
+            # stops fork bombs, and RLIMIT_AS bounds thread stacks.
             limits["NPROC"] = cfg.max_processes + _processes_of_uid(os.getuid())
         return limits
 
     def close(self) -> None:
         """Kill the worker (and, for bubblewrap, its whole pid namespace)."""
         proc, self._proc = self._proc, None
+        worker, self._worker = self._worker, None
         if proc is None:
             return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        if worker is not None:
+            worker.kill()
+        else:  # started by a subclass without jail.spawn (e.g. a pre-started pool): kill its process group
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for stream in (proc.stdin, proc.stdout):
             try:
                 stream.close()  # type: ignore[union-attr]
@@ -196,6 +226,7 @@ class Sandbox:
         self.start()
         self._cell_seq += 1
         clock = _Deadline(budget=timeout or self.config.cell_timeout_s)
+        self._cell_budget = clock.budget
         calls = 0
         try:
             self._send({"type": "execute", "id": self._cell_seq, "code": code})
@@ -205,7 +236,7 @@ class Sandbox:
                 if kind == "result" and message.get("id") == self._cell_seq:
                     return self._result(message, time.monotonic() - clock.started + clock.used, calls)
                 if kind != "call":
-                    raise _Crash("the worker sent an unexpected message")
+                    raise _Crash("the worker broke the sandbox protocol (an unexpected message)")
                 calls += 1
                 clock.pause()
                 self._serve_call(message)
@@ -218,14 +249,20 @@ class Sandbox:
             )
 
     def _result(self, message: dict, duration: float, calls: int) -> CellResult:
+        cap = self.config.max_output_chars
         final = message.get("final")
         final_value = final.get("value") if isinstance(final, dict) else None
+        error = message.get("error")
+        truncated = message.get("truncated")
+        truncated = truncated if isinstance(truncated, int) and 0 <= truncated < 1 << 53 else 0
+        stdout, stderr = _str(message.get("stdout")), _str(message.get("stderr"))
+        truncated += max(0, len(stdout) - cap) + max(0, len(stderr) - cap)
         return CellResult(
-            stdout=_str(message.get("stdout")),
-            stderr=_str(message.get("stderr")),
-            error=message.get("error") if isinstance(message.get("error"), str) else None,
-            final=final_value if isinstance(final_value, str) else None,
-            truncated=message.get("truncated") if isinstance(message.get("truncated"), int) else 0,
+            stdout=escape_controls(stdout[:cap])[:cap],
+            stderr=escape_controls(stderr[:cap])[:cap],
+            error=escape_controls(error[:cap])[:cap] if isinstance(error, str) else None,
+            final=escape_controls(final_value) if isinstance(final_value, str) else None,
+            truncated=truncated,
             duration_s=duration,
             host_calls=calls,
         )
@@ -233,7 +270,7 @@ class Sandbox:
     def _serve_call(self, message: dict) -> None:
         call_id, name, args = message.get("id"), message.get("name"), message.get("args")
         if not isinstance(call_id, int) or name not in self.allowed_calls or not isinstance(args, dict):
-            raise _Crash("the worker sent a malformed host-function call")
+            raise _Crash("the worker broke the sandbox protocol (a malformed or unknown host-function call)")
         reply: dict[str, Any] = {"type": "reply", "id": call_id}
         try:
             reply.update(ok=True, value=self.handler(name, args))
@@ -260,17 +297,18 @@ class Sandbox:
             if len(self._buffer) >= header:
                 (length,) = protocol.HEADER.unpack_from(self._buffer)
                 if length > self.config.max_call_bytes + 1024:
-                    raise _Crash(f"the worker sent a frame of {length} bytes, over the limit")
+                    raise _Crash(f"the worker broke the sandbox protocol (a frame of {length:,} bytes, over the "
+                                 f"limit of {self.config.max_call_bytes + 1024:,})")
                 if len(self._buffer) >= header + length:
                     body = bytes(self._buffer[header:header + length])
                     del self._buffer[:header + length]
                     try:
                         return protocol.decode(body)
                     except protocol.FrameError as exc:
-                        raise _Crash(f"the worker broke the protocol ({exc})") from None
+                        raise _Crash(f"the worker broke the sandbox protocol ({exc})") from None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _Crash(f"the cell timed out after {self.config.cell_timeout_s:g}s wall-clock")
+                raise _Crash(f"the cell timed out after {self._cell_budget:g}s wall-clock and was killed")
             ready, _, _ = select.select([fd], [], [], remaining)
             if not ready:
                 continue
@@ -291,21 +329,40 @@ class Sandbox:
         if "MemoryError" in tail:
             return "the REPL worker ran out of memory and died"
         if code is not None and code < 0:
-            return f"the REPL worker was killed by signal {signal.Signals(-code).name}"
+            return f"the REPL worker was killed by signal {_signal_name(-code)}"
+        if code is not None and code > 128 and self.config.mode == "bwrap":  # bwrap reports 128 + signal
+            return f"the REPL worker was killed by signal {_signal_name(code - 128)}"
         return f"the REPL worker died (exit code {code})"
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
         for line in iter(lambda: proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
-            self._stderr_tail += line
-            del self._stderr_tail[:-4096]
+            if proc is self._proc:  # a previous worker's last words are not this one's
+                self._stderr_tail += line
+                del self._stderr_tail[:-4096]
 
     def _stderr_text(self) -> str:
-        return self._stderr_tail.decode("utf-8", "replace").strip()[-500:]
+        return escape_controls(self._stderr_tail.decode("utf-8", "replace").strip()[-500:])
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def _str(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+# C0 controls but tab and newline, a carriage return not starting a CRLF, DEL, C1 controls, bidi overrides.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
+
+
+def escape_controls(text: str) -> str:
+    """Make worker text safe for a terminal or log: control characters become visible escapes (``\\x1b``)."""
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _processes_of_uid(uid: int) -> int:

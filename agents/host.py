@@ -1,0 +1,216 @@
+"""The agent host: a light Ray actor (``num_cpus=0``) that runs agents of any run, one thread each.
+
+Starting a Ray actor costs a process and a second or more of imports, so agents
+are not one actor each: every node has a few long-lived hosts, and an agent is
+a call to :meth:`AgentHost.run_agent`. Each agent still owns its own sandbox
+worker on the host's node (taken from the host's pre-started pool when its
+context is small). Per run, a host keeps the run's services: the shared LM
+client, a :class:`~rlm.agents.ledger.LeasedBudget`, the event forwarder, the
+spawner for children, and relays for extension host functions.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlm.agent import Agent, AgentResult, HostFunction, RunServices
+from rlm.config import RLMConfig
+from rlm.events import Event
+from rlm.lm import LiteLLMClient
+from rlm.sandbox.host import HostCallError
+
+from rlm.agents import context as contexts
+from rlm.agents.cluster import node_id
+from rlm.agents.ledger import LeasedBudget
+from rlm.agents.sandbox_pool import SandboxPool
+from rlm.agents.spawn import Spawner
+from rlm.agents.specs import AgentSpec, RunSpec
+
+FLUSH_INTERVAL_S = 0.05
+
+
+class EventForwarder:
+    """Buffers this process's events and pushes them to the hub in order, in batches."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self._buffer: list[Event] = []
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        threading.Thread(target=self._loop, name="rlm-events", daemon=True).start()
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._buffer.append(event)
+
+    def flush(self) -> None:
+        import ray
+
+        with self._send_lock:  # one batch at a time keeps the order
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if batch:
+                ray.get(self.hub.push_events.remote(batch))
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_INTERVAL_S)
+            try:
+                self.flush()
+            except Exception:  # the hub is gone: the session is ending
+                time.sleep(1.0)
+
+
+@dataclass
+class _RunState:
+    services: RunServices
+    budget: LeasedBudget
+    workdir: Path
+    active: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class AgentHost:
+    """Hosts agents on one node. Create with ``ray.remote(AgentHost).options(num_cpus=0, ...)``."""
+
+    def __init__(self, index: int, hub_name: str, pool_size: int) -> None:
+        import ray
+
+        self.index = index
+        self.hub = hub = ray.get_actor(hub_name)
+        self.node = node_id()
+        self.incarnation = secrets.token_hex(2)
+        self.events = EventForwarder(hub)
+        self.sandboxes = SandboxPool(pool_size)
+        self._runs: dict[str, _RunState] = {}
+        self._lms: dict[tuple[Any, ...], LiteLLMClient] = {}
+        self._running: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._lm_lock = threading.Lock()
+        # litellm takes seconds to import: do it now, not in the first agent's first call.
+        threading.Thread(target=_preload, daemon=True).start()
+
+    # -- introspection (tests, benchmarks) ---------------------------------------------
+    def where(self) -> dict[str, Any]:
+        return {"index": self.index, "node_id": self.node, "pid": os.getpid()}
+
+    def running_agents(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+    def stacks(self) -> str:
+        """Every thread's stack (for diagnosing a stuck agent)."""
+        import sys
+        import traceback
+
+        return "\n".join(f"--- thread {ident}\n" + "".join(traceback.format_stack(frame))
+                         for ident, frame in sys._current_frames().items())
+
+    def warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
+        """Pre-start ``count`` sandboxes for runs with this config; also loads the LM client."""
+        self._lm(config)
+        return self.sandboxes.warm(config.sandbox, extra_functions, count)
+
+    # -- agents ------------------------------------------------------------------------
+    def run_agent(self, run_spec: RunSpec, spec: AgentSpec) -> AgentResult:
+        state = self._state(run_spec)
+        with state.lock:
+            state.active += 1
+        try:
+            payload = contexts.materialize(spec.context, self.node)
+            agent = Agent(state.services, prompt=spec.prompt, payload=payload, depth=spec.depth,
+                          parent_id=spec.parent_id)
+            agent.agent_id = spec.agent_id
+            with self._lock:
+                self._running[spec.agent_id] = run_spec.run_id
+            try:
+                return agent.run()
+            finally:
+                with self._lock:
+                    self._running.pop(spec.agent_id, None)
+        finally:
+            with state.lock:
+                state.active -= 1
+                idle = state.active == 0
+            if idle:
+                state.budget.release()
+            self.events.flush()
+
+    def end_run(self, run_id: str) -> None:
+        """Give back leased calls and delete this node's files of the run."""
+        with self._lock:
+            state = self._runs.pop(run_id, None)
+        if state is not None:
+            state.budget.release()
+            shutil.rmtree(state.workdir, ignore_errors=True)
+        contexts.drop_run(run_id, self.node)
+        self.events.flush()
+
+    def shutdown(self) -> None:
+        self.sandboxes.close()
+
+    # -- per-run services ----------------------------------------------------------------
+    def _state(self, run_spec: RunSpec) -> _RunState:
+        with self._lock:
+            state = self._runs.get(run_spec.run_id)
+            if state is None:
+                state = self._runs[run_spec.run_id] = self._new_state(run_spec)
+            return state
+
+    def _new_state(self, run_spec: RunSpec) -> _RunState:
+        config = run_spec.config
+        budget = LeasedBudget(run_spec.hub, run_spec.run_id, run_spec.limits)
+        workdir = Path(tempfile.gettempdir()) / f"rlm-work-{os.getuid()}" / run_spec.run_id
+        workdir.mkdir(parents=True, exist_ok=True)
+        services = RunServices(
+            run_id=run_spec.run_id, config=config, lm=self._lm(config), budget=budget, emit=self.events.emit,
+            workdir=workdir, node_id=self.node, prompt_extra=run_spec.prompt_extra,
+            id_prefix=f"{self.incarnation}.",
+            spawn=Spawner(run_spec, self.events.emit, self.node, own_host=self.index),
+            host_functions={name: _relayed(run_spec, name, params, doc)
+                            for name, (params, doc) in run_spec.host_functions.items()},
+            sandbox_factory=self._sandbox_factory,
+        )
+        return _RunState(services=services, budget=budget, workdir=workdir)
+
+    def _sandbox_factory(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Any:
+        return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+
+    def _lm(self, config: RLMConfig) -> LiteLLMClient:
+        key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
+               config.lm_timeout_s, config.timeout_s is None, config.max_completion_tokens, config.temperature)
+        with self._lm_lock:
+            client = self._lms.get(key)
+            if client is None:
+                client = self._lms[key] = LiteLLMClient(config)
+            return client
+
+
+def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:
+    """A host function whose body runs on the driver (where the extension lives), through the hub."""
+
+    def call(agent: Agent, args: dict[str, Any]) -> Any:
+        import ray
+
+        view = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth,
+                "prompt": agent.prompt}
+        ok, value = ray.get(run_spec.hub.host_call.remote(run_spec.run_id, name, view, args))
+        if not ok:
+            raise HostCallError(str(value))
+        return value
+
+    return HostFunction(name=name, params=params, doc=doc, fn=call)
+
+
+def _preload() -> None:
+    from rlm.lm import _litellm
+
+    _litellm()

@@ -1,0 +1,92 @@
+"""End to end: `rlm bench run` against the scripted server (a policy that solves s-niah), both files written."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rlm.benchmarks.runner import NO_SUB_CALLS_NOTE, base_prompt
+from rlm.benchmarks.tasks import read_tasks
+from rlm.cli import main
+
+NEEDLE = re.compile(r"special magic numbers for ([\w-]+) is: (\d{7})")
+QUESTION_KEY = re.compile(r"special magic number for ([\w-]+) mentioned")
+
+
+def solver(messages: list[dict[str, Any]]) -> str:
+    """Agents get code that greps the needle; a direct (base) prompt gets the number if it is in the prompt."""
+    text = "\n".join(str(m.get("content")) for m in messages)
+    is_agent = messages[0].get("role") == "system" and "REPL" in str(messages[0].get("content"))
+    key = QUESTION_KEY.findall(text)[-1]
+    if is_agent:
+        return ("```repl\nimport re\n"
+                f"m = re.search(r'special magic numbers for {key} is: (\\d+)', context)\n"
+                "FINAL(m.group(1) if m else 'not found')\n```")
+    found = dict(NEEDLE.findall(text))
+    return f"The special magic number for {key} is {found[key]}." if key in found else "I could not find it."
+
+
+@pytest.mark.slow
+def test_bench_run_writes_results_and_report(server_factory, tmp_path: Path, rlm_home: Path, capsys) -> None:
+    server = server_factory(policy=solver)
+    out = tmp_path / "out"
+    tasks_file = tmp_path / "tasks.jsonl"
+    assert main(["bench", "generate", "s-niah", "--n", "2", "--lengths", "1024,2048", "--seed", "3",
+                 "--out", str(tasks_file)]) == 0
+    tasks = read_tasks(tasks_file)
+    gold_by_id = {t.id: t for t in tasks}
+    code = main(["bench", "run", "s-niah", "--tasks", str(tasks_file), "--model", "openai/scripted",
+                 "--api-base", server.base_url, "--methods", "base,rlm,rlm-no-sub", "--out", str(out),
+                 "--concurrency", "2", "--base-window-tokens", "1500", "--cell-timeout", "30"])
+    assert code == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len(tasks) * 3
+    by_method = {m: [r for r in rows if r["method"] == m] for m in ("base", "rlm", "rlm-no-sub")}
+    for method in ("rlm", "rlm-no-sub"):
+        assert all(r["status"] == "ok" and r["score"] == 1.0 and r["run_id"] for r in by_method[method]), by_method
+        assert all(r["llm_calls"] == 1 and r["input_tokens"] > 0 for r in by_method[method])
+    # base sees only the head of the context that fits a 1,500-token window: it scores exactly when
+    # the needle is in what it saw; 1,024-token contexts fit whole, 2,048-token ones are cut
+    for row in by_method["base"]:
+        task = gold_by_id[row["id"]]
+        prompt, truncated = base_prompt(task, task.load_context(), 1500, 2000)
+        assert truncated == (task.length_tokens == 2048) == row["notes"]["truncated"]
+        assert row["score"] == (1.0 if NEEDLE.search(prompt) else 0.0)
+        assert row["llm_calls"] == 1 and row["status"] == "ok"
+    assert all(r["score"] == 1.0 for r in by_method["base"] if r["length"] == 1024)
+    # rlm-no-sub runs told the model that sub-calls are off; rlm runs did not
+    systems = [r.messages[0]["content"] for r in server.requests if r.messages[0].get("role") == "system"]
+    assert sum(NO_SUB_CALLS_NOTE in s for s in systems) == len(tasks)
+    report = (out / "report.md").read_text()
+    assert "## s-niah" in report and "| rlm | 1.000 | 1.000 | 1.000 |" in report
+    assert (out / "s-niah_score_vs_length.png").stat().st_size > 1000
+    assert (out / "s-niah_cost_vs_length.png").stat().st_size > 1000
+    # every run is in the run log: ours through rlm.run, base as a recorded external run
+    assert main(["runs", "--json", "--limit", "50"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == len(tasks) * 3
+    assert sum(r["question"].startswith("[bench s-niah/base]") for r in runs) == len(tasks)
+
+
+def test_rlm_no_sub_refuses_sub_calls_and_says_so(server_factory, make_config) -> None:
+    from conftest import repl
+
+    from rlm.benchmarks.runner import BenchSettings, RLMNoSubMethod
+    from rlm.benchmarks.tasks import Task
+
+    server = server_factory(script=[
+        repl("r = llm_query('summarise this')\nprint(r)"),
+        repl("FINAL('no sub-calls needed')"),
+    ])
+    task = Task(id="t-1", suite="multihop", question="What is it?", answer="no sub-calls needed",
+                context="some text", length_tokens=3)
+    outcome = RLMNoSubMethod().run(task, task.context, BenchSettings(config=make_config(server)))
+    assert outcome.status == "ok" and outcome.answer == "no sub-calls needed"
+    # the refused sub-call never reached the server (the run's budget still counts the attempt)
+    assert len(server.requests) == 2 and outcome.llm_calls == 3
+    assert NO_SUB_CALLS_NOTE in server.requests[0].messages[0]["content"]
+    assert "sub-calls are switched off" in server.requests[1].messages[-1]["content"]

@@ -1,0 +1,185 @@
+"""Runs on a real two-node Ray cluster (ray.cluster_utils.Cluster on this machine), real sandboxes, real DuckDB."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+from conftest import first_user, is_agent_prompt, repl, turn
+
+from rlm.config import SandboxConfig
+from rlm.events import AgentFinished, AgentStarted, EventBus
+from rlm.runlog import RunLog
+from rlm.runner import run
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes on this machine; one agent host per node."""
+    from ray.cluster_utils import Cluster
+
+    from rlm.agents.cluster import ray_module
+    from rlm.agents.session import RaySession
+
+    ray = ray_module()
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    made.add_node(num_cpus=1)
+    made.wait_for_nodes()
+    yield made
+    RaySession.shutdown_current()
+    ray.shutdown()
+    made.shutdown()
+
+
+@pytest.fixture
+def ray_config(cluster, make_config):
+    def make(server, **overrides):
+        values = dict(executor="ray", ray_address=cluster.address, ray_hosts_per_node=1, sandbox_pool_size=2,
+                      sandbox=SandboxConfig(cell_timeout_s=60))
+        values.update(overrides)
+        return make_config(server, **values)
+
+    return make
+
+
+def fanout_policy(messages):
+    """Root: 6 children on their own chunks plus 3 sub-calls; each child proves it saw its own chunk."""
+    if not is_agent_prompt(messages):
+        return "sub:" + first_user(messages)
+    task = first_user(messages)
+    if "Question: CHILD" in task:
+        return repl("FINAL('child ' + context.upper() + ' depth-ok')")
+    if turn(messages) == 0:
+        return repl("kids = rlm_query_batched(['CHILD'] * 6, [f'chunk-{i}' for i in range(6)])\n"
+                    "subs = llm_query_batched(['p0', 'p1', 'p2'])\nprint(len(kids), len(subs))")
+    return repl("FINAL(' | '.join(kids) + ' ; ' + ','.join(subs))")
+
+
+def agents_of(config, run_id):
+    log = RunLog(config.runlog_path)
+    try:
+        return log._conn.execute(
+            "SELECT agent_id, parent_id, depth, node_id, status, error FROM agents WHERE run_id = ? ORDER BY agent_id",
+            [run_id]).fetchall()
+    finally:
+        log.close()
+
+
+def test_children_run_on_both_nodes_with_their_own_chunks(server_factory, ray_config, text_file, cluster):
+    server = server_factory(policy=fanout_policy)
+    config = ray_config(server)
+    result = run("ROOT", text_file("the root document\n"), config)
+    assert result.status == "ok", result.error
+    kids, subs = result.answer.split(" ; ")
+    assert kids.split(" | ") == [f"child CHUNK-{i} depth-ok" for i in range(6)]
+    assert subs == "sub:p0,sub:p1,sub:p2"
+    assert result.usage.llm_calls == 2 + 6 + 3 == len(server.requests)
+    rows = agents_of(config, result.run_id)
+    children = [row for row in rows if row[2] == 1]
+    assert len(children) == 6 and all(row[4] == "ok" for row in children)
+    cluster_nodes = {node.node_id for node in cluster.list_all_nodes()}
+    child_nodes = {row[3] for row in children}
+    assert child_nodes == cluster_nodes  # both nodes ran children
+    assert result.depth_reached == 1
+
+
+def test_the_call_cap_holds_across_nodes(server_factory, ray_config, text_file):
+    """Children on both nodes race for 12 calls: never more are sent, and the run says why it stopped."""
+
+    def policy(messages):
+        if not is_agent_prompt(messages):
+            return "x"
+        if "Question: CHILD" in first_user(messages):
+            return repl("r = llm_query_batched(['q'] * 10)\nprint(r)")
+        return repl("kids = rlm_query_batched(['CHILD'] * 4, ['a', 'b', 'c', 'd'])\nprint(kids)")
+
+    server = server_factory(policy=policy)
+    result = run("ROOT", text_file("doc\n"), ray_config(server, max_llm_calls=12))
+    assert result.status == "max_llm_calls"
+    assert len(server.requests) <= 12
+    assert result.usage.llm_calls == len(server.requests)
+
+
+def slow_child_policy(messages):
+    if not is_agent_prompt(messages):
+        return "unused"
+    task = first_user(messages)
+    if "Question: CHILD" in task:
+        return repl("import time\ntime.sleep(1.5)\nFINAL('kid ' + context)")
+    if turn(messages) == 0:
+        return repl("kids = rlm_query_batched(['CHILD', 'CHILD'], ['left', 'right'])\nprint(kids)")
+    return repl("FINAL(' + '.join(kids))")
+
+
+def test_a_killed_agent_host_is_retried_and_the_run_completes(server_factory, ray_config, text_file):
+    from rlm.agents.cluster import ray_module
+    from rlm.agents.session import RaySession
+
+    ray = ray_module()
+    server = server_factory(policy=slow_child_policy)
+    config = ray_config(server, agent_retries=2)
+    bus = EventBus()
+    killed: dict = {}
+    root_ids: list[str] = []
+    child_ids: list[str] = []
+
+    def watch(event):
+        if isinstance(event, AgentStarted) and event.depth == 0:
+            root_ids.append(event.agent_id)
+        if isinstance(event, AgentStarted) and event.depth == 1:
+            child_ids.append(event.agent_id)
+            if len(child_ids) == 1:
+                threading.Thread(target=kill, daemon=True).start()
+
+    def kill():
+        """SIGKILL the process of a host that runs a child but not the root."""
+        session = RaySession.current()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not killed:
+            for host in session.hosts:
+                running = set(ray.get(host.running_agents.remote()))
+                victims = running & set(child_ids)
+                if victims and not running & set(root_ids):
+                    killed.update(agent=victims.pop(), pid=ray.get(host.where.remote())["pid"])
+                    os.kill(killed["pid"], signal.SIGKILL)
+                    return
+            time.sleep(0.05)
+
+    bus.subscribe(watch)
+    result = run("ROOT", text_file("doc\n"), config, bus=bus)
+    assert "pid" in killed, "the test could not find a child's host to kill"
+    assert result.status == "ok", result.error
+    assert result.answer == "kid left + kid right"
+    rows = agents_of(config, result.run_id)
+    retried = [row for row in rows if row[4] == "retried"]
+    assert [row[0] for row in retried] == [killed["agent"]]
+    assert "died" in retried[0][5]
+    assert any(row[0] == killed["agent"] + "r1" and row[4] == "ok" for row in rows)
+
+
+def test_events_and_answers_when_a_child_fails_without_retry_budget(server_factory, ray_config, text_file):
+    """A child whose code errors is a model mistake, not a lost host: no retry, the parent sees its answer."""
+
+    def policy(messages):
+        if not is_agent_prompt(messages):
+            return "unused"
+        if "Question: CHILD" in first_user(messages):
+            if turn(messages) == 0:
+                return repl("1 / 0")
+            return repl("FINAL('recovered ' + context)")
+        if turn(messages) == 0:
+            return repl("kid = rlm_query('CHILD', context='c')")
+        return repl("FINAL(kid)")
+
+    server = server_factory(policy=policy)
+    bus = EventBus()
+    finished = []
+    bus.subscribe(lambda e: finished.append(e) if isinstance(e, AgentFinished) else None)
+    result = run("ROOT", text_file("doc\n"), ray_config(server), bus=bus)
+    assert result.answer == "recovered c"
+    assert [e.status for e in finished] == ["ok", "ok"]

@@ -1,0 +1,874 @@
+"""The escape and abuse suite: real model-style code in the real bubblewrap sandbox.
+
+Every test runs code a hostile or careless model could write and asserts three
+things: the attempt is contained, the host and the run survive (the sandbox
+still answers with ``context`` intact), and the model gets an error it can
+understand. Probes report ``{"escaped": bool, ...}`` as JSON; a handful of them
+are also run against a deliberately *weakened* jail (``jail.spawn(weaken=...)``,
+refused outside pytest) to show that they do notice an escape when there is one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from conftest import REPO, repl
+
+from rlm.config import SandboxConfig
+from rlm.errors import ConfigError, SandboxUnavailable
+from rlm.runner import run
+from rlm.sandbox import jail
+from rlm.sandbox.host import CellResult, HostCallError, Sandbox
+
+CONTEXT = "the harbour master's launch code is KESTREL-7\n" * 20
+CONFIG = SandboxConfig(cell_timeout_s=15, memory_mb=384, scratch_mb=16, max_output_chars=2_000, cpu_seconds=60)
+HINT = "[sandbox] This REPL is isolated"
+
+
+class WeakenedSandbox(Sandbox):
+    """The real sandbox with named protections removed (test-only; see ``jail.WEAKENINGS``)."""
+
+    def __init__(self, *args: Any, weaken: set[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.weaken = frozenset(weaken)
+
+    def _spawn(self) -> jail.WorkerProcess:
+        return jail.spawn(self.config.mode, self.context_path, scratch_mb=self.config.scratch_mb, weaken=self.weaken)
+
+
+@pytest.fixture
+def context_file(tmp_path: Path) -> Path:
+    path = tmp_path / "context.txt"
+    path.write_text(CONTEXT)
+    return path
+
+
+@pytest.fixture
+def sandbox(context_file: Path) -> Iterator[Sandbox]:
+    with Sandbox(context_file, config=CONFIG) as box:
+        yield box
+
+
+def probe(box: Sandbox, code: str) -> dict[str, Any]:
+    """Run a probe cell; its last printed line is a JSON report."""
+    result = box.execute(textwrap.dedent(code))
+    assert result.error is None, result.error
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_alive(box: Sandbox) -> None:
+    """The host still drives the worker and ``context`` is intact."""
+    result = box.execute("print(len(context), context.count('KESTREL-7'))")
+    assert (result.error, result.stdout) == (None, f"{len(CONTEXT)} 20\n")
+
+
+def assert_denied(result: CellResult, *needles: str) -> None:
+    """The model got an understandable error naming what was refused, with the sandbox hint."""
+    assert result.error is not None and not result.restarted
+    for needle in needles:
+        assert needle in result.error, result.error
+    assert HINT in result.error
+
+
+def weakened(context_file: Path, *weaken: str) -> WeakenedSandbox:
+    return WeakenedSandbox(context_file, config=CONFIG, weaken=set(weaken))
+
+
+# -- network ---------------------------------------------------------------------------------
+
+
+def test_outbound_tcp_is_refused(sandbox: Sandbox) -> None:
+    result = sandbox.execute("import socket\nsocket.create_connection(('1.1.1.1', 443), timeout=3)")
+    assert_denied(result, "Address family not supported")
+    assert_alive(sandbox)
+
+
+def test_outbound_udp_and_dns_fail(sandbox: Sandbox) -> None:
+    udp = sandbox.execute("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                          "s.sendto(b'x', ('8.8.8.8', 53))")
+    assert_denied(udp, "Address family not supported")
+    dns = sandbox.execute("import socket\nsocket.getaddrinfo('example.com', 443)")
+    assert dns.error and "gaierror" in dns.error and HINT in dns.error
+    assert_alive(sandbox)
+
+
+LOOPBACK_PROBE = """
+import json, socket
+try:
+    s = socket.create_connection(('127.0.0.1', {port}), timeout=2)
+    s.sendall(b'escaped')
+    print(json.dumps({{"escaped": True}}))
+except OSError as exc:
+    print(json.dumps({{"escaped": False, "error": str(exc)}}))
+"""
+
+
+@pytest.fixture
+def loopback_listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A real TCP server on the host's loopback; records what any client sends."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    received: list[bytes] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(2)
+                received.append(conn.recv(100))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join(5)
+    server.close()
+
+
+def test_host_loopback_service_is_unreachable(sandbox: Sandbox, loopback_listener: tuple[int, list[bytes]]) -> None:
+    port, received = loopback_listener
+    report = probe(sandbox, LOOPBACK_PROBE.format(port=port))
+    assert report["escaped"] is False and "Address family not supported" in report["error"]
+    time.sleep(0.3)
+    assert received == []
+    assert_alive(sandbox)
+
+
+def test_loopback_probe_detects_escape_in_weakened_jail(context_file: Path,
+                                                       loopback_listener: tuple[int, list[bytes]]) -> None:
+    port, received = loopback_listener
+    with weakened(context_file, "net", "seccomp") as box:
+        assert probe(box, LOOPBACK_PROBE.format(port=port))["escaped"] is True
+    deadline = time.monotonic() + 3
+    while not received and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert received == [b"escaped"]
+
+
+ABSTRACT_PROBE = """
+import json, socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect({name!r})
+    print(json.dumps({{"escaped": True}}))
+except OSError as exc:
+    print(json.dumps({{"escaped": False, "error": exc.__class__.__name__}}))
+"""
+
+
+def test_host_abstract_unix_socket_is_unreachable(context_file: Path) -> None:
+    name = "\0rlm-escape-" + uuid.uuid4().hex
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(name)
+    listener.listen(1)
+    try:
+        with Sandbox(context_file, config=CONFIG) as box:
+            assert probe(box, ABSTRACT_PROBE.format(name=name)) == {"escaped": False, "error": "ConnectionRefusedError"}
+            assert_alive(box)
+        with weakened(context_file, "net") as box:  # same network namespace as the host: reachable
+            assert probe(box, ABSTRACT_PROBE.format(name=name))["escaped"] is True
+    finally:
+        listener.close()
+
+
+def test_raw_netlink_and_packet_sockets_are_refused(sandbox: Sandbox) -> None:
+    report = probe(sandbox, """
+        import json, socket
+        out = {}
+        for name, args in {"inet6": (socket.AF_INET6,), "netlink": (socket.AF_NETLINK, socket.SOCK_RAW, 0),
+                           "packet": (socket.AF_PACKET, socket.SOCK_RAW, 0),
+                           "raw": (socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)}.items():
+            try:
+                socket.socket(*args).close(); out[name] = "opened"
+            except OSError as exc:
+                out[name] = exc.errno
+        print(json.dumps(out))
+    """)
+    assert report == {"inet6": 97, "netlink": 97, "packet": 97, "raw": 97}  # EAFNOSUPPORT
+    assert_alive(sandbox)
+
+
+def test_only_loopback_interface_exists(sandbox: Sandbox) -> None:
+    report = probe(sandbox, """
+        import json
+        names = [line.split(':')[0].strip() for line in open('/proc/self/net/dev').read().splitlines()[2:]]
+        print(json.dumps({"interfaces": names}))
+    """)
+    assert report["interfaces"] == ["lo"]
+
+
+# -- the filesystem ------------------------------------------------------------------------------
+
+READ_PROBE = """
+import json, os
+found = {{}}
+for path in {paths!r}:
+    try:
+        if os.path.isdir(path):
+            found[path] = os.listdir(path)[:5]
+        else:
+            with open(path, 'rb') as handle:
+                found[path] = handle.read(64).decode('latin-1')
+    except OSError as exc:
+        pass
+print(json.dumps({{"escaped": bool(found), "found": found}}))
+"""
+
+
+def test_host_home_is_invisible(sandbox: Sandbox) -> None:
+    home = str(Path.home())
+    report = probe(sandbox, READ_PROBE.format(paths=[home, home + "/.ssh", home + "/.bash_history", "/home"]))
+    assert report == {"escaped": False, "found": {}}
+    tilde = sandbox.execute("import os\nprint(os.path.expanduser('~'), os.listdir(os.path.expanduser('~')))")
+    assert tilde.stdout == "/tmp []\n"
+
+
+def test_run_log_and_rlm_home_are_invisible(sandbox: Sandbox, rlm_home: Path) -> None:
+    rlm_home.mkdir(parents=True, exist_ok=True)
+    (rlm_home / "rlm.duckdb").write_bytes(b"run log with secrets")
+    paths = [str(rlm_home), str(rlm_home / "rlm.duckdb"), str(rlm_home.parent)]
+    assert probe(sandbox, READ_PROBE.format(paths=paths)) == {"escaped": False, "found": {}}
+
+
+def test_project_checkout_is_invisible(sandbox: Sandbox) -> None:
+    paths = [str(REPO / "README.md"), str(REPO), str(REPO / ".venv"), str(REPO / "sandbox" / "host.py")]
+    assert probe(sandbox, READ_PROBE.format(paths=paths)) == {"escaped": False, "found": {}}
+
+
+def test_project_probe_detects_escape_in_weakened_jail(context_file: Path) -> None:
+    with weakened(context_file, "fs") as box:
+        report = probe(box, READ_PROBE.format(paths=[str(REPO / "README.md")]))
+    assert report["escaped"] is True and "rlm" in report["found"][str(REPO / "README.md")]
+
+
+def test_shadow_and_secret_paths_are_invisible(sandbox: Sandbox) -> None:
+    paths = ["/etc/shadow", "/etc/gshadow", "/etc/ssh", "/root", "/run", "/var/run/secrets", "/etc/sudoers",
+             "/etc/hostname", "/etc/resolv.conf", "/sys/class", "/boot", "/srv", "/mnt"]
+    assert probe(sandbox, READ_PROBE.format(paths=paths)) == {"escaped": False, "found": {}}
+
+
+def test_context_file_host_path_is_invisible(sandbox: Sandbox, context_file: Path) -> None:
+    report = probe(sandbox, READ_PROBE.format(paths=[str(context_file), str(context_file.parent)]))
+    assert report == {"escaped": False, "found": {}}
+    inside = sandbox.execute("print(open('/input/context').read() == context)")
+    assert inside.stdout == "True\n"
+
+
+def test_writes_outside_scratch_fail_and_host_files_are_untouched(sandbox: Sandbox, context_file: Path) -> None:
+    worker_digest = hashlib.sha256((jail.WORKER_DIR / "worker.py").read_bytes()).hexdigest()
+    report = probe(sandbox, """
+        import json, os
+        out = {}
+        for path in ['/input/context', '/opt/rlm-sandbox/worker.py', '/usr/pwned', '/etc/passwd', '/pwned',
+                     '/opt/rlm-python/bin/pwned']:
+            try:
+                with open(path, 'a') as handle:
+                    handle.write('pwned')
+                out[path] = 'written'
+            except OSError as exc:
+                out[path] = exc.errno
+        # host-global sysctls: opened for writing only, never written (the sandbox's uid may map to host root)
+        for path in ['/proc/sys/kernel/core_pattern', '/proc/sys/vm/drop_caches', '/proc/sys/kernel/hostname']:
+            try:
+                os.close(os.open(path, os.O_WRONLY))
+                out[path] = 'writable'
+            except OSError as exc:
+                out[path] = exc.errno
+        with open('/tmp/ok.txt', 'w') as handle:
+            handle.write('scratch works')
+        out['scratch'] = open('/tmp/ok.txt').read()
+        print(json.dumps(out))
+    """)
+    assert report.pop("scratch") == "scratch works"
+    assert all(isinstance(v, int) for v in report.values()), report  # every write refused with an errno
+    assert context_file.read_text() == CONTEXT
+    assert hashlib.sha256((jail.WORKER_DIR / "worker.py").read_bytes()).hexdigest() == worker_digest
+    denied = sandbox.execute("open('/usr/pwned', 'w')")
+    assert_denied(denied, "Read-only file system")
+    assert_alive(sandbox)
+
+
+def test_scratch_and_dev_shm_are_size_capped(sandbox: Sandbox) -> None:
+    for target in ("/tmp/fill", "/dev/shm/fill"):
+        result = sandbox.execute(f"with open('{target}', 'wb') as f:\n    for _ in range(64):\n"
+                                 f"        f.write(b'x' * (1 << 20))")
+        assert_denied(result, "No space left on device")
+    assert_alive(sandbox)
+
+
+def test_no_sysfs_and_only_harmless_devices(sandbox: Sandbox) -> None:
+    report = probe(sandbox, """
+        import json, os
+        print(json.dumps({"sys": os.path.exists('/sys/kernel'), "dev": sorted(os.listdir('/dev'))}))
+    """)
+    assert report["sys"] is False
+    assert set(report["dev"]) <= {"console", "core", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr",
+                                  "stdin", "stdout", "tty", "urandom", "zero"}
+
+
+def test_concurrent_workers_cannot_see_each_other(context_file: Path) -> None:
+    with Sandbox(context_file, config=CONFIG) as first, Sandbox(context_file, config=CONFIG) as second:
+        first.execute("open('/tmp/secret-of-first', 'w').write('first only')\nimport time")
+        running = threading.Thread(target=first.execute, args=("time.sleep(2)",))
+        running.start()  # the first worker is busy while the second looks around
+        report = probe(second, """
+            import json, os
+            print(json.dumps({"scratch": os.listdir('/tmp'), "pids": sorted(p for p in os.listdir('/proc')
+                                                                            if p.isdigit())}))
+        """)
+        running.join()
+        assert report == {"scratch": [], "pids": ["1", "2"]}
+        assert first.execute("print(open('/tmp/secret-of-first').read())").stdout == "first only\n"
+
+
+# -- environment, /proc, privileges ----------------------------------------------------------
+
+SECRET_PROBE = """
+import json, os
+leaks = [k for k, v in os.environ.items() if 'sk-fake' in v]
+for entry in os.listdir('/proc'):
+    for name in ('environ', 'cmdline'):
+        try:
+            if b'sk-fake' in open(f'/proc/{entry}/{name}', 'rb').read():
+                leaks.append(f'/proc/{entry}/{name}')
+        except OSError:
+            pass
+print(json.dumps({"escaped": bool(leaks), "leaks": leaks, "env": sorted(os.environ)}))
+"""
+
+
+def test_host_secret_env_never_reaches_the_worker(context_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_FAKE_SECRET", "sk-fake-0123456789")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-fake-openai")
+    with Sandbox(context_file, config=CONFIG) as box:
+        report = probe(box, SECRET_PROBE)
+    assert report["escaped"] is False
+    assert set(report["env"]) <= set(jail.WORKER_ENV) | {"LD_LIBRARY_PATH", "PWD"}  # built from scratch
+
+
+def test_secret_probe_detects_escape_in_weakened_jail(context_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_FAKE_SECRET", "sk-fake-0123456789")
+    with weakened(context_file, "env") as box:
+        report = probe(box, SECRET_PROBE)
+    assert report["escaped"] is True and "/proc/1/environ" in report["leaks"]
+
+
+def test_proc_shows_only_the_sandbox_and_no_host_paths(sandbox: Sandbox, context_file: Path) -> None:
+    report = probe(sandbox, """
+        import json, os
+        pids = sorted(p for p in os.listdir('/proc') if p.isdigit())
+        print(json.dumps({"pids": pids, "init": open('/proc/1/cmdline', 'rb').read().decode().split('\\0'),
+                          "ppid": os.getppid(), "pid": os.getpid()}))
+    """)
+    assert report["pids"] == ["1", "2"] and (report["ppid"], report["pid"]) == (1, 2)
+    init = " ".join(report["init"])
+    assert "--ro-bind" not in init and str(context_file) not in init and str(REPO) not in init
+
+
+STATUS_PROBE = """
+import json, os, threading
+ready, release = threading.Event(), threading.Event()
+def hold():
+    ready.set(); release.wait(5)
+thread = threading.Thread(target=hold); thread.start(); ready.wait(5)
+status = {}
+for tid in os.listdir('/proc/self/task'):
+    fields = dict(line.split(':', 1) for line in open(f'/proc/self/task/{tid}/status'))
+    status[tid] = {k: fields[k].strip() for k in ('Seccomp', 'NoNewPrivs', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd',
+                                                   'CapAmb')}
+release.set(); thread.join()
+weak = [tid for tid, s in status.items() if s['Seccomp'] != '2' or s['NoNewPrivs'] != '1'
+        or any(int(s[c], 16) for c in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'))]
+print(json.dumps({"escaped": bool(weak), "threads": len(status), "status": status}))
+"""
+
+
+def test_seccomp_no_new_privs_and_no_capabilities_on_every_thread(sandbox: Sandbox) -> None:
+    report = probe(sandbox, STATUS_PROBE)
+    assert report["escaped"] is False and report["threads"] == 2
+
+
+def test_status_probe_detects_missing_seccomp_in_weakened_jail(context_file: Path) -> None:
+    with weakened(context_file, "seccomp") as box:
+        report = probe(box, STATUS_PROBE)
+    assert report["escaped"] is True
+    assert {s["Seccomp"] for s in report["status"].values()} == {"0"}
+
+
+def test_no_host_descriptors_are_inherited(sandbox: Sandbox) -> None:
+    report = probe(sandbox, """
+        import json, os
+        fds = {}
+        for fd in os.listdir('/proc/self/fd'):
+            try:
+                fds[fd] = os.readlink(f'/proc/self/fd/{fd}')
+            except OSError:
+                pass  # the directory listing's own descriptor
+        print(json.dumps(fds))
+    """)
+    assert set(report.values()) <= {"/dev/null"} | {v for v in report.values() if v.startswith("pipe:")}
+    assert len([v for v in report.values() if v.startswith("pipe:")]) == 3  # stderr + the two protocol pipes
+
+
+# -- processes, memory, CPU ---------------------------------------------------------------
+
+
+def test_fork_bomb_is_refused(sandbox: Sandbox) -> None:
+    result = sandbox.execute("import os\nwhile True:\n    os.fork()")
+    assert_denied(result, "PermissionError", "Operation not permitted")
+    spawn = sandbox.execute("import subprocess\nsubprocess.run(['/bin/true'])")
+    assert_denied(spawn, "Operation not permitted")
+    assert_alive(sandbox)
+
+
+FORK_PROBE = """
+import json, os
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print(json.dumps({"escaped": True}))
+except OSError as exc:
+    print(json.dumps({"escaped": False, "errno": exc.errno}))
+"""
+
+
+def test_fork_probe_detects_process_creation_in_weakened_jail(context_file: Path) -> None:
+    with Sandbox(context_file, config=CONFIG) as box:
+        assert probe(box, FORK_PROBE) == {"escaped": False, "errno": 1}
+    with weakened(context_file, "seccomp") as box:
+        assert probe(box, FORK_PROBE)["escaped"] is True
+
+
+def test_thread_bomb_is_bounded(sandbox: Sandbox) -> None:
+    result = sandbox.execute(textwrap.dedent("""
+        import threading
+        stop = threading.Event()
+        started = 0
+        for _ in range(20000):
+            threading.Thread(target=stop.wait, daemon=True).start()
+            started += 1
+    """))
+    assert result.error and ("can't start new thread" in result.error or "MemoryError" in result.error)
+    assert not result.restarted
+    count = sandbox.execute("stop.set()\nprint(started < 20000)")
+    assert count.stdout == "True\n"
+    assert_alive(sandbox)
+
+
+def test_memory_bomb_is_a_memory_error(sandbox: Sandbox) -> None:
+    sandbox.execute("kept = 'still here'")
+    result = sandbox.execute("blob = bytearray(8 * 1024 ** 3)")
+    assert result.error and "MemoryError" in result.error and "memory limit" in result.error
+    gradual = sandbox.execute("hoard = []\nwhile True:\n    hoard.append(bytearray(32 * 1024 ** 2))")
+    assert gradual.error and "MemoryError" in gradual.error
+    assert sandbox.execute("del hoard\nprint(kept)").stdout == "still here\n"
+    assert_alive(sandbox)
+
+
+def test_cpu_spin_times_out_and_the_model_is_told(sandbox: Sandbox) -> None:
+    sandbox.execute("x = 1")
+    started = time.monotonic()
+    result = sandbox.execute("while True:\n    pass", timeout=1.0)
+    assert time.monotonic() - started < 5
+    assert result.restarted and "timed out after 1s" in result.error and "variables are gone" in result.error
+    assert "NameError" in (sandbox.execute("x").error or "")
+    assert_alive(sandbox)
+
+
+def test_cpu_rlimit_kills_a_spinning_worker(context_file: Path) -> None:
+    config = SandboxConfig(cell_timeout_s=30, memory_mb=384, scratch_mb=16, cpu_seconds=1)
+    with Sandbox(context_file, config=config) as box:
+        result = box.execute("while True:\n    pass")
+        assert result.restarted and "killed by signal" in result.error
+        assert_alive(box)
+
+
+def test_never_returning_cell_ignoring_sigterm_is_killed(sandbox: Sandbox) -> None:
+    worker = sandbox._worker
+    assert worker is not None and worker.init_pidfd is not None
+    init_pid = _pid_of_pidfd(worker.init_pidfd)
+    started = time.monotonic()
+    result = sandbox.execute(textwrap.dedent("""
+        import signal, time
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        while True:
+            try:
+                time.sleep(100)
+            except BaseException:
+                pass
+    """), timeout=1.0)
+    assert time.monotonic() - started < 5
+    assert result.restarted and "timed out" in result.error
+    assert _gone(init_pid)  # the old pid namespace is gone
+    assert_alive(sandbox)
+
+
+def _gone(pid: int, wait: float = 3.0) -> bool:
+    """True once ``pid`` no longer runs (absent, or a zombie waiting for its reaper)."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return True
+        except (OSError, IndexError):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _pid_of_pidfd(pidfd: int) -> int:
+    for line in Path(f"/proc/self/fdinfo/{pidfd}").read_text().splitlines():
+        if line.startswith("Pid:"):
+            return int(line.split()[1])
+    raise AssertionError("no Pid in fdinfo")
+
+
+def _descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            found |= {int(child)} | _descendants(int(child))
+    return found
+
+
+def test_close_kills_the_whole_pid_namespace(context_file: Path) -> None:
+    config = SandboxConfig(cell_timeout_s=15, memory_mb=384, scratch_mb=16, allow_subprocesses=True)
+    box = Sandbox(context_file, config=config)
+    box.start()
+    result = box.execute("import subprocess\nkids = [subprocess.Popen(['sleep', '1000']) for _ in range(3)]\n"
+                         "print(len(kids))")
+    assert result.stdout == "3\n", result.error
+    assert box._worker is not None and box._worker.init_pidfd is not None
+    inside = _descendants(_pid_of_pidfd(box._worker.init_pidfd))
+    assert len(inside) >= 4  # the worker and its three sleepers
+    box.close()
+    assert [pid for pid in inside if not _gone(pid)] == []
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def test_infinite_output_is_capped_and_stopped(sandbox: Sandbox) -> None:
+    result = sandbox.execute("while True:\n    print('flood ' * 100)", timeout=1.5)
+    assert result.restarted and "timed out" in result.error
+    flood = sandbox.execute("import os\nfor _ in range(200):\n    os.write(2, b'x' * 100_000)\nprint('done')")
+    assert flood.stdout == "done\n" and len(sandbox._stderr_tail) <= 4096
+    assert_alive(sandbox)
+
+
+def test_huge_single_line_is_truncated(sandbox: Sandbox) -> None:
+    result = sandbox.execute("print('y' * 50_000_000)")
+    assert result.error is None and len(result.stdout) == CONFIG.max_output_chars
+    assert result.truncated >= 50_000_000 - CONFIG.max_output_chars
+    assert_alive(sandbox)
+
+
+def test_terminal_escapes_are_neutralised(sandbox: Sandbox) -> None:
+    result = sandbox.execute(r"print('\x1b]0;pwned\x07\x1b[2J\rfake prompt\u202etxt.exe')" "\n"
+                             r"FINAL('answer\x1b[31m')")
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout and "\r" not in result.stdout
+    assert "\\x1b]0;pwned\\x07" in result.stdout and "\\u202e" in result.stdout
+    assert result.final == "answer\\x1b[31m"
+
+
+def test_raw_writes_to_stdio_cannot_corrupt_the_protocol(sandbox: Sandbox) -> None:
+    result = sandbox.execute("import os, struct\nos.write(1, struct.pack('>I', 7) + b'garbage')\n"
+                             "os.write(0, b'x') if False else None\nprint('fine')")
+    assert result.stdout == "fine\n" and result.error is None
+    assert_alive(sandbox)
+
+
+# -- signals and native code -----------------------------------------------------------------
+
+
+def test_signalling_the_parent_and_the_host_is_harmless(sandbox: Sandbox) -> None:
+    canary = subprocess.Popen(["sleep", "30"])
+    try:
+        result = sandbox.execute(textwrap.dedent(f"""
+            import os, signal
+            os.kill(os.getppid(), signal.SIGKILL)   # the sandbox's init: immune from inside
+            os.kill(1, signal.SIGTERM)
+            errors = []
+            for pid in ({os.getpid()}, {canary.pid}):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError as exc:
+                    errors.append(exc.errno)
+            print(errors)
+        """))
+        assert result.error is None and result.stdout == "[3, 3]\n"  # ESRCH: host pids do not exist here
+        assert canary.poll() is None
+        assert_alive(sandbox)
+    finally:
+        canary.kill()
+        canary.wait()
+
+
+def test_kill_everything_and_suicide_affect_only_the_sandbox(sandbox: Sandbox) -> None:
+    canary = subprocess.Popen(["sleep", "30"])
+    try:
+        everyone = sandbox.execute("import os, signal\nos.kill(-1, signal.SIGKILL)")
+        assert everyone.error and "ProcessLookupError" in everyone.error  # nobody else to kill in here
+        result = sandbox.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+        assert result.restarted and "killed by signal SIGKILL" in result.error
+        assert canary.poll() is None
+        assert_alive(sandbox)
+    finally:
+        canary.kill()
+        canary.wait()
+
+
+SYSCALL_PROBE = """
+import ctypes, errno, json
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(number, *args):
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])
+    return errno.errorcode.get(ctypes.get_errno(), 'OK') if result == -1 else 'OK'
+print(json.dumps({{name: call(*spec) for name, spec in {calls!r}.items()}}))
+"""
+# x86_64 numbers; each call is harmless if it were allowed (bad pointers, queries, or flags that fail later).
+DENIED_SYSCALLS = {
+    "ptrace": (101, 16, 1, 0, 0),  # PTRACE_ATTACH to pid 1
+    "process_vm_readv": (310, 1, 0, 0, 0, 0, 0), "kcmp": (312, 1, 2, 0, 0, 0), "pidfd_getfd": (438, 0, 0, 0),
+    "mount": (165, 0, 0, 0, 0, 0), "umount2": (166, 0, 0), "pivot_root": (155, 0, 0), "chroot": (161, 0),
+    "unshare": (272, 0x10000000), "setns": (308, 0, 0), "bpf": (321, 0, 0, 0), "perf_event_open": (298, 0, 0, -1, -1, 0),
+    "userfaultfd": (323, 0), "keyctl": (250, 0, 0), "add_key": (248, 0, 0, 0, 0, 0), "request_key": (249, 0, 0, 0, 0),
+    "io_uring_setup": (425, 1, 0), "personality": (135, 0xFFFFFFFF), "init_module": (175, 0, 0, 0),
+    "kexec_load": (246, 0, 0, 0, 0), "open_by_handle_at": (304, 0, 0, 0),
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86_64 syscall numbers")
+def test_raw_syscalls_through_ctypes_are_denied(sandbox: Sandbox) -> None:
+    report = probe(sandbox, SYSCALL_PROBE.format(calls=DENIED_SYSCALLS))
+    assert report == {name: "EPERM" for name in DENIED_SYSCALLS}
+    assert_alive(sandbox)
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86_64 syscall numbers")
+def test_syscall_probe_detects_missing_filter_in_weakened_jail(context_file: Path) -> None:
+    with weakened(context_file, "seccomp") as box:
+        report = probe(box, SYSCALL_PROBE.format(calls={"personality": (135, 0xFFFFFFFF), "keyctl": (250, 0, 0)}))
+    assert report["personality"] == "OK" and report["keyctl"] != "EPERM"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86_64 syscall numbers")
+def test_clone3_is_enosys_namespaced_clone_is_eperm_and_threads_work(sandbox: Sandbox) -> None:
+    calls = {"clone3": (435, 0, 0), "clone_newuser": (56, 0x10000000 | 17, 0, 0, 0, 0),
+             "clone_newnet_thread": (56, 0x40000000 | 0x10000 | 0x100 | 0x800, 0, 0, 0, 0)}
+    report = probe(sandbox, SYSCALL_PROBE.format(calls=calls))
+    assert report == {"clone3": "ENOSYS", "clone_newuser": "EPERM", "clone_newnet_thread": "EPERM"}
+    threads = sandbox.execute("import threading\nout = []\nt = threading.Thread(target=out.append, args=(1,))\n"
+                              "t.start(); t.join(); print(out)")
+    assert threads.stdout == "[1]\n"
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the probe uses x86_64 syscall numbers")
+def test_terminal_injection_ioctls_are_denied_even_with_high_bits(sandbox: Sandbox) -> None:
+    calls = {"tiocsti": (16, 0, 0x5412, 0), "tiocsti_high_bits": (16, 0, 0x1_0000_5412, 0),
+             "tioclinux": (16, 0, 0x541C, 0), "fionread": (16, 0, 0x541B, 0)}
+    report = probe(sandbox, SYSCALL_PROBE.format(calls=calls))
+    # FIONREAD on /dev/null is an ordinary ioctl: it reaches the kernel (ENOTTY/EINVAL), not the filter
+    assert report["tiocsti"] == report["tiocsti_high_bits"] == report["tioclinux"] == "EPERM"
+    assert report["fionread"] != "EPERM"
+
+
+def test_ctypes_segfault_kills_only_the_worker(sandbox: Sandbox) -> None:
+    sandbox.execute("x = 41")
+    result = sandbox.execute("import ctypes\nctypes.string_at(0)")
+    assert result.restarted and "SIGSEGV" in result.error and "variables are gone" in result.error
+    assert_alive(sandbox)
+
+
+def test_deep_recursion_is_a_recursion_error(sandbox: Sandbox) -> None:
+    result = sandbox.execute("def down(n):\n    return down(n + 1)\ndown(0)")
+    assert result.error and "RecursionError" in result.error and not result.restarted
+    assert_alive(sandbox)
+
+
+def test_c_stack_overflow_with_a_raised_limit_crashes_only_the_worker(sandbox: Sandbox) -> None:
+    result = sandbox.execute("import sys\nsys.setrecursionlimit(10 ** 8)\nnested = []\n"
+                             "for _ in range(10 ** 6):\n    nested = [nested]\nrepr(nested)")
+    assert result.restarted and "SIGSEGV" in result.error and "variables are gone" in result.error
+    assert_alive(sandbox)
+
+
+# -- the protocol ----------------------------------------------------------------------------
+
+FORGE = """
+import json, os, struct
+def frame(obj):
+    body = json.dumps(obj).encode()
+    return struct.pack('>I', len(body)) + body
+out_fd = [fd for fd in range(3, 10) if os.path.exists(f'/proc/self/fd/{fd}')
+          and os.readlink(f'/proc/self/fd/{fd}').startswith('pipe:') and os.get_blocking(fd)
+          and not os.access(f'/proc/self/fd/{fd}', os.R_OK) or fd == 4][0]
+"""
+
+
+def test_garbage_on_the_protocol_pipe_restarts_the_worker(sandbox: Sandbox) -> None:
+    result = sandbox.execute("import os\nos.write(4, b'\\x00\\x00\\x00\\x05hello')\nimport time\ntime.sleep(5)")
+    assert result.restarted and "broke the sandbox protocol" in result.error and "not valid JSON" in result.error
+    assert_alive(sandbox)
+
+
+def test_oversized_frame_is_rejected_without_reading_it(sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    result = sandbox.execute("import os, struct, time\nos.write(4, struct.pack('>I', 2 ** 31))\ntime.sleep(5)")
+    assert time.monotonic() - started < 3
+    assert result.restarted and "over the limit" in result.error
+    assert_alive(sandbox)
+
+
+def test_forged_call_to_an_unknown_host_function_is_refused(context_file: Path, tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def handler(name: str, args: dict[str, Any]) -> Any:
+        calls.append(name)
+        return "reply"
+
+    target = tmp_path / "pwned"
+    with Sandbox(context_file, config=CONFIG, handler=handler) as box:
+        result = box.execute(FORGE + f"os.write(4, frame({{'type': 'call', 'id': 1, 'name': 'os.system', "
+                                     f"'args': {{'command': 'touch {target}'}}}}))\nimport time\ntime.sleep(5)")
+        assert result.restarted and "unknown host-function call" in result.error
+        assert calls == [] and not target.exists()
+        assert box.execute("print(llm_query('hi'))").stdout == "reply\n" and calls == ["llm_query"]
+
+
+def test_forged_result_is_sanitised_and_bounded(sandbox: Sandbox) -> None:
+    result = sandbox.execute(FORGE + "os.write(4, frame({'type': 'result', 'id': 1, 'stdout': '\\x1b[2J' * 100000, "
+                                     "'stderr': 5, 'error': None, 'final': {'value': {'nested': 1}}, "
+                                     "'truncated': -7}))\nimport time\ntime.sleep(1)")
+    assert len(result.stdout) == CONFIG.max_output_chars and "\x1b" not in result.stdout
+    assert result.stderr == "" and result.final is None and result.truncated > 0
+    # the real result of that cell arrives late and is treated as a protocol break: fail closed, then recover
+    late = sandbox.execute("print('next')")
+    assert late.stdout == "next\n" or (late.restarted and "protocol" in late.error)
+    assert_alive(sandbox)
+
+
+def test_overwriting_final_and_host_functions_is_undone(context_file: Path) -> None:
+    with Sandbox(context_file, config=CONFIG, handler=lambda name, args: f"host:{args['prompt']}") as box:
+        box.execute("FINAL = lambda value: None\nllm_query = lambda prompt: 'forged'\nFINAL_VAR = print")
+        result = box.execute("answer = llm_query('q')\nFINAL(answer)")
+    assert result.final == "host:q" and result.host_calls == 1
+
+
+def test_host_call_errors_reach_the_model_as_exceptions(context_file: Path) -> None:
+    def handler(name: str, args: dict[str, Any]) -> Any:
+        raise HostCallError("sub-model unavailable")
+
+    with Sandbox(context_file, config=CONFIG, handler=handler) as box:
+        result = box.execute("try:\n    llm_query('x')\nexcept RuntimeError as exc:\n    print('caught', exc)")
+        assert result.stdout == "caught sub-model unavailable\n"
+        oversized = box.execute("llm_query('x' * (70 * 1024 * 1024))")
+        assert oversized.error and "over the limit" in oversized.error and not oversized.restarted
+        assert_alive(box)
+
+
+# -- availability: fail closed; the one opt-out ---------------------------------------------
+
+
+@pytest.fixture
+def fresh_bwrap_check() -> Iterator[None]:
+    jail.check_bwrap.cache_clear()
+    yield
+    jail.check_bwrap.cache_clear()
+
+
+def test_missing_bwrap_fails_closed_with_a_fix(context_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               fresh_bwrap_check: None) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(SandboxUnavailable, match="not installed.*--unsafe-no-sandbox"):
+        Sandbox(context_file, config=CONFIG).start()
+    with pytest.raises(SandboxUnavailable, match="bubblewrap"):
+        run("question", context_file)
+
+
+def test_bwrap_without_namespaces_fails_closed(context_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               fresh_bwrap_check: None) -> None:
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    script = fake / "bwrap"  # what bwrap prints inside Docker's default seccomp profile
+    script.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(SandboxUnavailable, match="No permissions to create new namespace.*--unsafe-no-sandbox"):
+        Sandbox(context_file, config=CONFIG).start()
+
+
+def test_unsafe_mode_runs_without_bwrap_and_keeps_rlimits(context_file: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          fresh_bwrap_check: None) -> None:
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    config = SandboxConfig(mode="unsafe", cell_timeout_s=15, memory_mb=384)
+    with Sandbox(context_file, config=config) as box:
+        assert_alive(box)
+        bomb = box.execute("blob = bytearray(8 * 1024 ** 3)")
+        assert bomb.error and "MemoryError" in bomb.error
+        status = box.execute("print([l.split()[1] for l in open('/proc/self/status') if l.startswith('Seccomp:')])")
+        assert status.stdout == "['0']\n"  # no isolation beyond rlimits: that is what "unsafe" means
+        spin = box.execute("while True:\n    pass", timeout=1.0)
+        assert spin.restarted and "timed out" in spin.error
+        assert_alive(box)
+
+
+def test_weakened_jail_is_refused_outside_the_test_suite(context_file: Path) -> None:
+    code = ("import sys; from pathlib import Path; from rlm.sandbox import jail\n"
+            f"jail.launch('bwrap', Path({str(context_file)!r}), scratch_mb=8, weaken=frozenset({{'net'}}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "escape test suite only" in done.stderr
+    with pytest.raises(ConfigError, match="unknown"):
+        jail.launch("bwrap", context_file, scratch_mb=8, weaken=frozenset({"everything"}))
+
+
+# -- through the whole loop ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_full_loop_survives_abuse_and_the_model_sees_why(server_factory, make_config, text_file,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLM_FAKE_SECRET", "sk-fake-loop")
+    server = server_factory(script=[
+        repl("import os\nprint(sorted(k for k in os.environ if 'SECRET' in k or 'KEY' in k))\nos.fork()"),
+        repl("import socket\nsocket.create_connection(('127.0.0.1', 1), timeout=1)"),
+        repl("while True:\n    pass"),
+        repl("FINAL(context[context.find('KESTREL'):][:9])"),
+    ])
+    config = make_config(server, sandbox=SandboxConfig(cell_timeout_s=2, memory_mb=384, scratch_mb=16))
+    result = run("What is the launch code?", text_file(CONTEXT), config)
+    assert result.status == "ok" and result.answer == "KESTREL-7"
+    observations = [r.messages[-1]["content"] for r in server.requests[1:]]
+    assert "[]" in observations[0] and "Operation not permitted" in observations[0] and HINT in observations[0]
+    assert "Address family not supported" in observations[1]
+    assert "timed out" in observations[2] and "variables are gone" in observations[2]
+    assert "sk-fake-loop" not in json.dumps([r.messages for r in server.requests])
