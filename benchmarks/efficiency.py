@@ -260,7 +260,8 @@ def measure(impl: str, scenario: str, options: EfficiencyOptions, log: TextIO | 
     from rlm.testing import ScriptedServer
 
     if impl not in DIALECTS:
-        return Measurement(impl, scenario, error="no driver for this library yet (installed, not run)")
+        return Measurement(impl, scenario,
+                           error="no driver for this library's API yet (it is installed in its own venv, but not run)")
     dialect = DIALECTS[impl]
     try:
         python = Path(sys.executable) if impl == "ours" else peers.ensure_peer(impl, log=log)

@@ -79,6 +79,14 @@ class _Deadline:
         return self.budget - self.used - (time.monotonic() - self.started)
 
 
+#: How often a running cell checks whether the run was stopped (cancel, a tree-wide limit).
+STOP_POLL_S = 0.2
+
+
+class _Stopped(Exception):
+    """Internal: the run was stopped while a cell ran."""
+
+
 class _Crash(Exception):
     """Internal: the worker must be restarted; ``message`` goes to the model."""
 
@@ -115,6 +123,7 @@ class Sandbox:
         self.context_length = 0
         self.restarts = 0
         self._cell_budget = self.config.cell_timeout_s
+        self._should_stop: Callable[[], bool] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -221,8 +230,15 @@ class Sandbox:
         self.start()
 
     # -- cells -------------------------------------------------------------------
-    def execute(self, code: str, *, timeout: float | None = None) -> CellResult:
-        """Run one cell; model errors come back in ``CellResult.error``, never raised."""
+    def execute(self, code: str, *, timeout: float | None = None,
+                should_stop: Callable[[], bool] | None = None) -> CellResult:
+        """Run one cell; model errors come back in ``CellResult.error``, never raised.
+
+        ``should_stop`` is polled while the worker computes (every
+        :data:`STOP_POLL_S`): when it returns True the worker is killed at once and
+        the cell ends with an error, so a cancelled run does not wait for a long cell.
+        """
+        self._should_stop = should_stop
         self.start()
         self._cell_seq += 1
         clock = _Deadline(budget=timeout or self.config.cell_timeout_s)
@@ -241,6 +257,10 @@ class Sandbox:
                 clock.pause()
                 self._serve_call(message)
                 clock.resume()
+        except _Stopped:
+            self.close()  # the run is over: no restart; a later execute() starts a fresh worker
+            return CellResult(error="the run was stopped while this cell ran; the cell was killed",
+                              duration_s=clock.used + (time.monotonic() - clock.started), host_calls=calls)
         except _Crash as exc:
             self.restart()
             return CellResult(
@@ -309,8 +329,10 @@ class Sandbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Crash(f"the cell timed out after {self._cell_budget:g}s wall-clock and was killed")
-            ready, _, _ = select.select([fd], [], [], remaining)
+            ready, _, _ = select.select([fd], [], [], min(remaining, STOP_POLL_S))
             if not ready:
+                if self._should_stop is not None and self._should_stop():
+                    raise _Stopped()
                 continue
             chunk = os.read(fd, 1 << 20)
             if not chunk:

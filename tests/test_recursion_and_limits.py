@@ -171,3 +171,16 @@ def test_bad_arguments_to_host_functions_are_model_errors(server_factory, make_c
     result = run("q", text_file(DOC), make_config(server))
     assert result.answer == "ok"
     assert "TypeError" in server.requests[1].messages[-1]["content"]
+
+
+def test_cancel_kills_a_running_cell_promptly(server_factory, make_config, text_file):
+    import threading
+
+    server = server_factory(script=[repl("import time\ntime.sleep(60)\nprint('not reached')")])
+
+    def cancel_soon(run_id, budget):
+        threading.Timer(1.0, budget.stop, args=("cancelled",)).start()
+
+    result = run("q", text_file(DOC), make_config(server), on_start=cancel_soon)
+    assert result.status == "cancelled"
+    assert result.duration_s < 5  # the 60 s cell was killed, not waited for
