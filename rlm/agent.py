@@ -237,7 +237,8 @@ class Agent:
         remaining = self.services.budget.remaining_time()
         timeout = self.config.sandbox.cell_timeout_s if remaining is None else min(
             self.config.sandbox.cell_timeout_s, max(remaining, 0.001))
-        result = self._sandbox.execute(code, timeout=timeout)
+        result = self._sandbox.execute(code, timeout=timeout,
+                                       should_stop=lambda: self.services.budget.stop_reason is not None)
         if result.stdout.strip():
             self._partial = result.stdout.strip()[-PREVIEW_CHARS:]
         self._emit(CellExecuted, iteration=self.iterations, index=index, code=code,

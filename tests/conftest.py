@@ -23,6 +23,9 @@ def rlm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own RLM_HOME (run log, temp files) under tmp_path."""
     home = tmp_path / "rlm-home"
     monkeypatch.setenv("RLM_HOME", str(home))
+    # The CLI runs on Ray by default; tests of the CLI itself use the in-process executor
+    # (tests/test_ray.py and the Ray CLI test start clusters on purpose).
+    monkeypatch.setenv("RLM_EXECUTOR", "local")
     return home
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -160,3 +161,17 @@ def test_unsafe_mode_warns_loudly(server_factory, rlm_home, doc):
     done = rlm("ask", str(doc), "q", *model_args(server), "--unsafe-no-sandbox", home=rlm_home)
     assert done.stdout.strip() == "ran"
     assert "WITHOUT isolation" in done.stderr
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ask_runs_on_an_embedded_ray_cluster_by_default(server_factory, rlm_home, doc):
+    server = server_factory(script=[repl("FINAL(context.count('line'))")])
+    done = rlm("ask", str(doc), "q", *model_args(server), "--json", home=rlm_home, env={"RLM_EXECUTOR": ""},
+               timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["answer"] == "3"
+    tree = json.loads(rlm("show", result["run_id"], "--json", home=rlm_home).stdout)
+    node_id = tree["root"]["node_id"]
+    assert re.fullmatch(r"[0-9a-f]{56}", node_id), node_id  # a Ray node id, not the host name
