@@ -48,6 +48,7 @@ class RayExecutor:
         session = self.session
         spec = RunSpec(run_id=services.run_id, config=services.config, limits=self.limits, hub=session.hub,
                        hosts=session.hosts, prompt_extra=services.prompt_extra,
+                       root_prompt_extra=services.root_prompt_extra,
                        host_functions={name: (tuple(f.params), f.doc) for name, f in services.host_functions.items()})
         session.register(services.run_id, services.emit, services)
         try:

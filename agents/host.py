@@ -173,6 +173,7 @@ class AgentHost:
         services = RunServices(
             run_id=run_spec.run_id, config=config, lm=self._lm(config), budget=budget, emit=self.events.emit,
             workdir=workdir, node_id=self.node, prompt_extra=run_spec.prompt_extra,
+            root_prompt_extra=run_spec.root_prompt_extra,
             id_prefix=f"{self.incarnation}.",
             spawn=Spawner(run_spec, self.events.emit, self.node, own_host=self.index),
             host_functions={name: _relayed(run_spec, name, params, doc)

@@ -26,6 +26,7 @@ class RunSpec:
     hosts: list[Any]
     host_functions: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     prompt_extra: str = ""
+    root_prompt_extra: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ Methods (registry :data:`METHODS`):
 * ``rlm`` -- :func:`rlm.run` with the configured limits;
 * ``rlm-no-sub`` -- :func:`rlm.run` with ``max_depth=0`` and ``sub_calls=False``: the
   model is told sub-calls are off, and any ``llm_query``/``rlm_query`` it still makes
-  fails with that message (:class:`NoSubCallsExtension`);
+  fails with that message (the core honours `RLMConfig.sub_calls`);
 * ``peer-rlms`` -- the official ``rlms`` library in its own venv (:mod:`rlm.benchmarks.peers`),
   pointed at the same endpoint.
 
@@ -35,10 +35,6 @@ from typing import Any, Callable, Iterable, Protocol, TextIO
 from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Context, Task, context_text, estimate_tokens, score_task
 from rlm.config import RLMConfig
 from rlm.errors import LMError, RLMError
-
-NO_SUB_CALLS_NOTE = ("Sub-calls are switched off for this run: do NOT call llm_query, llm_query_batched, "
-                     "rlm_query or rlm_query_batched (they will fail). Answer using Python code on `context` "
-                     "alone.")
 
 
 @dataclass(frozen=True)
@@ -177,54 +173,11 @@ class RLMMethod:
                              notes={"iterations": result.iterations, "depth_reached": result.depth_reached})
 
 
-class _RootOnlyLM:
-    """An LM that refuses every call but the root's: what sub-calls see when they are switched off."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def complete(self, messages: list[dict[str, str]], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None) -> Any:
-        if role != "root":
-            raise LMError("sub-calls are switched off for this run (llm_query and rlm_query are unavailable)")
-        return self.inner.complete(messages, role=role, model=model, timeout=timeout)
-
-    def __getattr__(self, name: str) -> Any:  # everything else (close, ...) is the wrapped client's
-        return getattr(self.inner, name)
-
-
-class NoSubCallsExtension:
-    """Run extension for ``RLMConfig.sub_calls=False``: tells the model, and refuses sub-calls."""
-
-    def setup(self, services: Any, question: str) -> None:
-        services.prompt_extra = f"{services.prompt_extra}\n{NO_SUB_CALLS_NOTE}".strip()
-        services.lm = _RootOnlyLM(services.lm)
-
-    def finish(self, services: Any, result: Any) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-def _no_sub_calls_factory(config: RLMConfig) -> NoSubCallsExtension | None:
-    return None if getattr(config, "sub_calls", True) else NoSubCallsExtension()
-
-
-def install_no_sub_calls() -> None:
-    """Register :class:`NoSubCallsExtension` with the run extensions (idempotent)."""
-    from rlm.runner import EXTENSION_FACTORIES
-
-    if _no_sub_calls_factory not in EXTENSION_FACTORIES:
-        EXTENSION_FACTORIES.append(_no_sub_calls_factory)
-
-
 class RLMNoSubMethod(RLMMethod):
     """``rlm`` with no sub-calls: max_depth 0 and ``sub_calls=False``."""
 
     def __init__(self) -> None:
         super().__init__("rlm-no-sub", max_depth=0, sub_calls=False)
-        install_no_sub_calls()
 
 
 # -- peers -------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from rlm.parsing import extract_code_blocks, plain_final, strip_code
 from rlm.sandbox.host import CellResult, HostCallError, Sandbox
 
 PREVIEW_CHARS = 2_000
+SUB_CALLS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,10 @@ class RunServices:
     node_id: str = field(default_factory=socket.gethostname)
     spawn: Callable[["Agent"], AgentResult] | None = None
     host_functions: dict[str, HostFunction] = field(default_factory=dict)
-    #: Extra text for every agent's system prompt (e.g. the namespace's memories).
+    #: Extra text for every agent's system prompt.
     prompt_extra: str = ""
+    #: Extra text for the root's system prompt only (e.g. the namespace's memories).
+    root_prompt_extra: str = ""
     #: Makes agent ids unique when agents of one run are created in several processes (Ray).
     id_prefix: str = ""
     #: ``(agent, handler, extra_functions) -> Sandbox`` or None for a cold start (Ray hosts use a pool).
@@ -214,13 +217,17 @@ class Agent:
 
     # -- pieces ------------------------------------------------------------------
     def _initial_messages(self) -> list[Message]:
+        extra = self.services.prompt_extra
+        if self.depth == 0 and self.services.root_prompt_extra:
+            extra = f"{extra}\n\n{self.services.root_prompt_extra}".strip()
         system = prompts.system_prompt(sub_chars=100_000, obs_chars=self.config.max_observation_chars,
-                                       child=self.depth > 0,
+                                       child=self.depth > 0, sub_calls=self.config.sub_calls,
                                        extra_functions=[f.doc for f in self.services.host_functions.values()],
-                                       extra=self.services.prompt_extra)
+                                       extra=extra)
         example = [{"role": role, "content": text} for role, text in prompts.EXAMPLE_TURNS]
+        description = self.payload.describe(self.config.sandbox.huge_input_bytes)
         return [{"role": "system", "content": system}, *example,
-                {"role": "user", "content": prompts.user_prompt(self.prompt, self.payload.describe())}]
+                {"role": "user", "content": prompts.user_prompt(self.prompt, description)}]
 
     def _result(self, answer: str | None, status: str, *, error: str | None = None) -> AgentResult:
         if answer is None and status != "ok":
@@ -303,6 +310,8 @@ class Agent:
 
     # -- host functions (called from the sandbox, on this agent's thread) ------------
     def _host_call(self, name: str, args: dict[str, Any]) -> Any:
+        if name in SUB_CALLS and not self.config.sub_calls:
+            raise HostCallError(f"{name}: sub-calls are disabled in this run; work on `context` with code alone")
         if name == "llm_query":
             return self._llm_query(_text_arg(args, "prompt"), _model_arg(args))
         if name == "llm_query_batched":

@@ -96,6 +96,10 @@ class LiteLLMClient:
         self._priced = {model: _has_price(litellm, model) for model in self.models.values()}
         from litellm.types.router import RetryPolicy
 
+        from rlm import transport
+
+        transport.register()
+
         self._router = litellm.Router(
             model_list=[self._deployment(group, model) for group, model in self.models.items()],
             num_retries=config.lm_retries,
@@ -117,7 +121,9 @@ class LiteLLMClient:
         self._router.discard()
 
     def _deployment(self, group: str, model: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": model}
+        from rlm.transport import fast_model
+
+        params: dict[str, Any] = {"model": fast_model(model, self.config.api_base) or model}
         if self.config.api_base:
             params["api_base"] = self.config.api_base
             # OpenAI-compatible servers often need no key, but the client insists on one.
@@ -171,13 +177,14 @@ class LiteLLMClient:
             self._priced[model] = _has_price(self._litellm, model)
         if not self._priced[model]:
             return None
-        hidden = getattr(response, "_hidden_params", None) or {}
-        if isinstance(hidden.get("response_cost"), (int, float)):  # litellm already priced it
-            return float(hidden["response_cost"])
-        try:
-            return float(self._litellm.completion_cost(completion_response=response, model=model))
+        usage = getattr(response, "usage", None)
+        try:  # priced by the model string the user gave, whichever transport carried the call
+            prompt_cost, completion_cost = self._litellm.cost_per_token(
+                model=model, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
         except Exception:
             return None
+        return float(prompt_cost + completion_cost)
 
 
 def _has_price(litellm: Any, model: str) -> bool:

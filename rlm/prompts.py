@@ -15,20 +15,13 @@ between blocks.
 
 Functions available in the REPL:
 - `context` — the input (see its description in the question).
-- `llm_query(prompt)` — ask a language model one question about a piece of text \
-(it can read about {sub_chars} characters at once); returns a string.
-- `llm_query_batched(prompts)` — many `llm_query` calls at once, in parallel; returns a list of strings.
-- `rlm_query(prompt, context=chunk)` — hand a sub-task to a helper agent with its own REPL and \
-its own `context`; returns its answer as a string.
-- `rlm_query_batched(prompts, contexts)` — many helper agents in parallel.
-- `FINAL(answer)` — call this in code when you know the answer. It ends the task.
+{sub_call_functions}- `FINAL(answer)` — call this in code when you know the answer. It ends the task.
 {extra_functions}
 Rules:
 - Write exactly one ```repl block per reply, then stop and wait for its output.
 - Look at the data with code (print slices, search with `re`, count) before answering.
 - `print` only short results: outputs longer than {obs_chars} characters are cut.
-- For long inputs, split `context` into chunks and use `llm_query_batched` on them.
-- When you know the answer, call FINAL("...") inside a ```repl block.
+{chunk_rule}- When you know the answer, call FINAL("...") inside a ```repl block.
 
 """
 
@@ -54,6 +47,18 @@ Write a ```repl block to start exploring `context`."""
 
 CHILD_NOTE = "You are a helper agent working on a sub-task for another agent; answer only the sub-task."
 
+SUB_CALL_FUNCTIONS = """\
+- `llm_query(prompt)` — ask a language model one question about a piece of text \
+(it can read about {sub_chars} characters at once); returns a string.
+- `llm_query_batched(prompts)` — many `llm_query` calls at once, in parallel; returns a list of strings.
+- `rlm_query(prompt, context=chunk)` — hand a sub-task to a helper agent with its own REPL and \
+its own `context`; returns its answer as a string.
+- `rlm_query_batched(prompts, contexts)` — many helper agents in parallel.
+"""
+CHUNK_RULE = "- For long inputs, split `context` into chunks and use `llm_query_batched` on them.\n"
+NO_SUB_CALLS_RULE = ("- Sub-calls (llm_query, rlm_query) are disabled in this run: answer with code over "
+                     "`context` alone.\n")
+
 NO_CODE = ("Your reply had no ```repl code block. Write Python code in a ```repl block to explore "
            "`context`, or call FINAL(answer) inside a ```repl block when you know the answer.")
 
@@ -66,11 +71,14 @@ FORCE_FINAL = ("You have used all your iterations. Based on what you found so fa
 OBSERVATION_HEADER = "Output of your code:"
 
 
-def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False,
+def system_prompt(*, sub_chars: int, obs_chars: int, child: bool = False, sub_calls: bool = True,
                   extra_functions: list[str] | None = None, extra: str = "") -> str:
     """The system prompt; ``extra_functions`` are one-line docs of more REPL functions."""
     functions = "".join(f"- {doc}\n" for doc in extra_functions or [])
-    text = SYSTEM_PROMPT.format(sub_chars=f"{sub_chars:,}", obs_chars=f"{obs_chars:,}", extra_functions=functions)
+    text = SYSTEM_PROMPT.format(
+        obs_chars=f"{obs_chars:,}", extra_functions=functions,
+        sub_call_functions=SUB_CALL_FUNCTIONS.format(sub_chars=f"{sub_chars:,}") if sub_calls else "",
+        chunk_rule=CHUNK_RULE if sub_calls else NO_SUB_CALLS_RULE)
     if extra:
         text = f"{text}\n{extra.strip()}\n"
     return f"{CHILD_NOTE}\n\n{text}" if child else text

@@ -215,17 +215,27 @@ def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str,
          on_start: Callable[[str, Budget], None] | None) -> RunResult:
     if budget is not None and config.executor != "local":
         raise ConfigError("a caller-made Budget works only with executor='local'")
+    # Set-up that may be slow (importing litellm) or fail (a locked memory file) happens
+    # before the run's clock starts and before anything is recorded as running.
+    own_lm = lm is None
+    lm = lm or LiteLLMClient(config)
+    extensions = [ext for factory in EXTENSION_FACTORIES if (ext := factory(config)) is not None]
     executor = _executor(config)
     try:
         return _execute(question, payload, config, run_id, workdir, bus, record, lm,
-                        budget or executor.budget(config, run_id), on_start, executor)
+                        budget or executor.budget(config, run_id), on_start, executor, extensions)
     finally:
+        for extension in extensions:
+            extension.close()
         executor.close()
+        if own_lm:
+            lm.close()  # unhook its Router from litellm's global callback lists
 
 
 def _execute(question: str, payload: ContextPayload, config: RLMConfig, run_id: str, workdir: Path, bus: EventBus,
-             record: Callable[[Event], None] | None, lm: LM | None, budget: Budget,
-             on_start: Callable[[str, Budget], None] | None, executor: RunExecutor) -> RunResult:
+             record: Callable[[Event], None] | None, lm: LM, budget: Budget,
+             on_start: Callable[[str, Budget], None] | None, executor: RunExecutor,
+             extensions: list[RunExtension]) -> RunResult:
     def emit(event: Event) -> None:
         if record is not None:
             record(event)
@@ -236,26 +246,23 @@ def _execute(question: str, payload: ContextPayload, config: RLMConfig, run_id: 
     started = time.monotonic()
     emit(RunStarted(run_id=run_id, question=question, model=config.model, sub_model=config.effective_sub_model,
                     config=config.to_dict(), context_info=payload.info()))
-    services = RunServices(run_id=run_id, config=config, lm=lm or LiteLLMClient(config), budget=budget,
-                           emit=emit, workdir=workdir)
-    extensions = [ext for factory in EXTENSION_FACTORIES if (ext := factory(config)) is not None]
+    services = RunServices(run_id=run_id, config=config, lm=lm, budget=budget, emit=emit, workdir=workdir)
     try:
         for extension in extensions:
             extension.setup(services, question)
         root = Agent(services, prompt=question, payload=payload)
         outcome = executor.run_root(services, root)
-        usage = budget.usage()
-        result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
-                           iterations=outcome.iterations, depth_reached=services.depth_reached,
-                           duration_s=time.monotonic() - started, error=outcome.error,
-                           warnings=list(payload.warnings))
-        for extension in extensions:
-            extension.finish(services, result)
-    finally:
-        for extension in extensions:
-            extension.close()
-        if lm is None:
-            services.lm.close()  # unhook its Router from litellm's global callback lists
+    except BaseException as exc:  # recorded as ended, never left "running" in the run log
+        emit(RunFinished(run_id=run_id, status="error", answer=None, duration_s=time.monotonic() - started,
+                         error=f"{type(exc).__name__}: {exc}"))
+        raise
+    usage = budget.usage()
+    result = RunResult(answer=outcome.answer, run_id=run_id, status=outcome.status, usage=usage,
+                       iterations=outcome.iterations, depth_reached=services.depth_reached,
+                       duration_s=time.monotonic() - started, error=outcome.error,
+                       warnings=list(payload.warnings))
+    for extension in extensions:
+        extension.finish(services, result)
     emit(RunFinished(run_id=run_id, status=result.status, answer=result.answer, input_tokens=usage.input_tokens,
                      output_tokens=usage.output_tokens, llm_calls=usage.llm_calls, cost_usd=usage.cost_usd,
                      iterations=result.iterations, depth_reached=result.depth_reached,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from rlm.benchmarks.runner import NO_SUB_CALLS_NOTE, base_prompt
+from rlm.benchmarks.runner import base_prompt
+from rlm.prompts import NO_SUB_CALLS_RULE
 from rlm.benchmarks.tasks import read_tasks
 from rlm.cli import main
 
@@ -60,7 +61,7 @@ def test_bench_run_writes_results_and_report(server_factory, tmp_path: Path, rlm
     assert all(r["score"] == 1.0 for r in by_method["base"] if r["length"] == 1024)
     # rlm-no-sub runs told the model that sub-calls are off; rlm runs did not
     systems = [r.messages[0]["content"] for r in server.requests if r.messages[0].get("role") == "system"]
-    assert sum(NO_SUB_CALLS_NOTE in s for s in systems) == len(tasks)
+    assert sum(NO_SUB_CALLS_RULE.strip("- \n") in s for s in systems) == len(tasks)
     report = (out / "report.md").read_text()
     assert "## s-niah" in report and "| rlm | 1.000 | 1.000 | 1.000 |" in report
     assert (out / "s-niah_score_vs_length.png").stat().st_size > 1000
@@ -86,7 +87,8 @@ def test_rlm_no_sub_refuses_sub_calls_and_says_so(server_factory, make_config) -
                 context="some text", length_tokens=3)
     outcome = RLMNoSubMethod().run(task, task.context, BenchSettings(config=make_config(server)))
     assert outcome.status == "ok" and outcome.answer == "no sub-calls needed"
-    # the refused sub-call never reached the server (the run's budget still counts the attempt)
-    assert len(server.requests) == 2 and outcome.llm_calls == 3
-    assert NO_SUB_CALLS_NOTE in server.requests[0].messages[0]["content"]
-    assert "sub-calls are switched off" in server.requests[1].messages[-1]["content"]
+    # the refused sub-call never reached the server and was not counted as an LM call
+    assert len(server.requests) == 2 and outcome.llm_calls == 2
+    assert NO_SUB_CALLS_RULE.strip("- \n") in server.requests[0].messages[0]["content"]
+    assert "sub-calls are disabled" in server.requests[1].messages[-1]["content"]
+    assert "llm_query(" not in server.requests[0].messages[0]["content"]  # not offered to the model

@@ -253,3 +253,20 @@ def test_cost_is_null_for_unknown_prices_and_computed_for_known(server_factory, 
 def test_run_id_format(server_factory, make_config, text_file):
     result, _ = run_script(server_factory, make_config, text_file, [repl("FINAL(1)")])
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", result.run_id)
+
+
+def test_malformed_bodies_and_hangs_are_retried(server_factory, make_config, text_file):
+    replies = [repl("x = 2"), repl("FINAL(x * 21)")]
+    server = server_factory(script=replies, malformed_rate=0.3, timeout_rate=0.2, hang_s=0.5, seed=3)
+    result = run("q", text_file(DOC), make_config(server, lm_retries=8, lm_timeout_s=0.3))
+    assert result.answer == "42"
+    assert {r.fault for r in server.requests} >= {"malformed"}
+
+
+def test_lean_transport_applies_to_openai_compatible_servers_only():
+    """The lean transport sends the history as JSON as it is: no per-message typed walk."""
+    from rlm.transport import fast_model
+
+    assert fast_model("openai/my-model", "http://127.0.0.1:1/v1") == "rlm-openai/my-model"
+    assert fast_model("openai/gpt-4.1-mini", None) is None  # the real OpenAI: litellm's own client
+    assert fast_model("anthropic/claude", "http://x") is None

@@ -3,7 +3,7 @@
 The runner builds :class:`MemoryExtension` when ``RLMConfig.memory_namespace``
 is set (see :data:`rlm.runner.EXTENSION_FACTORIES`). ``setup`` opens the store,
 adds the three host functions, puts the namespace's memories block into
-``services.prompt_extra`` and starts recording the root's trajectory;
+``services.root_prompt_extra`` and starts recording the root's trajectory;
 ``finish`` reflects on the run (``config.reflect``: ``always``, ``success`` —
 the default, when the run's status is ``ok`` — or ``never``); ``close`` closes
 the store if the extension opened it.
@@ -110,7 +110,7 @@ class MemoryExtension:
         docs = len(store.list(self.namespace, kind="doc", include_quarantined=False))
         self.block = render_block(self.namespace, memories, docs=docs, budget_tokens=budget_tokens(self.config),
                                   semantic=store.semantic)
-        services.prompt_extra = f"{services.prompt_extra}\n\n{self.block.text}".strip()
+        services.root_prompt_extra = f"{services.root_prompt_extra}\n\n{self.block.text}".strip()
         original_emit = services.emit
 
         def emit(event: Any) -> None:
