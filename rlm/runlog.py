@@ -58,6 +58,7 @@ from rlm.events import (
     RunStarted,
     event_from_dict,
 )
+from rlm.migrations import applied_migrations, apply_migrations
 
 __all__ = ["MIGRATIONS", "RunLog", "RunSummary", "migrate"]
 
@@ -178,39 +179,15 @@ def m001_initial(conn: Connection) -> None:
 MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
 """Every migration, in the order they are applied. Only ever append."""
 
-_MIGRATION_LOCK = threading.Lock()
-
-
-def _applied_migrations(conn: Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT name FROM _migrations").fetchall()}
-
-
-def _apply_migration(conn: Connection, migration: Migration) -> None:
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        migration(conn)
-        conn.execute("INSERT INTO _migrations (name, applied_at) VALUES (?, ?)", [migration.__name__, time.time()])
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations ``conn``'s database lacks; return the names applied now."""
-    with _MIGRATION_LOCK:
-        conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DOUBLE NOT NULL)")
-        applied = _applied_migrations(conn)
-        pending = [m for m in MIGRATIONS if m.__name__ not in applied]
-        for migration in pending:
-            _apply_migration(conn, migration)
-        return [m.__name__ for m in pending]
+    return apply_migrations(conn, MIGRATIONS)
 
 
 def _check_schema_current(conn: Connection, path: Path) -> None:
     """For read-only opens: fail clearly if the schema is missing or outdated."""
     try:
-        applied = _applied_migrations(conn)
+        applied = applied_migrations(conn)
     except duckdb.CatalogException:
         applied = set()
     missing = [m.__name__ for m in MIGRATIONS if m.__name__ not in applied]

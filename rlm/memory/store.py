@@ -43,6 +43,7 @@ from typing import Any, Self
 
 import duckdb
 
+from rlm.migrations import apply_migrations
 from rlm.memory import fts
 from rlm.memory.records import (
     Entry,
@@ -126,22 +127,7 @@ MIGRATIONS: list[Callable[[Connection], None]] = [m001_initial]
 
 def migrate(conn: Connection) -> list[str]:
     """Apply the migrations this file lacks, in order, each in its own transaction; return their names."""
-    conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name VARCHAR PRIMARY KEY, applied_at DOUBLE NOT NULL)")
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations").fetchall()}
-    applied = []
-    for migration in MIGRATIONS:
-        if migration.__name__ in done:
-            continue
-        conn.execute("BEGIN TRANSACTION")
-        try:
-            migration(conn)
-            conn.execute("INSERT INTO _migrations VALUES (?, ?)", [migration.__name__, time.time()])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(migration.__name__)
-    return applied
+    return apply_migrations(conn, MIGRATIONS)
 
 
 def memory_path(home: Path) -> Path:
