@@ -254,9 +254,16 @@ def test_project_checkout_is_invisible(sandbox: Sandbox) -> None:
 
 
 def test_project_probe_detects_escape_in_weakened_jail(context_file: Path) -> None:
-    with weakened(context_file, "fs") as box:
-        report = probe(box, READ_PROBE.format(paths=[str(REPO / "README.md")]))
-    assert report["escaped"] is True and "rlm" in report["found"][str(REPO / "README.md")]
+    # The weakened jail exposes the host's top-level directories except /tmp (where a CI
+    # checkout may live), so the host file the probe must find is placed under /var/tmp.
+    host_file = Path("/var/tmp") / f"rlm-probe-{os.getpid()}-{time.monotonic_ns()}.txt"
+    host_file.write_text("rlm project file")
+    try:
+        with weakened(context_file, "fs") as box:
+            report = probe(box, READ_PROBE.format(paths=[str(host_file)]))
+    finally:
+        host_file.unlink()
+    assert report["escaped"] is True and "rlm" in report["found"][str(host_file)]
 
 
 def test_shadow_and_secret_paths_are_invisible(sandbox: Sandbox) -> None:
