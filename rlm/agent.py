@@ -282,18 +282,41 @@ class Agent:
 
     # -- LM calls ----------------------------------------------------------------
     def _call_lm(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
-        budget = self.services.budget
-        budget.reserve_call()
-        remaining = budget.remaining_time()
-        call_id = uuid.uuid4().hex[:12]
+        remaining, call_id = self._before_call()
         try:
             completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining)
         except LMError as exc:
-            self._emit(LMCalled, call_id=call_id, model=model or self._model_for(role), role=role, purpose=purpose,
-                       ok=False, error=str(exc), prompt_preview=messages[-1]["content"][:PREVIEW_CHARS])
-            budget.check()  # a call cut off by the run's deadline is a timeout, not an error
+            self._call_failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
             raise
-        budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
+        return self._call_done(completion, call_id, messages, role=role, purpose=purpose)
+
+    async def _acall_lm(self, messages: list[Message], *, role: str, purpose: str,
+                        model: str | None = None) -> Completion:
+        """:meth:`_call_lm` as a coroutine, for fan-outs on the LM client's event loop."""
+        remaining, call_id = self._before_call()
+        try:
+            completion = await self.services.lm.acomplete(  # type: ignore[attr-defined]
+                messages, role=role, model=model, timeout=remaining)
+        except LMError as exc:
+            self._call_failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
+            raise
+        return self._call_done(completion, call_id, messages, role=role, purpose=purpose)
+
+    def _before_call(self) -> tuple[float | None, str]:
+        """Claim the call from the tree-wide budget (raises LimitReached); its timeout and id."""
+        budget = self.services.budget
+        budget.reserve_call()
+        return budget.remaining_time(), uuid.uuid4().hex[:12]
+
+    def _call_failed(self, exc: LMError, call_id: str, messages: list[Message], *, role: str, purpose: str,
+                     model: str | None) -> None:
+        self._emit(LMCalled, call_id=call_id, model=model or self._model_for(role), role=role, purpose=purpose,
+                   ok=False, error=str(exc), prompt_preview=messages[-1]["content"][:PREVIEW_CHARS])
+        self.services.budget.check()  # a call cut off by the run's deadline is a timeout, not an error
+
+    def _call_done(self, completion: Completion, call_id: str, messages: list[Message], *, role: str,
+                   purpose: str) -> Completion:
+        self.services.budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
         with self._usage_lock:
             self._tokens[0] += completion.input_tokens
             self._tokens[1] += completion.output_tokens
@@ -317,6 +340,8 @@ class Agent:
         if name == "llm_query_batched":
             prompts_ = _list_arg(args, "prompts")
             model = _model_arg(args)
+            if hasattr(self.services.lm, "acomplete") and all(isinstance(p, str) for p in prompts_):
+                return self._llm_query_fanout(prompts_, model)
             return self._batched(lambda p: self._llm_query(p, model), prompts_)
         if name == "rlm_query":
             return self._rlm_query(_text_arg(args, "prompt"), args.get("context"))
@@ -371,6 +396,34 @@ class Agent:
             return payload_from_text(_context_text(context), workdir=workdir)
         except InputError as exc:
             raise HostCallError(f"rlm_query: unusable context: {exc}") from None
+
+    def _llm_query_fanout(self, prompts_: list[str], model: str | None) -> list[dict[str, str]]:
+        """``llm_query_batched`` as coroutines on the LM client's loop: no thread per call.
+
+        At most ``max_concurrency`` in flight; order kept; a failed or refused item
+        becomes an error entry; a tripped limit stops the cell afterwards.
+        """
+        import asyncio
+
+        async def one(prompt: str, gate: asyncio.Semaphore) -> dict[str, str]:
+            async with gate:
+                try:
+                    completion = await self._acall_lm([{"role": "user", "content": prompt}], role="sub",
+                                                      purpose="llm_query", model=model)
+                except LMError as exc:
+                    return {"error": str(exc)}
+                except LimitReached as exc:
+                    return {"error": f"the run was stopped: {exc.limit}"}
+                return {"value": completion.text}
+
+        async def fan_out() -> list[dict[str, str]]:
+            gate = asyncio.Semaphore(self.config.max_concurrency)
+            return list(await asyncio.gather(*(one(p, gate) for p in prompts_)))
+
+        results = self.services.lm.run_async(fan_out()) if prompts_ else []  # type: ignore[attr-defined]
+        if self.services.budget.stop_reason:
+            raise LimitReached(self.services.budget.stop_reason)
+        return results
 
     def _batched(self, work: Callable[[Any], str], items: list[Any]) -> list[dict[str, str]]:
         """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items."""

@@ -141,6 +141,11 @@ class LiteLLMClient:
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None) -> Completion:
+        return self._loop.run(self.acomplete(messages, role=role, model=model, timeout=timeout))
+
+    async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+                        timeout: float | None = None) -> Completion:
+        """:meth:`complete` as a coroutine; it must run on :meth:`run_async`'s loop."""
         if role not in ROLES:
             raise ValueError(f"unknown model role {role!r}")
         kwargs: dict[str, Any] = {}
@@ -153,13 +158,17 @@ class LiteLLMClient:
         started = time.monotonic()
         try:
             if model and model not in self.models.values():
-                response = self._loop.run(self._direct(model, messages, kwargs))
+                response = await self._direct(model, messages, kwargs)
             else:
-                response = self._loop.run(self._router.acompletion(model=role, messages=messages, **kwargs))
+                response = await self._router.acompletion(model=role, messages=messages, **kwargs)
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
             name = model or self.models[role]
             raise LMError(f"model call to {name} failed: {_short(exc)}", model=name) from exc
         return self._completion(response, model or self.models[role], time.monotonic() - started)
+
+    def run_async(self, coro: Any) -> Any:
+        """Run a coroutine (e.g. a fan-out of :meth:`acomplete` calls) on the client's loop; block for it."""
+        return self._loop.run(coro)
 
     async def _direct(self, model: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
         """A call to a model outside the groups (``llm_query(..., model=...)``); same retries."""
