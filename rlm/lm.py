@@ -123,14 +123,7 @@ class LiteLLMClient:
     def _deployment(self, group: str, model: str) -> dict[str, Any]:
         from rlm.transport import fast_model
 
-        fast = fast_model(model, self.config.api_base)
-        params: dict[str, Any] = {"model": fast or model}
-        if fast:
-            # litellm prices each response under the transport's model name; give it the real
-            # prices (explicit zeros when unknown) so its per-call zero-cost diagnostic, a
-            # pydantic walk of the price map costing ~5 ms of CPU, returns at once. Our own
-            # cost accounting is separate (``_cost``: None when the price is unknown).
-            params.update(_prices(self._litellm, model))
+        params: dict[str, Any] = {"model": fast_model(model, self.config.api_base) or model}
         if self.config.api_base:
             params["api_base"] = self.config.api_base
             # OpenAI-compatible servers often need no key, but the client insists on one.
@@ -201,15 +194,6 @@ class LiteLLMClient:
         except Exception:
             return None
         return float(prompt_cost + completion_cost)
-
-
-def _prices(litellm: Any, model: str) -> dict[str, float]:
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:
-        info = {}
-    return {"input_cost_per_token": float(info.get("input_cost_per_token") or 0.0),
-            "output_cost_per_token": float(info.get("output_cost_per_token") or 0.0)}
 
 
 def _has_price(litellm: Any, model: str) -> bool:
