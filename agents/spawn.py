@@ -19,7 +19,7 @@ import dataclasses
 import itertools
 import random
 import threading
-from typing import Any, Callable
+from typing import Callable
 
 from rlm.agent import Agent, AgentResult
 from rlm.events import AgentFinished, Event

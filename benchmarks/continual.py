@@ -40,7 +40,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlm.config import RLMConfig, SandboxConfig
 from rlm.events import EventBus

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from rlm.config import LOCAL_MODEL, RLMConfig, SandboxConfig
 from rlm.errors import ConfigError, InputError, RLMError, SandboxUnavailable
-from rlm.events import AgentStarted, CellExecuted, Event, LMCalled, RunFinished
+from rlm.events import AgentStarted, CellExecuted, Event, LMCalled
 from rlm.textutil import sanitize_for_terminal
 
 

@@ -9,11 +9,13 @@ an infrastructure fault or bad input from the user::
     ├── InputError                the context path is missing, empty, unreadable...
     ├── LMError                   the model endpoint failed after litellm's retries
     ├── SandboxError              the REPL worker could not be started or talked to
-    │   ├── SandboxUnavailable    no isolation available here (bubblewrap missing...)
-    │   └── ProtocolError         the worker sent a malformed or oversized frame
+    │   └── SandboxUnavailable    no isolation available here (bubblewrap missing...)
     ├── LocalModelError           the embedded llama.cpp server could not start
     ├── RunLogError               the DuckDB run log cannot be opened or migrated
     └── LimitReached              a tree-wide budget limit ended the run
+
+A worker that breaks the protocol (malformed or oversized frames) is not an
+exception: the host kills and restarts it and tells the model, like a crash.
 
 ``LimitReached`` is caught by the agent loop and turned into a result whose
 ``status`` names the limit; callers of :func:`rlm.run` only see it if they use
@@ -53,10 +55,6 @@ class SandboxError(RLMError):
 
 class SandboxUnavailable(SandboxError):
     """No isolation mechanism can run here; the message says how to fix it."""
-
-
-class ProtocolError(SandboxError):
-    """The worker sent bytes that are not a valid protocol frame."""
 
 
 class LocalModelError(RLMError):

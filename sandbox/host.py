@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlm.config import SandboxConfig
-from rlm.errors import LimitReached, ProtocolError, SandboxError
+from rlm.errors import LimitReached, SandboxError
 from rlm.sandbox import protocol
 from rlm.sandbox import jail
 
