@@ -421,9 +421,13 @@ class Agent:
             return list(await asyncio.gather(*(one(p, gate) for p in prompts_)))
 
         results = self.services.lm.run_async(fan_out()) if prompts_ else []  # type: ignore[attr-defined]
+        self._raise_if_stopped()
+        return results
+
+    def _raise_if_stopped(self) -> None:
+        """After a fan-out: a limit tripped by any item stops the cell (the items already say so)."""
         if self.services.budget.stop_reason:
             raise LimitReached(self.services.budget.stop_reason)
-        return results
 
     def _batched(self, work: Callable[[Any], str], items: list[Any]) -> list[dict[str, str]]:
         """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items."""
@@ -441,8 +445,7 @@ class Agent:
         workers = min(self.config.max_concurrency, len(items))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rlm-{self.agent_id}") as pool:
             results = list(pool.map(one, items))
-        if self.services.budget.stop_reason:
-            raise LimitReached(self.services.budget.stop_reason)
+        self._raise_if_stopped()
         return results
 
 
