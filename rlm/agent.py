@@ -113,14 +113,14 @@ class Agent:
     """One agent: its prompt, its context payload, its own sandbox, its message history."""
 
     def __init__(self, services: RunServices, *, prompt: str, payload: ContextPayload, depth: int = 0,
-                 parent_id: str | None = None) -> None:
+                 parent_id: str | None = None, agent_id: str | None = None) -> None:
         self.services = services
         self.config = services.config
         self.prompt = prompt
         self.payload = payload
         self.depth = depth
         self.parent_id = parent_id
-        self.agent_id = services.new_id("a")
+        self.agent_id = agent_id or services.new_id("a")
         self.role = "root" if depth == 0 else "sub"
         self.model = self.config.model if depth == 0 else self.config.effective_sub_model
         self.iterations = 0
@@ -350,8 +350,10 @@ class Agent:
             contexts = args.get("contexts") or [None] * len(prompts_)
             if not isinstance(contexts, list) or len(contexts) != len(prompts_):
                 raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
-            pairs = list(zip(prompts_, contexts))
-            return self._batched(lambda pair: self._rlm_query(*pair), pairs)
+            # Ids are taken in batch order, so item i of the batch is the i-th child id.
+            ids = [self.services.new_id("a") if self.depth < self.config.max_depth else None for _ in prompts_]
+            triples = list(zip(prompts_, contexts, ids))
+            return self._batched(lambda t: self._rlm_query(*t), triples)
         extra = self.services.host_functions.get(name)
         if extra is None:
             raise HostCallError(f"unknown host function {name}")
@@ -363,7 +365,7 @@ class Agent:
         except LMError as exc:
             raise HostCallError(str(exc)) from None
 
-    def _rlm_query(self, prompt: str, context: Any) -> str:
+    def _rlm_query(self, prompt: str, context: Any, agent_id: str | None = None) -> str:
         if not isinstance(prompt, str):
             raise HostCallError("rlm_query: prompt must be a str")
         if self.depth + 1 > self.config.max_depth:
@@ -371,7 +373,8 @@ class Agent:
             text = prompt if context is None else f"{prompt}\n\nContext:\n{_context_text(context)}"
             return self._llm_query(text, None, purpose="fallback")
         payload = self._child_payload(context)
-        child = Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id)
+        child = Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id,
+                      agent_id=agent_id)
         try:
             result = self.services.run_child(child)
         finally:

@@ -74,6 +74,9 @@ def test_sub_agents_appear_in_the_tree_and_selecting_one_shows_its_code(server_f
         assert len(children) == 3
         assert all(tree.node_for(c).parent is tree.node_for(root) for c in children)
         assert all(app.state.agents[c].depth == 1 and app.state.agents[c].status == "ok" for c in children)
+        # Children start in any order, but their ids follow the batch: a1 got the first chunk.
+        by_id = sorted(children, key=lambda c: int(c.lstrip("a")))
+        assert [app.state.agents[c].answer for c in by_id] == ["chunk of 10", "chunk of 20", "chunk of 30"]
         assert "rlm_query_batched" in app.query_one(AgentDetail).text()  # the root is shown first
         tree.focus()
         await pilot.pause()
@@ -82,7 +85,7 @@ def test_sub_agents_appear_in_the_tree_and_selecting_one_shows_its_code(server_f
         await wait_for(pilot, lambda: app.query_one(AgentDetail).agent_id == children[0], what="selection")
         detail = app.query_one(AgentDetail).text()
         assert "CHILD_MARK = 1" in detail and "rlm_query_batched" not in detail
-        assert "answer: chunk of 10" in detail
+        assert f"answer: {app.state.agents[children[0]].answer}" in detail
 
     drive(app, scenario)
 
