@@ -130,7 +130,11 @@ class LiteLLMClient:
             params["api_key"] = self.config.api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
         elif self.config.api_key:
             params["api_key"] = self.config.api_key
-        return {"model_name": group, "litellm_params": params}
+        deployment: dict[str, Any] = {"model_name": group, "litellm_params": params}
+        if not self._priced.get(model, True):
+            deployment["model_info"] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                        "cache_creation_input_token_cost": 0.0, "cache_read_input_token_cost": 0.0}
+        return deployment
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None) -> Completion:
