@@ -329,7 +329,7 @@ class Sandbox:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise _Crash(f"the cell timed out after {self._cell_budget:g}s wall-clock and was killed")
-            ready, _, _ = select.select([fd], [], [], min(remaining, STOP_POLL_S))
+            ready = _wait_readable(fd, min(remaining, STOP_POLL_S))  # poll: select() fails on fds >= 1024
             if not ready:
                 if self._should_stop is not None and self._should_stop():
                     raise _Stopped()
@@ -365,6 +365,12 @@ class Sandbox:
 
     def _stderr_text(self) -> str:
         return escape_controls(self._stderr_tail.decode("utf-8", "replace").strip()[-500:])
+
+
+def _wait_readable(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
 def _signal_name(number: int) -> str:

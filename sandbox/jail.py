@@ -236,7 +236,9 @@ def _init_pidfd(status_fd: int, timeout: float = 10.0) -> int | None:
     deadline = time.monotonic() + timeout
     data = b""
     while b"}" not in data and len(data) < 4096:
-        ready, _, _ = select.select([status_fd], [], [], max(0.0, deadline - time.monotonic()))
+        poller = select.poll()  # not select(): a host with many pre-started sandboxes has fds >= 1024
+        poller.register(status_fd, select.POLLIN)
+        ready = poller.poll(max(0.0, deadline - time.monotonic()) * 1000)
         chunk = os.read(status_fd, 4096) if ready else b""
         if not chunk:
             return None
