@@ -339,3 +339,70 @@ def test_ambiguous_run_id_prefix(db_path: Path) -> None:
         with pytest.raises(RunLogError, match="ambiguous") as info:
             log.get_run("ab")
     assert "abc123" in str(info.value) and "abd456" in str(info.value)
+
+
+# -- the journal: what was recorded survives a process that dies before the writer caught up --
+
+
+def journals(db_path: Path) -> list[Path]:
+    return sorted(db_path.parent.glob(db_path.name + ".*.journal"))
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+sys.path[:0] = {paths!r}
+import test_runlog as t
+from rlm.runlog import RunLog
+log = RunLog({db!r})
+log.record(t.run_started("r-killed", 1.0))
+if {flush_first!r}:
+    log.flush()  # the start is in the database, the rest only in the journal
+for event in t.agent_events("r-killed", "a1", n_iterations=5, t0=2.0):
+    log.record(event)
+os.kill(os.getpid(), signal.SIGKILL)  # no close, no atexit: only the journal has the events
+"""
+
+
+@pytest.mark.parametrize("flush_first", [False, True])
+def test_events_of_a_killed_process_are_recovered_once(db_path: Path, flush_first: bool) -> None:
+    RunLog(db_path).close()
+    script = _KILLED_WRITER.format(paths=[str(Path(__file__).parent)] + sys.path, db=str(db_path),
+                                   flush_first=flush_first)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert len(journals(db_path)) == 1
+
+    expected = [run_started("r-killed", 1.0), *agent_events("r-killed", "a1", n_iterations=5, t0=2.0)]
+    with RunLog(db_path) as log:
+        assert log.recovered == (len(expected) - 1 if flush_first else len(expected))
+        assert log.events("r-killed") == expected
+        assert log.get_run("r-killed").status == "running"  # it died mid-run
+    assert journals(db_path) == []
+    with RunLog(db_path) as log:  # nothing replayed twice
+        assert log.recovered == 0 and len(log.events("r-killed")) == len(expected)
+    with duckdb.connect(str(db_path), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM lm_calls").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM cells").fetchone() == (5,)
+        assert conn.execute("SELECT count(*) FROM agents").fetchone() == (1,)
+
+
+def test_a_live_journal_is_not_replayed_by_a_second_open_in_the_same_process(db_path: Path) -> None:
+    first = RunLog(db_path)
+    first.record(run_started("r-live", 1.0))
+    for event in agent_events("r-live", "a1", n_iterations=2, t0=2.0):
+        first.record(event)
+    assert len(journals(db_path)) == 1
+    with RunLog(db_path) as second:  # e.g. the TUI listing past runs while a run goes on
+        assert second.recovered == 0
+    first.close()
+    assert journals(db_path) == []
+    with RunLog(db_path) as log:
+        assert len(log.events("r-live")) == 1 + len(agent_events("r-live", "a1", n_iterations=2, t0=2.0))
+
+
+def test_a_clean_close_leaves_no_journal_and_reads_see_everything(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        for k in range(50):
+            log.record(run_started(f"r{k}", float(k)))
+        assert len(log.list_runs(limit=100)) == 50  # a read flushes the batch being gathered
+    assert journals(db_path) == []
