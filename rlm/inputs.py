@@ -36,8 +36,13 @@ Where the file comes from
 -------------------------
 * A plain UTF-8 text file (text, Markdown, logs, source code, and CSV/TSV and
   JSONL after validation) is used **in place**: no copy, ``owned`` is False.
-  It is validated in chunks with an incremental decoder, so memory stays flat
-  even for a 1 GiB input.
+  It is validated in one streaming pass over a reused buffer, so memory stays
+  flat even for a 1 GiB input: pure-ASCII chunks are checked with
+  ``bytearray.isascii`` (a C scan, no decoding), other chunks go through a
+  strict incremental UTF-8 decoder. The same pass counts characters and notes
+  where character offsets fall (:func:`text_facts`), so the sandbox worker never
+  scans the file again to answer ``len(context)`` or turn byte offsets into
+  character offsets.
 * Invalid UTF-8 (or a UTF-8 BOM) makes a cleaned copy in ``workdir``, decoded
   with ``errors="replace"``; a warning names the file and the byte offset of
   the first bad byte.
@@ -70,6 +75,9 @@ import re
 import stat
 import sys
 import tempfile
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -84,6 +92,7 @@ __all__ = [
     "load_context",
     "payload_from_text",
     "payload_from_documents",
+    "text_facts",
     "PREVIEW_CHARS",
 ]
 
@@ -101,8 +110,12 @@ HUGE_CONTEXT_DESCRIPTION = (
 )
 #: Documents listed by name in :meth:`ContextPayload.describe`.
 DESCRIBE_MAX_DOCUMENTS = 20
-#: Bytes read at a time when validating or copying a large file.
-CHUNK_BYTES = 4 * 1024 * 1024
+#: Bytes read at a time when validating or copying a large file (1 MiB: the buffer stays in a core's L2).
+CHUNK_BYTES = 1024 * 1024
+#: At most this many (byte, char) checkpoints are kept per file in :func:`text_facts` (thinned beyond).
+MAX_CHECKPOINTS = 4096
+#: Files whose facts are remembered for the sandbox (the most recent ones).
+MAX_REMEMBERED_FILES = 64
 #: Bytes sniffed for NUL to decide a file is binary.
 SNIFF_BYTES = 8192
 
@@ -389,10 +402,12 @@ def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) ->
     """
     scan = _scan_utf8(path, label)
     if scan.bad_offset is None and not scan.has_bom:
+        if scan.facts is not None:
+            _remember(scan.facts)
         return ContextPayload(
             path=path,
             kind="text",
-            size_bytes=path.stat().st_size,
+            size_bytes=scan.size,
             length_chars=scan.chars,
             preview=scan.preview,
             owned=owned,
@@ -404,12 +419,13 @@ def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) ->
             f"invalid UTF-8 in {label} at byte offset {scan.bad_offset}; "
             "invalid bytes were replaced with U+FFFD in a cleaned copy"
         )
-    copy, chars, preview = _copy_as_clean_utf8(path, label, workdir)
+    copy, chars, preview, checkpoints = _copy_as_clean_utf8(path, label, workdir)
     if owned:
         path.unlink(missing_ok=True)
     if chars == 0:
         copy.unlink(missing_ok=True)
         raise InputError(f"{label} is empty")
+    _remember_written(copy, chars, checkpoints)
     return ContextPayload(
         path=copy,
         kind="text",
@@ -432,6 +448,7 @@ def _write_text_payload(
     data = _to_utf8(text, label, warnings)
     with _payload_writer(workdir, ".txt") as (path, out):
         out.write(data)
+    _remember_written(path, len(text), [(0, 0), (len(data), len(text))] if len(data) == len(text) else None)
     return ContextPayload(
         path=path,
         kind="text",
@@ -455,6 +472,91 @@ class _TextScan:
     preview: str
     bad_offset: int | None
     has_bom: bool
+    size: int = 0
+    facts: _Facts | None = None
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What the validation pass learnt about a text file, tied to the file's identity.
+
+    ``checkpoints`` are ``(byte offset, character offset)`` pairs at character
+    boundaries, from ``(0, 0)`` to ``(size, chars)``; ``None`` when unknown. A
+    pure-ASCII file needs none (characters are bytes).
+    """
+
+    identity: tuple[int, ...]  # (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
+    chars: int
+    ascii: bool
+    checkpoints: tuple[tuple[int, int], ...] | None
+
+    def message(self) -> dict[str, Any]:
+        """The ``context_facts`` the sandbox worker gets in its ``init`` frame (JSON)."""
+        facts: dict[str, Any] = {"size": self.identity[2], "chars": self.chars, "ascii": self.ascii}
+        if not self.ascii and self.checkpoints is not None:
+            facts["checkpoints"] = [list(point) for point in self.checkpoints]
+        return facts
+
+
+_FACTS: OrderedDict[tuple[int, int], _Facts] = OrderedDict()
+_FACTS_LOCK = threading.Lock()
+#: A file modified this recently may still be being written within one timestamp tick: not remembered.
+_SETTLE_NS = 100_000_000
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _remember(facts: _Facts) -> None:
+    with _FACTS_LOCK:
+        key = facts.identity[:2]
+        _FACTS.pop(key, None)
+        _FACTS[key] = facts
+        while len(_FACTS) > MAX_REMEMBERED_FILES:
+            _FACTS.popitem(last=False)
+
+
+def _remember_written(path: Path, chars: int, checkpoints: list[tuple[int, int]] | None) -> None:
+    """Remember the facts of a payload file this module just wrote (nobody else writes it)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    points = _thin(checkpoints) if checkpoints else None
+    _remember(_Facts(_identity(st), chars, st.st_size == chars, points))
+
+
+def _thin(points: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """At most :data:`MAX_CHECKPOINTS` checkpoints, evenly spread, the first and last kept."""
+    if len(points) <= MAX_CHECKPOINTS:
+        return tuple(points)
+    step = -(-(len(points) - 1) // (MAX_CHECKPOINTS - 1))
+    kept = points[::step]
+    if kept[-1] != points[-1]:
+        kept.append(points[-1])
+    return tuple(kept)
+
+
+def text_facts(path: str | Path) -> dict[str, Any] | None:
+    """What validation learnt about the ``"text"`` payload file at ``path``, for the sandbox worker.
+
+    ``{"size", "chars", "ascii", "checkpoints"?}``: its length in characters,
+    whether it is pure ASCII (characters are bytes), and ``(byte, char)`` offset
+    pairs at character boundaries (at most every :data:`CHUNK_BYTES`). With them a
+    huge ``Context`` answers ``len`` and offset conversions without a pass over
+    the file. None when this process has not validated the file, or the file
+    changed since (device, inode, size, mtime and ctime are compared).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    with _FACTS_LOCK:
+        facts = _FACTS.get((st.st_dev, st.st_ino))
+    if facts is None or facts.identity != _identity(st):
+        return None
+    return facts.message()
 
 
 class _Preview:
@@ -467,49 +569,99 @@ class _Preview:
         if len(self.text) < PREVIEW_CHARS:
             self.text += text[: PREVIEW_CHARS - len(self.text)]
 
+    def feed_ascii(self, data: bytearray, size: int) -> None:
+        if len(self.text) < PREVIEW_CHARS:
+            self.text += data[: min(size, PREVIEW_CHARS - len(self.text))].decode("ascii")
+
 
 def _scan_utf8(path: Path, label: str) -> _TextScan:
-    """Validate ``path`` as UTF-8 in chunks; count characters; find the first bad byte."""
+    """Validate ``path`` as UTF-8 in one pass; count characters; find the first bad byte.
+
+    The file is read into one reused buffer. A chunk that is pure ASCII (checked
+    by ``bytearray.isascii``, a C scan) is valid as it is and has as many
+    characters as bytes; any other chunk goes through a strict incremental
+    decoder, which carries a character cut by a chunk border over to the next.
+    The pass also collects the :func:`text_facts` of a valid file.
+    """
+    size = CHUNK_BYTES
+    buffer = bytearray(size)
+    view = memoryview(buffer)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     preview = _Preview()
-    chars = 0
-    fed = 0
-    has_bom = False
-    with _open_input(path, label) as f:
+    chars = fed = 0
+    all_ascii, has_bom = True, False
+    checkpoints = [(0, 0)]
+    started_ns = time.time_ns()
+    with _open_input(path, label, buffering=0) as f:
+        before = os.fstat(f.fileno())
         while True:
-            chunk = _read_chunk(f, label)
+            n = _fill(f, view, label)
             if fed == 0:
-                has_bom = chunk.startswith(codecs.BOM_UTF8)
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(chunk, final=not chunk)
-            except UnicodeDecodeError as exc:
-                return _TextScan(chars, preview.text, fed - pending + exc.start, has_bom)
-            fed += len(chunk)
-            chars += len(text)
-            preview.feed(text)
-            if not chunk:
-                return _TextScan(chars, preview.text, None, has_bom)
+                has_bom = buffer.startswith(codecs.BOM_UTF8) and n >= len(codecs.BOM_UTF8)
+            pending = decoder.getstate()[0]
+            if not pending and (buffer.isascii() if n == size else view[:n].tobytes().isascii()):
+                preview.feed_ascii(buffer, n)
+                chars += n
+            else:
+                all_ascii = False
+                try:
+                    text = decoder.decode(view[:n], final=not n)
+                except UnicodeDecodeError as exc:
+                    return _TextScan(chars, preview.text, fed - len(pending) + exc.start, has_bom)
+                chars += len(text)
+                preview.feed(text)
+            fed += n
+            if not n:
+                break
+            checkpoints.append((fed - len(decoder.getstate()[0]), chars))
+        after = os.fstat(f.fileno())
+    facts = None
+    # Remember the facts only for a file that did not change while it was read and has settled
+    # (a write within one coarse timestamp tick after the check would not change its mtime).
+    if _identity(before) == _identity(after) and after.st_size == fed and \
+            max(after.st_mtime_ns, after.st_ctime_ns) < started_ns - _SETTLE_NS:
+        facts = _Facts(_identity(after), chars, all_ascii, None if all_ascii else _thin(checkpoints))
+    return _TextScan(chars, preview.text, None, has_bom, size=fed, facts=facts)
 
 
-def _copy_as_clean_utf8(src: Path, label: str, workdir: Path) -> tuple[Path, int, str]:
+def _fill(f: BinaryIO, view: memoryview, label: str) -> int:
+    """Read into ``view`` until it is full or the file ends; returns the bytes read."""
+    n = 0
+    try:
+        while n < len(view):
+            got = f.readinto(view[n:])
+            if not got:
+                break
+            n += got
+    except OSError as exc:
+        raise _read_error(label, exc) from None
+    return n
+
+
+def _copy_as_clean_utf8(src: Path, label: str, workdir: Path) -> tuple[Path, int, str, list[tuple[int, int]]]:
     """Stream ``src`` into a new file, replacing invalid UTF-8 and dropping a BOM.
 
-    Returns the new path, its length in characters and its preview.
+    Returns the new path, its length in characters, its preview and its
+    ``(byte, char)`` checkpoints (one per chunk written).
     """
     decoder = codecs.getincrementaldecoder("utf-8-sig")("replace")
     preview = _Preview()
-    chars = 0
+    chars = written = 0
+    checkpoints = [(0, 0)]
     with _payload_writer(workdir, ".txt") as (dst, out), _open_input(src, label) as f:
         while True:
             chunk = _read_chunk(f, label)
             text = decoder.decode(chunk, final=not chunk)
-            out.write(text.encode("utf-8"))
+            data = text.encode("utf-8")
+            out.write(data)
             chars += len(text)
+            written += len(data)
+            if data:
+                checkpoints.append((written, chars))
             preview.feed(text)
             if not chunk:
                 break
-    return dst, chars, preview.text
+    return dst, chars, preview.text, checkpoints
 
 
 def _decode(data: bytes, label: str) -> tuple[str, list[str]]:
@@ -961,10 +1113,10 @@ def _payload_writer(workdir: Path, suffix: str) -> Iterator[tuple[Path, BinaryIO
         raise
 
 
-def _open_input(path: Path, label: str) -> BinaryIO:
+def _open_input(path: Path, label: str, buffering: int = -1) -> BinaryIO:
     """Open an input file for reading; OS errors become InputError."""
     try:
-        return path.open("rb")
+        return path.open("rb", buffering=buffering)
     except OSError as exc:
         raise _read_error(label, exc) from None
 

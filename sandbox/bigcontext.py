@@ -9,11 +9,19 @@ scan touches then counts in the worker's resident set, and on small VMs the page
 faults of a 1 GiB scan cost more than the copies; pread keeps memory flat.)
 
 Character semantics match ``str`` on the decoded UTF-8 text (rlm's inputs are
-valid UTF-8; invalid bytes read as U+FFFD). Offsets are character offsets. On
-the first operation that needs them (``len``, negative or non-zero start
-indices on non-ASCII text), one pass over the file records the character offset
-of every 1 MiB checkpoint; on pure-ASCII input characters are bytes and that
-pass is a fast ``isascii`` scan.
+valid UTF-8; invalid bytes read as U+FFFD). Offsets are character offsets. The
+host validated the file before the run and hands its ``facts`` over in the
+``init`` frame: the length in characters, whether it is pure ASCII (then
+characters are bytes and no offset needs counting) and, for other text, the
+character offset at byte checkpoints (about every 1 MiB). Without them (a file
+the host did not validate in this process), the first operation that needs
+character offsets (``len``, negative or non-zero start indices) makes that pass
+itself: an ``isascii`` scan per checkpoint, decoding only non-ASCII pieces.
+
+``find``/``rfind``/``index``/``in`` look for the needle's rarest byte (sampled
+from the text) with ``memchr`` and compare the needle only where it occurs,
+falling back to the standard substring search when that byte turns out to be
+common; either way the scan runs in C over pieces read into one reused buffer.
 
 Regular expressions use the standard ``re`` engine (the jail runs the standard
 library only) on overlapping windows of the text, under a time budget per call:
@@ -24,6 +32,7 @@ A match may span window borders but not be longer than ``MAX_MATCH_CHARS``.
 from __future__ import annotations
 
 import bisect
+import codecs
 import os
 import re
 import signal
@@ -38,6 +47,11 @@ LOOKBEHIND_BYTES = 1024
 #: Overlap after each regex window; a match must be shorter than this (the window grows up to the cap).
 MATCH_TAIL_BYTES = 64 << 10
 MAX_MATCH_CHARS = 16 << 20
+
+#: ``find`` over fewer bytes than this uses the plain substring search (no sampling for a rare byte).
+ANCHOR_MIN_BYTES = 1 << 20
+#: Bytes of text sampled to pick the needle's rarest byte.
+ANCHOR_SAMPLE_BYTES = 16 << 10
 
 METHODS = ("len", "[i]", "[a:b]", "find", "rfind", "index", "rindex", "count", "startswith", "endswith",
            "in", "lines", "splitlines", "chunks", "search", "finditer", "findall")
@@ -56,16 +70,51 @@ class Context:
 
     def __init__(self, path: str, *, regex_timeout_s: float = 30.0, max_materialize_chars: int = 64 << 20,
                  checkpoint_bytes: int = CHECKPOINT_BYTES, piece_bytes: int = PIECE_BYTES,
-                 window_bytes: int = WINDOW_BYTES, match_tail_bytes: int = MATCH_TAIL_BYTES) -> None:
+                 window_bytes: int = WINDOW_BYTES, match_tail_bytes: int = MATCH_TAIL_BYTES,
+                 anchor_min_bytes: int = ANCHOR_MIN_BYTES, facts: dict | None = None) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
         self.regex_timeout_s = regex_timeout_s
         self.max_materialize_chars = max_materialize_chars
         self._checkpoint, self._piece, self._window = checkpoint_bytes, piece_bytes, window_bytes
         self._match_tail = match_tail_bytes
+        self._anchor_min = anchor_min_bytes
         self._bytes_at: list[int] | None = None
         self._chars_at: list[int] = []
         self._ascii = False
+        self._length: int | None = None  # in characters, when known before the index
+        if facts is not None:
+            self._adopt(facts)
+
+    def _adopt(self, facts: dict) -> None:
+        """Take the host's facts about the file (``rlm.inputs.text_facts``) if they are consistent with it."""
+        try:
+            size, chars, ascii_only = facts["size"], facts["chars"], facts["ascii"]
+            points = facts.get("checkpoints")
+        except (TypeError, KeyError, AttributeError):
+            return
+        if type(size) is not int or type(chars) is not int or type(ascii_only) is not bool or size != self._size:
+            return
+        if ascii_only:
+            if chars == size:
+                self._bytes_at, self._chars_at, self._ascii, self._length = [0, size], [0, size], True, size
+            return
+        if not 0 <= chars <= size:
+            return
+        self._length = chars
+        if not isinstance(points, list) or not points:
+            return
+        bytes_at, chars_at = [], []
+        for point in points:
+            if not (isinstance(point, list) and len(point) == 2 and type(point[0]) is int and type(point[1]) is int):
+                return
+            byte, char = point
+            if bytes_at and not (byte > bytes_at[-1] and 0 <= char - chars_at[-1] <= byte - bytes_at[-1]):
+                return
+            bytes_at.append(byte)
+            chars_at.append(char)
+        if bytes_at[0] == 0 and chars_at[0] == 0 and bytes_at[-1] == size and chars_at[-1] == chars:
+            self._bytes_at, self._chars_at = bytes_at, chars_at
 
     # -- sizes and offsets -----------------------------------------------------------
     @property
@@ -74,6 +123,8 @@ class Context:
         return self._size
 
     def __len__(self) -> int:
+        if self._length is not None:
+            return self._length
         self._index()
         return self._chars_at[-1]
 
@@ -85,15 +136,21 @@ class Context:
         if self._bytes_at is not None:
             return
         bytes_at, chars_at, ascii_only, pos, chars = [0], [0], True, 0, 0
+        buffer = bytearray(self._checkpoint)
+        view = memoryview(buffer)
         while pos < self._size:
             end = self._boundary(pos + self._checkpoint)
-            piece = self._read(pos, end)
-            count = len(piece) if piece.isascii() else len(piece.decode("utf-8", "replace"))
-            ascii_only = ascii_only and count == len(piece)
+            n = self._read_into(view, pos, end)
+            if n == len(buffer) and buffer.isascii() or n < len(buffer) and view[:n].tobytes().isascii():
+                count = n
+            else:
+                count = len(codecs.decode(view[:n], "utf-8", "replace"))
+            ascii_only = ascii_only and count == n
             pos, chars = end, chars + count
             bytes_at.append(pos)
             chars_at.append(chars)
         self._bytes_at, self._chars_at, self._ascii = bytes_at, chars_at, ascii_only
+        self._length = chars
 
     def _boundary(self, pos: int) -> int:
         """``pos`` moved back to the start of a UTF-8 character (clamped to the file)."""
@@ -105,6 +162,16 @@ class Context:
             pos -= 1
             index -= 1
         return pos
+
+    def _read_into(self, view: memoryview, start: int, end: int) -> int:
+        """Read bytes [start, end) of the file into ``view`` (no new buffer); returns the count read."""
+        want, got = end - start, 0
+        while got < want:
+            n = os.preadv(self._fd, [view[got:want]], start + got)
+            if not n:
+                break
+            got += n
+        return got
 
     def _read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the file (a regular file: pread returns them all)."""
@@ -198,26 +265,40 @@ class Context:
         """Lowest byte offset of ``needle`` fully inside [lo, hi), or -1 (pieces overlap by len-1)."""
         if not needle:
             return lo if lo <= hi else -1
-        pos = lo
-        while pos + len(needle) <= hi:
-            end = min(hi, pos + self._piece + len(needle) - 1)
-            found = self._read(pos, end).find(needle)
+        width = len(needle)
+        if hi - lo < width:
+            return -1
+        if hi - lo < self._anchor_min:
+            found = self._read(lo, hi).find(needle)
+            return -1 if found < 0 else lo + found
+        buffer = bytearray(min(self._piece, hi - lo) + width - 1)
+        view, search, pos = memoryview(buffer), _Search(needle), lo
+        while pos + width <= hi:
+            end = min(hi, pos + len(buffer))
+            found = search.find(buffer, self._read_into(view, pos, end))
             if found >= 0:
                 return pos + found
-            pos = end - len(needle) + 1
+            pos = end - width + 1
         return -1
 
     def _rfind_bytes(self, needle: bytes, lo: int, hi: int) -> int:
         """Highest byte offset of ``needle`` fully inside [lo, hi), or -1."""
         if not needle:
             return hi if lo <= hi else -1
-        end = hi
-        while end - lo >= len(needle):
-            start = max(lo, end - self._piece - len(needle) + 1)
-            found = self._read(start, end).rfind(needle)
+        width = len(needle)
+        if hi - lo < width:
+            return -1
+        if hi - lo < self._anchor_min:
+            found = self._read(lo, hi).rfind(needle)
+            return -1 if found < 0 else lo + found
+        buffer = bytearray(min(self._piece, hi - lo) + width - 1)
+        view, search, end = memoryview(buffer), _Search(needle), hi
+        while end - lo >= width:
+            start = max(lo, end - len(buffer))
+            found = search.rfind(buffer, self._read_into(view, start, end))
             if found >= 0:
                 return start + found
-            end = start + len(needle) - 1
+            end = start + width - 1
         return -1
 
     def index(self, sub: str, start: int | None = None, end: int | None = None) -> int:
@@ -460,6 +541,79 @@ class ContextMatch:
 
     def __repr__(self) -> str:
         return f"<ContextMatch object; span={self.span()}, match={self.group()!r}>"
+
+
+class _Search:
+    """Substring search in a buffer, anchored on the needle's rarest byte (``memchr``) while that pays.
+
+    The anchor is the byte of the needle that occurs least often in a sample of
+    the first buffer searched. Each occurrence of it is a candidate, checked
+    with ``startswith``; when candidates turn out denser than one per KiB, the
+    anchor is dropped and the plain (two-way) ``bytes.find`` takes over.
+    """
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle = needle
+        self.anchor: tuple[int, int] | None = None  # (byte value, its offset in the needle)
+        self._sampled = len(needle) < 2  # a one-byte needle is already a memchr
+
+    def _pick(self, buffer: bytearray, n: int) -> None:
+        self._sampled = True
+        sample = min(n, ANCHOR_SAMPLE_BYTES)
+        best: tuple[int, int] | None = None
+        seen: set[int] = set()
+        for offset, byte in enumerate(self.needle[:64]):
+            if byte not in seen:
+                seen.add(byte)
+                count = buffer.count(byte, 0, sample)
+                if best is None or count < best[0]:
+                    best = (count, offset)
+        if best is not None and best[0] * 1024 <= sample:
+            self.anchor = (self.needle[best[1]], best[1])
+
+    def find(self, buffer: bytearray, n: int) -> int:
+        """Lowest offset of the needle in ``buffer[:n]``, or -1."""
+        if not self._sampled:
+            self._pick(buffer, n)
+        needle, width = self.needle, len(self.needle)
+        if self.anchor is None:
+            return buffer.find(needle, 0, n)
+        byte, offset = self.anchor
+        stop = n - width + offset + 1  # an anchor at or past this leaves no room for the needle
+        budget = 16 + (n >> 10)
+        at = buffer.find(byte, offset, stop)
+        while at >= 0:
+            start = at - offset
+            if buffer.startswith(needle, start, n):
+                return start
+            budget -= 1
+            if budget < 0:  # the anchor byte is common here: the plain search is faster
+                self.anchor = None
+                return buffer.find(needle, start + 1, n)
+            at = buffer.find(byte, at + 1, stop)
+        return -1
+
+    def rfind(self, buffer: bytearray, n: int) -> int:
+        """Highest offset of the needle in ``buffer[:n]``, or -1."""
+        if not self._sampled:
+            self._pick(buffer, n)
+        needle, width = self.needle, len(self.needle)
+        if self.anchor is None:
+            return buffer.rfind(needle, 0, n)
+        byte, offset = self.anchor
+        stop = n - width + offset + 1
+        budget = 16 + (n >> 10)
+        at = buffer.rfind(byte, offset, stop)
+        while at >= 0:
+            start = at - offset
+            if buffer.startswith(needle, start, n):
+                return start
+            budget -= 1
+            if budget < 0:
+                self.anchor = None
+                return buffer.rfind(needle, 0, start + width - 1)
+            at = buffer.rfind(byte, offset, at)
+        return -1
 
 
 def _utf8(sub: object, method: str) -> bytes:

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from rlm.config import SandboxConfig
 from rlm.errors import LimitReached, SandboxError
+from rlm.inputs import text_facts
 from rlm.sandbox import protocol
 from rlm.sandbox import jail
 
@@ -156,6 +157,7 @@ class Sandbox:
                 "max_output_chars": cfg.max_output_chars, "max_call_bytes": cfg.max_call_bytes,
                 "rlimits": self._rlimits(), "extra_functions": self.extra_functions,
                 "huge_input_bytes": cfg.huge_input_bytes, "regex_timeout_s": cfg.regex_timeout_s,
+                "context_facts": text_facts(self.context_path) if self.context_kind == "text" else None,
             })
             ready = self._read(time.monotonic() + 120.0)
         except _Crash as exc:

@@ -211,7 +211,8 @@ class Worker:
         self.extra_functions = {str(k): [str(p) for p in v] for k, v in extra.items() if str(k).isidentifier()}
         context = load_context(init["context_path"], init.get("context_kind", "text"),
                                huge_input_bytes=int(init.get("huge_input_bytes", 0)),
-                               regex_timeout_s=float(init.get("regex_timeout_s", 30.0)))
+                               regex_timeout_s=float(init.get("regex_timeout_s", 30.0)),
+                               facts=init.get("context_facts"))
         self.namespace = self.build_namespace(context)
         self.functions = {k: v for k, v in self.namespace.items() if k != "context" and not k.startswith("__")}
         huge = isinstance(context, bigcontext.Context)
@@ -339,17 +340,19 @@ def apply_rlimits(limits: dict) -> None:
             resource.setrlimit(which, (int(value), int(value)))
 
 
-def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeout_s: float = 30.0):
+def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeout_s: float = 30.0,
+                 facts: dict | None = None):
     """Map the read-only context file and decode it without an intermediate bytes copy.
 
     A text input larger than ``huge_input_bytes`` (when > 0) stays mapped: ``context``
-    is then a :class:`bigcontext.Context`, never one big ``str``.
+    is then a :class:`bigcontext.Context`, never one big ``str``; ``facts`` (the host's
+    validation results: length, pure ASCII, offset checkpoints) spare it a pass over the file.
     """
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if kind == "text" and 0 < huge_input_bytes < size:
             bigcontext.install_re_dispatch()
-            return bigcontext.Context(path, regex_timeout_s=regex_timeout_s)
+            return bigcontext.Context(path, regex_timeout_s=regex_timeout_s, facts=facts)
         if size == 0:
             data = ""
         else:

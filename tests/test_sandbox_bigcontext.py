@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from rlm import inputs
 from rlm.config import SandboxConfig
-from rlm.inputs import load_context
+from rlm.inputs import load_context, payload_from_text
 from rlm.sandbox.bigcontext import Context, ContextTooLarge, RegexTimeout
 from rlm.sandbox.host import Sandbox
 
 # Matches in these texts are far shorter than the 256-byte tail (a match must fit in the tail).
-SMALL = dict(checkpoint_bytes=64, piece_bytes=97, window_bytes=211, match_tail_bytes=256)
+SMALL = dict(checkpoint_bytes=64, piece_bytes=97, window_bytes=211, match_tail_bytes=256, anchor_min_bytes=0)
 
 
 def _text(seed: int, ascii_only: bool) -> str:
@@ -176,3 +177,152 @@ def test_describe_tells_the_model_about_the_context_object(tmp_path: Path) -> No
     assert "Context object" in payload.describe(huge_input_bytes=1024)
     assert "chunks(size" in payload.describe(huge_input_bytes=1024)
     assert payload.describe(huge_input_bytes=1 << 20).startswith("`context` is a str of 5,000 characters.")
+
+
+# -- the host's validation facts (rlm.inputs.text_facts) ---------------------------------------
+
+
+def _settled(path: Path, data: bytes) -> Path:
+    """Write ``data``; wait until the file counts as settled (facts are kept only for files not being written)."""
+    path.write_bytes(data)
+    time.sleep(inputs._SETTLE_NS / 1e9 + 0.05)
+    return path
+
+
+def _check_points(raw: bytes, facts: dict) -> None:
+    """Every checkpoint is a character boundary with the right character offset."""
+    points = facts["checkpoints"]
+    assert points[0] == [0, 0] and points[-1] == [len(raw), facts["chars"]]
+    for byte, char in points:
+        assert len(raw[:byte].decode("utf-8")) == char
+
+
+def test_validation_hands_length_ascii_and_checkpoints_to_the_sandbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ascii_text, utf8_text = _text(1, True), _text(2, False)
+    ascii_path = _settled(tmp_path / "ascii.txt", ascii_text.encode())
+    utf8_path = _settled(tmp_path / "utf8.txt", utf8_text.encode())
+    monkeypatch.setattr(inputs, "CHUNK_BYTES", 7)  # many chunk borders, inside multi-byte characters too
+    assert load_context(ascii_path, workdir=tmp_path / "w").length_chars == len(ascii_text)
+    assert inputs.text_facts(ascii_path) == {"size": len(ascii_text), "chars": len(ascii_text), "ascii": True}
+    assert load_context(utf8_path, workdir=tmp_path / "w").length_chars == len(utf8_text)
+    facts = inputs.text_facts(utf8_path)
+    assert facts is not None and facts["ascii"] is False and facts["chars"] == len(utf8_text)
+    assert len(facts["checkpoints"]) <= inputs.MAX_CHECKPOINTS
+    _check_points(utf8_path.read_bytes(), facts)
+    # a changed file has no facts any more (the worker then counts for itself)
+    with open(utf8_path, "ab") as out:
+        out.write("é".encode())
+    assert inputs.text_facts(utf8_path) is None
+
+
+def test_no_facts_for_a_file_still_being_written(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.txt"
+    path.write_text("just written\n" * 100)
+    load_context(path, workdir=tmp_path / "w")
+    assert inputs.text_facts(path) is None
+
+
+def test_cleaned_copies_and_written_payloads_have_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inputs, "CHUNK_BYTES", 5)
+    bad = _settled(tmp_path / "bad.txt", "héllo wörld ".encode() * 20 + b"\xff tail \xe2\x82")
+    payload = load_context(bad, workdir=tmp_path / "w")
+    assert payload.warnings and payload.path != bad
+    facts = inputs.text_facts(payload.path)
+    assert facts is not None and facts["chars"] == payload.length_chars == len(payload.path.read_text())
+    _check_points(payload.path.read_bytes(), facts)
+    text = payload_from_text("naïve " * 50, workdir=tmp_path / "w")
+    assert inputs.text_facts(text.path) == {"size": 350, "chars": 300, "ascii": False}
+    plain = payload_from_text("plain " * 50, workdir=tmp_path / "w")
+    assert inputs.text_facts(plain.path) == {"size": 300, "chars": 300, "ascii": True}
+
+
+@pytest.mark.parametrize("seed,ascii_only", [(1, True), (2, False), (3, False)])
+def test_context_with_host_facts_matches_str(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, ascii_only: bool) -> None:
+    text = _text(seed, ascii_only)
+    path = _settled(tmp_path / "ctx.txt", text.encode())
+    monkeypatch.setattr(inputs, "CHUNK_BYTES", 50)
+    load_context(path, workdir=tmp_path / "w")
+    facts = inputs.text_facts(path)
+    assert facts is not None
+    ctx = Context(str(path), facts=facts, **SMALL)
+    assert ctx._length == len(text) and (ctx._bytes_at is not None)  # nothing left to count
+    assert len(ctx) == len(text)
+    rng = random.Random(seed)
+    for _ in range(200):
+        a, b = rng.randrange(-len(text), len(text)), rng.randrange(-len(text), len(text) + 50)
+        assert ctx[a:b] == text[a:b]
+        assert ctx[a] == text[a]
+    for sub in ["ERROR", "aa", "naïve", "日本", "\r\n", "zzz-absent", "😀"]:
+        assert ctx.find(sub) == text.find(sub) and ctx.rfind(sub) == text.rfind(sub), sub
+        assert ctx.find(sub, 300, -300) == text.find(sub, 300, -300), sub
+        assert ctx.count(sub, 50, -50) == text.count(sub, 50, -50), sub
+    assert [m.span() for m in ctx.finditer(r"ERROR\w*")] == [m.span() for m in re.finditer(r"ERROR\w*", text)]
+
+
+@pytest.mark.parametrize("facts", [
+    {"size": 1, "chars": 1, "ascii": True},  # another file's size
+    "garbage", {"size": "x"}, None,
+    {"chars": 5, "ascii": True},
+    "BAD_POINTS",  # checkpoints going backwards
+])
+def test_context_ignores_facts_that_do_not_fit_the_file(tmp_path: Path, facts: object) -> None:
+    text = _text(2, False)
+    raw = text.encode()
+    path = tmp_path / "ctx.txt"
+    path.write_bytes(raw)
+    if facts == "BAD_POINTS":
+        facts = {"size": len(raw), "chars": len(text), "ascii": False, "checkpoints": [[0, 0], [10, 9], [5, 4]]}
+    ctx = Context(str(path), facts=facts, **SMALL)  # type: ignore[arg-type]
+    assert len(ctx) == len(text)
+    assert ctx[1000:1100] == text[1000:1100] and ctx.find("日本") == text.find("日本")
+
+
+def test_sandbox_uses_the_host_facts_and_copes_without_them(tmp_path: Path) -> None:
+    text = "".join(f"{i} ok naïve ✓\n" if i % 3 else f"{i} ERROR 日本語 disk\n" for i in range(5000))
+    validated = _settled(tmp_path / "validated.txt", text.encode())
+    unvalidated = tmp_path / "unvalidated.txt"
+    unvalidated.write_bytes(text.encode())
+    payload = load_context(validated, workdir=tmp_path / "w")
+    assert payload.path == validated and inputs.text_facts(validated) is not None
+    code = ("known = (context._length, context._bytes_at is not None)\n"
+            "i = context.find('4998 ERROR')\n"
+            "print(known, len(context), i, context[i:i + 14], context.rfind('naïve'), context[-3:])\n")
+    expected = (f"{len(text)} {text.find('4998 ERROR')} {text[text.find('4998 ERROR'):][:14]} "
+                f"{text.rfind('naïve')} {text[-3:]}")
+    with Sandbox(validated, config=_huge_config()) as sandbox:
+        with_facts = sandbox.execute(code)
+    with Sandbox(unvalidated, config=_huge_config()) as sandbox:
+        without = sandbox.execute(code)
+    assert with_facts.error is None and without.error is None, (with_facts.error, without.error)
+    assert with_facts.stdout == f"({len(text)}, True) {expected}\n"
+    assert without.stdout == f"(None, False) {expected}\n"
+
+
+# -- find: anchored on the needle's rarest byte ---------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["rare-anchor", "common-everywhere", "rare-then-common"])
+def test_anchored_find_matches_bytes_find(tmp_path: Path, layout: str) -> None:
+    rng = random.Random(layout)
+    if layout == "rare-anchor":  # 'Q' is rare: memchr candidates only
+        text = "".join(rng.choice(["alpha ", "beta ", "gamma\n", "Q", "QX-1 "]) if rng.random() < 0.01
+                       else rng.choice(["alpha ", "beta ", "gamma\n"]) for _ in range(20000))
+    elif layout == "common-everywhere":  # every byte of the needles is common: the plain search takes over
+        text = "".join(rng.choice("ab ") for _ in range(60000))
+    else:  # the sample says 'Z' is rare, later it is everywhere: the budget switches to the plain search
+        text = "alpha beta " * 2000 + "".join(rng.choice(["Z", "Za", "aZb", " "]) for _ in range(30000))
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    ctx = Context(str(path), checkpoint_bytes=64, piece_bytes=4096, window_bytes=8192, match_tail_bytes=256,
+                  anchor_min_bytes=0)
+    needles = ["QX-1", "Q", "alpha beta", "gamma\nQ", "ab ab", "aba", "ZaZ", "aZbZ", "Zab", "beta Z", "nope!",
+               "alpha Zb", "ZZZZZZZZZ", "Z Z Za"]
+    needles += [text[i:i + n] for i, n in ((rng.randrange(len(text) - 20), rng.randrange(1, 12)) for _ in range(30))]
+    for sub in needles:
+        assert ctx.find(sub) == text.find(sub), sub
+        assert ctx.rfind(sub) == text.rfind(sub), sub
+        assert ctx.find(sub, 5000, -3000) == text.find(sub, 5000, -3000), sub
+        assert ctx.rfind(sub, 100, 20000) == text.rfind(sub, 100, 20000), sub
+        assert (sub in ctx) == (sub in text)
