@@ -4,22 +4,28 @@ Not a timed test: :func:`measure` returns numbers and :func:`main` writes them t
 ``benchmarks/reports/huge_input.md``. What is measured:
 
 * ``load_s`` -- :func:`rlm.inputs.load_context` on the file (the UTF-8 validation
-  pass every ``rlm ask FILE`` makes before the first model call);
-* ``first_output_s`` / ``answer_s`` -- from calling :func:`rlm.run` to the first
-  cell's ``CellExecuted`` event, and to the returned answer, with a scripted
-  model server on loopback (``rlm.testing``) replaying a two-turn trajectory:
-  ``print(len(context)); print(context[:80])`` then ``find`` + ``FINAL``;
+  pass every ``rlm ask FILE`` makes before the first model call), wall and CPU;
+* per run of :func:`rlm.run` (``--repeat`` runs, a scripted model server on
+  loopback (``rlm.testing``) replaying a two-turn trajectory:
+  ``print(len(context)); print(context[:80])`` then ``find`` + ``FINAL``), the
+  time from calling it to ``RunStarted`` (input validated, run log open),
+  to the first cell's ``CellExecuted``, to ``RunFinished`` (the answer exists),
+  and to ``run`` returning (after the sandbox, the run log and the temp dir are
+  closed) -- the headline number; and the host process's CPU time over the run;
+* ``worker_cpu`` -- the sandbox worker's own CPU time (``time.process_time`` in
+  the cell) for each of the two cells, in a fresh sandbox on the validated file:
+  CPU time is what the machine's other jobs cannot inflate;
 * ``regex_scan_s`` -- one ``context.findall(pattern)`` over the whole input in a
   fresh sandbox, timed by the host around ``Sandbox.execute``;
 * memory -- the proportional set size (``Pss`` of ``/proc/PID/smaps_rollup``)
   summed over this process and all its descendants (bwrap, the sandbox's init,
-  the worker), sampled every 10 ms; reported as the peak during the run, the
-  baseline just before it, and the worker's own peak.
+  the worker), sampled every 10 ms; reported as the peak during the runs, the
+  baseline just before them, and the worker's own peak.
 
 The input lives in /tmp (never in the repository) and the page cache is warm
 (the file was just written or read): these are not cold-disk numbers.
 
-Usage: ``.venv/bin/python -m rlm.benchmarks.huge_input [--size-mib 1024] [--output PATH]``.
+Usage: ``.venv/bin/python -m rlm.benchmarks.huge_input [--size-mib 1024] [--repeat 5] [--output PATH]``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -37,7 +44,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.events import CellExecuted, EventBus  # noqa: E402
+from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted  # noqa: E402
 from rlm.inputs import load_context  # noqa: E402
 from rlm.runner import run  # noqa: E402
 from rlm.sandbox.host import Sandbox  # noqa: E402
@@ -92,9 +99,19 @@ class TreeMemory:
         self._thread.join()
 
     def sample(self) -> tuple[int, int]:
-        """(Pss of the whole tree, Pss of the largest descendant) in bytes."""
-        own = _pss(self.root)
-        children = [_pss(pid) for pid in _descendants(self.root)]
+        """(Pss of the whole tree, Pss of the largest descendant) in bytes.
+
+        Each address space counts once: a child between ``vfork`` and ``exec`` (how
+        ``subprocess`` starts bwrap) shares its parent's memory, and its
+        ``smaps_rollup`` is the parent's (same ``[rollup]`` address range).
+        """
+        own_space, own = _pss(self.root)
+        seen, children = {own_space}, []
+        for pid in _descendants(self.root):
+            space, pss = _pss(pid)
+            if space not in seen:
+                seen.add(space)
+                children.append(pss)
         return own + sum(children), max(children, default=0)
 
     def _loop(self) -> None:
@@ -105,14 +122,17 @@ class TreeMemory:
             self._stop.wait(self.interval)
 
 
-def _pss(pid: int) -> int:
+def _pss(pid: int) -> tuple[str, int]:
+    """(what identifies the process's address space, its Pss in bytes); Pss 0 when it is gone."""
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+        space = lines[0].split()[0] if lines and lines[0].endswith("[rollup]") else f"pid {pid}"
+        for line in lines:
             if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
+                return space, int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return 0
+    return f"pid {pid}", 0
 
 
 def _descendants(pid: int) -> list[int]:
@@ -131,37 +151,81 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def measure(size_bytes: int = 1 << 30, *, home: Path | None = None) -> dict[str, Any]:
-    """Run the benchmark once on a ``size_bytes`` input; returns the numbers (seconds, bytes)."""
+def measure(size_bytes: int = 1 << 30, *, home: Path | None = None, repeat: int = 5) -> dict[str, Any]:
+    """Run the benchmark on a ``size_bytes`` input (``repeat`` runs); returns the numbers (seconds, bytes)."""
     path = make_input(size_bytes)
     load_before = os.getloadavg()[0]
     home = home or Path(tempfile.mkdtemp(prefix="rlm-bench-home-"))
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     payload = load_context(path, workdir=home)
-    load_s = time.perf_counter() - started
+    load_s, load_cpu_s = time.perf_counter() - started, time.process_time() - cpu
     sandbox = SandboxConfig(cell_timeout_s=120)
-    first_output: list[float] = []
+    runs: list[dict[str, Any]] = []
     with ScriptedServer(script=TRAJECTORY) as server:
         config = RLMConfig(model="openai/scripted", api_base=server.base_url, api_key="sk-bench", home=home,
                            sandbox=sandbox, max_iterations=4)
         run("warm-up", "tiny warm-up input", config)  # imports litellm etc. outside the measurement
-        server.reset(script=TRAJECTORY)
-        bus = EventBus()
-        bus.subscribe(lambda e: first_output.append(time.perf_counter()) if isinstance(e, CellExecuted) else None)
-        with TreeMemory() as memory:
-            baseline, _ = memory.sample()
-            started = time.perf_counter()
-            result = run("What is the launch code?", path, config, bus=bus)
-            answer_s = time.perf_counter() - started
+        for _ in range(repeat):
+            server.reset(script=TRAJECTORY)
+            runs.append(_one_run(path, config))
+        tiny = Path(home) / "tiny-input.txt"
+        tiny.write_text(f"{NEEDLE}\n")
+        tiny_runs = []
+        for _ in range(repeat):  # the same two turns on one line: what does not depend on the input's size
+            server.reset(script=TRAJECTORY)
+            tiny_runs.append(_one_run(tiny, config))
+    worker_cpu = _worker_cpu(path, sandbox)
     regex_s, regex_out, regex_memory = _regex_scan(path, sandbox)
+    last = runs[-1]
     return {
-        "size_bytes": size_bytes, "path": str(path), "answer": result.answer, "status": result.status,
-        "load_s": load_s, "first_output_s": first_output[0] - started if first_output else None,
-        "answer_s": answer_s, "peak_tree_pss": memory.peak, "baseline_tree_pss": baseline,
-        "peak_worker_pss": memory.worker_peak, "regex_scan_s": regex_s, "regex_result": regex_out,
+        "size_bytes": size_bytes, "path": str(path), "answer": last["answer"], "status": last["status"],
+        "load_s": load_s, "load_cpu_s": load_cpu_s, "runs": runs, "tiny_runs": tiny_runs,
+        "peak_tree_pss": max(r["peak_tree_pss"] for r in runs),
+        "baseline_tree_pss": max(r["baseline_tree_pss"] for r in runs),
+        "peak_worker_pss": max(r["peak_worker_pss"] for r in runs), "worker_cpu": worker_cpu,
+        "regex_scan_s": regex_s, "regex_result": regex_out,
         "regex_peak_tree_pss": regex_memory, "context_kind": payload.kind,
         "load_average": (load_before, os.getloadavg()[0]),
     }
+
+
+def _one_run(path: Path, config: RLMConfig) -> dict[str, Any]:
+    """One timed ``rlm.run`` with event time stamps and the tree's memory."""
+    stamps: dict[str, float] = {}
+
+    def on_event(event: Event) -> None:
+        name = type(event).__name__
+        if isinstance(event, (RunStarted, CellExecuted, RunFinished)) and name not in stamps:
+            stamps[name] = time.perf_counter()
+
+    bus = EventBus()
+    bus.subscribe(on_event)
+    with TreeMemory() as memory:
+        baseline, _ = memory.sample()
+        started, cpu = time.perf_counter(), time.process_time()
+        result = run("What is the launch code?", path, config, bus=bus)
+        returned_s, host_cpu_s = time.perf_counter() - started, time.process_time() - cpu
+
+    def since(name: str) -> float | None:
+        return stamps[name] - started if name in stamps else None
+
+    return {
+        "answer": result.answer, "status": result.status, "started_s": since("RunStarted"),
+        "first_output_s": since("CellExecuted"), "finished_s": since("RunFinished"), "answer_s": returned_s,
+        "host_cpu_s": host_cpu_s, "peak_tree_pss": memory.peak, "baseline_tree_pss": baseline,
+        "peak_worker_pss": memory.worker_peak,
+    }
+
+
+def _worker_cpu(path: Path, config: SandboxConfig) -> list[float]:
+    """The worker's CPU seconds for each trajectory cell (the validated file: the host's facts apply)."""
+    seconds = []
+    with Sandbox(path, config=config) as box:
+        for cell in TRAJECTORY:
+            code = cell.split("```repl\n", 1)[1].rsplit("```", 1)[0].replace("FINAL(", "print(")
+            result = box.execute(f"import time as _t\n_c = _t.process_time()\n{code}\nprint(_t.process_time() - _c)")
+            seconds.append(float(result.stdout.split()[-1]) if result.error is None else float("nan"))
+    return seconds
 
 
 def _regex_scan(path: Path, config: SandboxConfig) -> tuple[float, str, int]:
@@ -176,11 +240,18 @@ def render(numbers: dict[str, Any], command: str) -> str:
     """The Markdown report."""
     size = numbers["size_bytes"]
     gib = size / (1 << 30)
+    runs = numbers["runs"]
 
     def ratio(value: int) -> str:
         return f"{value / (1 << 20):,.0f} MiB ({value / size:.2f}x the input)"
 
-    first = numbers["first_output_s"]
+    def spread(key: str, rows: list[dict[str, Any]] = runs) -> str:
+        values = [r[key] for r in rows if r[key] is not None]
+        if not values:
+            return "(none)"
+        return f"{statistics.median(values):.3f} s (min {min(values):.3f}, max {max(values):.3f})"
+
+    cells = numbers["worker_cpu"]
     return "\n".join([
         "# Huge input: 1 GiB through the loop and the sandbox",
         "",
@@ -191,18 +262,30 @@ def render(numbers: dict[str, Any], command: str) -> str:
         "loopback; warm page cache. Input: an ASCII log in /tmp, "
         f"{size:,} bytes ({gib:.2f} GiB), needle in the last percent. 1-minute load average "
         f"{numbers['load_average'][0]:.1f} before and {numbers['load_average'][1]:.1f} after (other jobs share "
-        "the machine: times are noisy, memory is not).",
+        "the machine: wall times are noisy, CPU times and memory much less).",
+        "",
+        f"Each `rlm.run` row is the median of {len(runs)} runs (min, max); each run validates the input itself.",
         "",
         "| measure | value |",
         "| --- | --- |",
-        f"| input validation (`load_context`, before the first model call) | {numbers['load_s']:.3f} s |",
+        f"| input validation alone (`load_context`): wall / CPU | {numbers['load_s']:.3f} s / "
+        f"{numbers['load_cpu_s']:.3f} s |",
+        f"| `rlm.run` start -> `RunStarted` (input validated, run log open, LM client built) | {spread('started_s')} |",
         f"| `rlm.run` start -> first cell's output (`print(len(context))`, `context[:80]`) | "
-        f"{first:.3f} s |" if first is not None else "| first cell's output | (none) |",
-        f"| `rlm.run` start -> answer (2 model turns, `find` + `FINAL`), validation included | "
-        f"{numbers['answer_s']:.3f} s |",
+        f"{spread('first_output_s')} |",
+        f"| `rlm.run` start -> `RunFinished` (the answer exists; 2 model turns, `find` + `FINAL`) | "
+        f"{spread('finished_s')} |",
+        f"| **`rlm.run` start -> answer returned** (sandbox, run log and temp dir closed) | "
+        f"**{spread('answer_s')}** |",
+        f"| host process CPU time over the run (all threads) | {spread('host_cpu_s')} |",
+        f"| the same run on a one-line input (fixed costs): `rlm.run` start -> `RunFinished` | "
+        f"{spread('finished_s', numbers['tiny_runs'])} |",
+        f"| the same run on a one-line input: `rlm.run` start -> answer returned | "
+        f"{spread('answer_s', numbers['tiny_runs'])} |",
+        f"| worker CPU time: cell 1 (`len`, `[:80]`) / cell 2 (`find`, slice) | {cells[0]:.3f} s / {cells[1]:.3f} s |",
         f"| answer | `{numbers['answer']}` (status `{numbers['status']}`) |",
-        f"| peak Pss of the whole process tree during the run | {ratio(numbers['peak_tree_pss'])} |",
-        f"| baseline Pss of the tree just before the run (host with litellm loaded) | "
+        f"| peak Pss of the whole process tree during the runs | {ratio(numbers['peak_tree_pss'])} |",
+        f"| baseline Pss of the tree just before a run (host with litellm loaded) | "
         f"{ratio(numbers['baseline_tree_pss'])} |",
         f"| peak Pss of the sandbox worker alone | {ratio(numbers['peak_worker_pss'])} |",
         f"| regex scan: `context.findall(r'{REGEX}')` over the whole input, fresh sandbox | "
@@ -212,14 +295,19 @@ def render(numbers: dict[str, Any], command: str) -> str:
         "",
         "Targets (issue 3): answer in under 0.5 s at no more than 1.1x the input in memory.",
         "",
-        "Reading: memory is far under the target because the worker never maps or decodes the whole input",
-        "(`context` is a `Context` above `huge_input_bytes`; scans `pread` pieces into reused buffers), and the",
-        "page cache holding the file is shared, not counted in any process's Pss. The time target is not met:",
-        f"{numbers['answer_s'] - numbers['load_s']:.3f} s of the answer time is the loop after input validation",
-        "(two model turns, sandbox start, one pass over the file for `len(context)` and one for `find`),",
-        "the rest is `rlm.inputs` validating 1 GiB of UTF-8 before the first model call. Each full pass is",
-        "memory-bound (~0.3-1 s per GiB here depending on load); pyrlm-runtime and droste reach 0.007-0.018 s",
-        "by never touching the input in the measured path and running model code in the host process.",
+        "Where the time goes. Work that grows with the input is two passes over the 1 GiB: the host's UTF-8",
+        f"validation before the first model call ({numbers['load_cpu_s']:.3f} s of CPU: `bytearray.isascii` on 1 MiB",
+        "chunks read into one reused buffer), and the worker's `find` in the second cell",
+        f"({cells[1]:.3f} s of CPU: `preadv` into a reused buffer, `memchr` for the needle's rarest byte). The first",
+        f"cell costs the worker {cells[0]:.3f} s: validation hands the length, a pure-ASCII flag and (for other text)",
+        "character-offset checkpoints to the sandbox's `init` frame, so `len(context)` and offset conversions never",
+        "scan the file. Everything else is fixed per-run cost, the same on a one-line input (rows above): sandbox",
+        "start (bubblewrap, Python and the worker's imports, after the first model call), two model calls through",
+        "litellm, and the run log (opened before `RunStarted`, closed after `RunFinished`).",
+        "",
+        "Memory: the worker never maps or decodes the whole input (`context` is a `Context` above",
+        "`huge_input_bytes`; scans read pieces into reused buffers), and the page cache holding the file is shared,",
+        "not counted in any process's Pss. The host's validation buffer is 1 MiB.",
         "",
     ])
 
@@ -227,9 +315,10 @@ def render(numbers: dict[str, Any], command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--repeat", type=int, default=5, help="timed rlm.run calls (the report gives the median)")
     parser.add_argument("--output", type=Path, default=REPORT)
     args = parser.parse_args(argv)
-    numbers = measure(args.size_mib << 20)
+    numbers = measure(args.size_mib << 20, repeat=args.repeat)
     command = " ".join([".venv/bin/python -m rlm.benchmarks.huge_input", *(argv if argv is not None else sys.argv[1:])])
     text = render(numbers, command.strip())
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -586,9 +586,9 @@ def _scan_utf8(path: Path, label: str) -> _TextScan:
     size = CHUNK_BYTES
     buffer = bytearray(size)
     view = memoryview(buffer)
-    decoder = codecs.getincrementaldecoder("utf-8")("strict")
     preview = _Preview()
     chars = fed = 0
+    pending = b""  # the start of a character cut by the last chunk border
     all_ascii, has_bom = True, False
     checkpoints = [(0, 0)]
     started_ns = time.time_ns()
@@ -598,22 +598,23 @@ def _scan_utf8(path: Path, label: str) -> _TextScan:
             n = _fill(f, view, label)
             if fed == 0:
                 has_bom = buffer.startswith(codecs.BOM_UTF8) and n >= len(codecs.BOM_UTF8)
-            pending = decoder.getstate()[0]
             if not pending and (buffer.isascii() if n == size else view[:n].tobytes().isascii()):
                 preview.feed_ascii(buffer, n)
                 chars += n
             else:
                 all_ascii = False
+                data = pending + view[:n] if pending else view[:n]
                 try:
-                    text = decoder.decode(view[:n], final=not n)
+                    text, used = codecs.utf_8_decode(data, "strict", not n)
                 except UnicodeDecodeError as exc:
                     return _TextScan(chars, preview.text, fed - len(pending) + exc.start, has_bom)
+                pending = bytes(data[used:])
                 chars += len(text)
                 preview.feed(text)
             fed += n
             if not n:
                 break
-            checkpoints.append((fed - len(decoder.getstate()[0]), chars))
+            checkpoints.append((fed - len(pending), chars))
         after = os.fstat(f.fileno())
     facts = None
     # Remember the facts only for a file that did not change while it was read and has settled
