@@ -400,7 +400,7 @@ def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) ->
 
     When a copy is made and ``owned`` is True, the original file is deleted.
     """
-    scan = _scan_utf8(path, label)
+    scan = _scan_utf8(path, label, written_here=owned)
     if scan.bad_offset is None and not scan.has_bom:
         if scan.facts is not None:
             _remember(scan.facts)
@@ -574,14 +574,15 @@ class _Preview:
             self.text += data[: min(size, PREVIEW_CHARS - len(self.text))].decode("ascii")
 
 
-def _scan_utf8(path: Path, label: str) -> _TextScan:
+def _scan_utf8(path: Path, label: str, *, written_here: bool = False) -> _TextScan:
     """Validate ``path`` as UTF-8 in one pass; count characters; find the first bad byte.
 
     The file is read into one reused buffer. A chunk that is pure ASCII (checked
     by ``bytearray.isascii``, a C scan) is valid as it is and has as many
     characters as bytes; any other chunk goes through a strict incremental
     decoder, which carries a character cut by a chunk border over to the next.
-    The pass also collects the :func:`text_facts` of a valid file.
+    The pass also collects the :func:`text_facts` of a valid file (``written_here``:
+    a file this module wrote, e.g. stdin's copy, which nobody else writes to).
     """
     size = CHUNK_BYTES
     buffer = bytearray(size)
@@ -619,8 +620,8 @@ def _scan_utf8(path: Path, label: str) -> _TextScan:
     facts = None
     # Remember the facts only for a file that did not change while it was read and has settled
     # (a write within one coarse timestamp tick after the check would not change its mtime).
-    if _identity(before) == _identity(after) and after.st_size == fed and \
-            max(after.st_mtime_ns, after.st_ctime_ns) < started_ns - _SETTLE_NS:
+    settled = written_here or max(after.st_mtime_ns, after.st_ctime_ns) < started_ns - _SETTLE_NS
+    if _identity(before) == _identity(after) and after.st_size == fed and settled:
         facts = _Facts(_identity(after), chars, all_ascii, None if all_ascii else _thin(checkpoints))
     return _TextScan(chars, preview.text, None, has_bom, size=fed, facts=facts)
 

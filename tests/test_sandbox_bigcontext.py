@@ -8,6 +8,7 @@ happens on a few kilobytes. The last tests run it in the real sandbox.
 
 from __future__ import annotations
 
+import io
 import random
 import re
 import time
@@ -221,6 +222,14 @@ def test_no_facts_for_a_file_still_being_written(tmp_path: Path) -> None:
     path.write_text("just written\n" * 100)
     load_context(path, workdir=tmp_path / "w")
     assert inputs.text_facts(path) is None
+
+
+def test_stdin_copy_has_facts(tmp_path: Path) -> None:
+    data = "from a pipe ✓\n".encode() * 1000
+    payload = load_context("-", workdir=tmp_path / "w", stdin=io.BytesIO(data))
+    facts = inputs.text_facts(payload.path)
+    assert facts is not None and facts["chars"] == payload.length_chars == len(data.decode())
+    _check_points(data, facts)
 
 
 def test_cleaned_copies_and_written_payloads_have_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
