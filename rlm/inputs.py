@@ -615,7 +615,8 @@ def _scan_utf8(path: Path, label: str, *, written_here: bool = False) -> _TextSc
             fed += n
             if not n:
                 break
-            checkpoints.append((fed - len(pending), chars))
+            if fed - len(pending) > checkpoints[-1][0]:  # a chunk inside one character adds none
+                checkpoints.append((fed - len(pending), chars))
         after = os.fstat(f.fileno())
     facts = None
     # Remember the facts only for a file that did not change while it was read and has settled

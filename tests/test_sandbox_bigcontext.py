@@ -335,3 +335,17 @@ def test_anchored_find_matches_bytes_find(tmp_path: Path, layout: str) -> None:
         assert ctx.find(sub, 5000, -3000) == text.find(sub, 5000, -3000), sub
         assert ctx.rfind(sub, 100, 20000) == text.rfind(sub, 100, 20000), sub
         assert (sub in ctx) == (sub in text)
+
+
+def test_checkpoints_advance_even_when_a_chunk_ends_inside_one_character(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "😀a😀😀b" * 40  # 4-byte characters, 3-byte chunks: some chunks complete no character
+    path = _settled(tmp_path / "emoji.txt", text.encode())
+    monkeypatch.setattr(inputs, "CHUNK_BYTES", 3)
+    load_context(path, workdir=tmp_path / "w")
+    facts = inputs.text_facts(path)
+    assert facts is not None
+    _check_points(path.read_bytes(), facts)
+    assert all(a[0] < b[0] for a, b in zip(facts["checkpoints"], facts["checkpoints"][1:]))
+    ctx = Context(str(path), facts=facts, **SMALL)
+    assert ctx._bytes_at is not None and ctx[37:61] == text[37:61] and ctx.rfind("b😀") == text.rfind("b😀")
