@@ -24,6 +24,7 @@ from typing import Any
 from rlm.agent import Agent, AgentResult, HostFunction, RunServices
 from rlm.config import RLMConfig
 from rlm.events import Event
+from rlm.fanout import ShardResult, serve_shard
 from rlm.lm import LiteLLMClient
 from rlm.sandbox.host import HostCallError
 
@@ -93,6 +94,7 @@ class AgentHost:
         self._runs: dict[str, _RunState] = {}
         self._lms: dict[tuple[Any, ...], LiteLLMClient] = {}
         self._running: dict[str, str] = {}
+        self.shards_served = 0  # fan-out shards run here for agents on other hosts
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
         # litellm takes seconds to import: do it now, not in the first agent's first call.
@@ -100,7 +102,7 @@ class AgentHost:
 
     # -- introspection (tests, benchmarks) ---------------------------------------------
     def where(self) -> dict[str, Any]:
-        return {"index": self.index, "node_id": self.node, "pid": os.getpid()}
+        return {"index": self.index, "node_id": self.node, "pid": os.getpid(), "shards_served": self.shards_served}
 
     def running_agents(self) -> list[str]:
         with self._lock:
@@ -144,6 +146,26 @@ class AgentHost:
                 state.budget.release()
             self.events.flush()
 
+    def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
+                  concurrency: int) -> ShardResult:
+        """A share of another host's ``llm_query_batched``, made here as calls of ``caller`` (:mod:`rlm.fanout`)."""
+        state = self._state(run_spec)
+        with state.lock:
+            state.active += 1
+        with self._lock:
+            self.shards_served += 1
+        try:
+            stand_in = Agent(state.services, prompt="", payload=None, depth=caller["depth"],  # type: ignore[arg-type]
+                             parent_id=caller["parent_id"], agent_id=caller["agent_id"])
+            return serve_shard(stand_in, prompts, model, concurrency)
+        finally:
+            with state.lock:
+                state.active -= 1
+                idle = state.active == 0
+            if idle:
+                state.budget.release()
+            self.events.flush()
+
     def end_run(self, run_id: str) -> None:
         """Give back leased calls and delete this node's files of the run."""
         with self._lock:
@@ -179,6 +201,7 @@ class AgentHost:
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
             sandbox_factory=self._sandbox_factory,
+            fanout_helpers=[_shard_helper(run_spec, host) for i, host in enumerate(run_spec.hosts) if i != self.index],
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
 
@@ -193,6 +216,19 @@ class AgentHost:
             if client is None:
                 client = self._lms[key] = LiteLLMClient(config)
             return client
+
+
+def _shard_helper(run_spec: RunSpec, host: Any) -> Any:
+    """A :data:`rlm.fanout.FanoutHelper` that runs a shard on another agent host."""
+
+    def start(agent: Agent, prompts: list[str], model: str | None, concurrency: int) -> Any:
+        import ray
+
+        caller = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth}
+        ref = host.llm_batch.remote(run_spec, caller, prompts, model, concurrency)
+        return lambda: ray.get(ref)
+
+    return start
 
 
 def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:

@@ -89,6 +89,8 @@ class RunServices:
     id_prefix: str = ""
     #: ``(agent, handler, extra_functions) -> Sandbox`` or None for a cold start (Ray hosts use a pool).
     sandbox_factory: Callable[["Agent", Any, dict[str, list[str]]], Sandbox | None] | None = None
+    #: Other processes that run shares of a big ``llm_query_batched`` (see :mod:`rlm.fanout`).
+    fanout_helpers: list[Any] = field(default_factory=list)
     _depth_reached: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ids: Any = field(default_factory=itertools.count)
@@ -328,6 +330,18 @@ class Agent:
                    response_preview=completion.text[:PREVIEW_CHARS])
         return completion
 
+    def add_usage(self, input_tokens: int, output_tokens: int, llm_calls: int) -> None:
+        """Count calls made for this agent elsewhere (a fan-out shard on another process) as its own."""
+        with self._usage_lock:
+            self._tokens[0] += input_tokens
+            self._tokens[1] += output_tokens
+            self._tokens[2] += llm_calls
+
+    def own_usage(self) -> tuple[int, int, int]:
+        """This agent's own input tokens, output tokens and LM calls so far."""
+        with self._usage_lock:
+            return self._tokens[0], self._tokens[1], self._tokens[2]
+
     def _model_for(self, role: str) -> str:
         return self.config.model if role == "root" else self.config.effective_sub_model
 
@@ -401,11 +415,20 @@ class Agent:
             raise HostCallError(f"rlm_query: unusable context: {exc}") from None
 
     def _llm_query_fanout(self, prompts_: list[str], model: str | None) -> list[dict[str, str]]:
-        """``llm_query_batched`` as coroutines on the LM client's loop: no thread per call.
+        """``llm_query_batched`` as coroutines on LM client loops: no thread per call.
 
         At most ``max_concurrency`` in flight; order kept; a failed or refused item
-        becomes an error entry; a tripped limit stops the cell afterwards.
+        becomes an error entry; a tripped limit stops the cell afterwards. A big
+        batch is spread over the run's other processes when it has some (:mod:`rlm.fanout`).
         """
+        from rlm.fanout import run_sharded
+
+        results = run_sharded(self, prompts_, model, lambda part, gate: self.llm_fanout_local(part, model, gate))
+        self._raise_if_stopped()
+        return results
+
+    def llm_fanout_local(self, prompts_: list[str], model: str | None, concurrency: int) -> list[dict[str, str]]:
+        """Sub-calls for ``prompts_`` on this process's LM loop, at most ``concurrency`` in flight."""
         import asyncio
 
         async def one(prompt: str, gate: asyncio.Semaphore) -> dict[str, str]:
@@ -420,12 +443,10 @@ class Agent:
                 return {"value": completion.text}
 
         async def fan_out() -> list[dict[str, str]]:
-            gate = asyncio.Semaphore(self.config.max_concurrency)
+            gate = asyncio.Semaphore(concurrency)
             return list(await asyncio.gather(*(one(p, gate) for p in prompts_)))
 
-        results = self.services.lm.run_async(fan_out()) if prompts_ else []  # type: ignore[attr-defined]
-        self._raise_if_stopped()
-        return results
+        return self.services.lm.run_async(fan_out()) if prompts_ else []  # type: ignore[attr-defined]
 
     def _raise_if_stopped(self) -> None:
         """After a fan-out: a limit tripped by any item stops the cell (the items already say so)."""

@@ -183,3 +183,39 @@ def test_events_and_answers_when_a_child_fails_without_retry_budget(server_facto
     result = run("ROOT", text_file("doc\n"), ray_config(server), bus=bus)
     assert result.answer == "recovered c"
     assert [e.status for e in finished] == ["ok", "ok"]
+
+
+def big_batch_policy(messages):
+    """Root: one llm_query_batched of 100 prompts, checked in order inside the cell."""
+    if not is_agent_prompt(messages):
+        return "re:" + first_user(messages)
+    if turn(messages) == 0:
+        return repl("qs = [f'q{i}' for i in range(100)]\nout = llm_query_batched(qs)\n"
+                    "ok = sum(o == 're:' + q for q, o in zip(qs, out))\nprint('OK', ok)")
+    return repl("FINAL(f'{ok} in order')")
+
+
+def test_a_big_llm_fanout_is_shared_with_the_other_host_and_counted_as_the_callers(
+        server_factory, ray_config, text_file):
+    from rlm.agents.session import RaySession
+
+    server = server_factory(policy=big_batch_policy)
+    config = ray_config(server, max_concurrency=8)
+    hosts = RaySession.get(config).hosts
+    import ray
+
+    before = sum(info["shards_served"] for info in ray.get([h.where.remote() for h in hosts]))
+    result = run("ROOT", text_file("the root document\n"), config)
+    assert result.status == "ok", result.error
+    assert result.answer == "100 in order"
+    after = sum(info["shards_served"] for info in ray.get([h.where.remote() for h in hosts]))
+    assert after == before + 1  # one shard went to the other host
+    assert server.max_concurrency() <= 8  # the shards split the batch's concurrency, not add to it
+    assert result.usage.llm_calls == 102
+    log = RunLog(config.runlog_path)
+    try:
+        (root_calls,) = log._conn.execute("SELECT llm_calls FROM agents WHERE run_id = ? AND parent_id IS NULL",
+                                          [result.run_id]).fetchone()
+    finally:
+        log.close()
+    assert root_calls == 102  # the other host's 50 calls are the root's own

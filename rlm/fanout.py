@@ -1,0 +1,100 @@
+"""``llm_query_batched`` spread over several processes.
+
+One process's LM client spends a few milliseconds of CPU per call (litellm's
+Router: routing, retries, logging, cost), all on one event loop under one GIL,
+so a big fan-out is CPU-bound in that process long before the provider is the
+limit. When the run has other processes that can make calls for it (on Ray, the
+other agent hosts: :attr:`rlm.agent.RunServices.fanout_helpers`), a big batch is
+cut into contiguous shards: one runs here, each other on a helper, each with its
+share of ``max_concurrency`` (so the run never has more calls in flight than the
+user allowed). Results come back in prompt order.
+
+Every call still goes through a LiteLLM Router, the tree-wide budget and the
+event stream, under the calling agent's id; a helper reports the tokens it spent
+so the caller's own usage stays whole. A helper that fails (its process died)
+has its shard run here instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from rlm.agent import Agent
+
+log = logging.getLogger(__name__)
+
+#: Below this many prompts per shard, shipping a shard costs more than it saves.
+MIN_SHARD = 32
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a helper sends back: one entry per prompt, and the calls' usage."""
+
+    items: list[dict[str, str]]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    llm_calls: int = 0
+
+
+#: ``helper(agent, prompts, model, concurrency)`` starts a shard elsewhere and returns a
+#: waiter; the waiter blocks for the :class:`ShardResult` (it raises if the helper died).
+FanoutHelper = Callable[["Agent", list[str], "str | None", int], Callable[[], ShardResult]]
+
+
+def plan(n: int, concurrency: int, helpers: int, min_shard: int = MIN_SHARD) -> list[tuple[int, int, int]]:
+    """Cut ``n`` prompts into ``(start, stop, concurrency)`` shards; the first one runs locally.
+
+    At most ``helpers + 1`` shards, none smaller than ``min_shard`` (so small
+    batches stay in one piece) and none with fewer than one call in flight; the
+    shards' concurrencies add up to at most ``concurrency``.
+    """
+    if n <= 0:
+        return []
+    k = max(1, min(helpers + 1, n // max(1, min_shard), concurrency))
+    bounds = [n * i // k for i in range(k + 1)]
+    gates = [concurrency * (i + 1) // k - concurrency * i // k for i in range(k)]
+    return [(bounds[i], bounds[i + 1], gates[i]) for i in range(k)]
+
+
+def run_sharded(agent: "Agent", prompts: list[str], model: str | None,
+                local: Callable[[list[str], int], list[dict[str, str]]]) -> list[dict[str, str]]:
+    """Run ``prompts`` over this process (``local(prompts, concurrency)``) and the run's helpers."""
+    helpers: list[FanoutHelper] = list(agent.services.fanout_helpers)
+    shards = plan(len(prompts), agent.config.max_concurrency, len(helpers))
+    if len(shards) <= 1:
+        return local(prompts, agent.config.max_concurrency)
+    waiters: list[tuple[tuple[int, int, int], Callable[[], ShardResult] | None]] = []
+    for helper, shard in zip(helpers, shards[1:]):
+        start, stop, gate = shard
+        try:
+            waiters.append((shard, helper(agent, prompts[start:stop], model, gate)))
+        except Exception as exc:  # noqa: BLE001 - a helper that cannot start: its shard runs here
+            log.warning("fan-out helper could not start (%s); running its shard here", exc)
+            waiters.append((shard, None))
+    start, stop, gate = shards[0]
+    results: list[dict[str, str]] = local(prompts[start:stop], gate)
+    for (start, stop, gate), wait in waiters:
+        shard_result = None
+        if wait is not None:
+            try:
+                shard_result = wait()
+            except Exception as exc:  # noqa: BLE001 - the helper died: redo its shard here
+                log.warning("fan-out helper failed (%s); running its shard here", exc)
+        if shard_result is None:
+            results.extend(local(prompts[start:stop], gate))
+            continue
+        agent.add_usage(shard_result.input_tokens, shard_result.output_tokens, shard_result.llm_calls)
+        results.extend(shard_result.items)
+    return results
+
+
+def serve_shard(agent: "Agent", prompts: list[str], model: str | None, concurrency: int) -> ShardResult:
+    """A helper's side: run the shard on this process's LM loop as calls of ``agent`` (a stand-in)."""
+    items = agent.llm_fanout_local(prompts, model, concurrency)
+    input_tokens, output_tokens, calls = agent.own_usage()
+    return ShardResult(items=items, input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls)
+
