@@ -327,10 +327,17 @@ _UPDATE_AGENT = """
 """
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
+def _json_bytes(value: Any) -> bytes:
+    """UTF-8 JSON DuckDB accepts: non-ASCII kept, lone surrogates replaced, odd objects as str."""
+    return _ENCODER.encode(value).encode("utf-8", "replace")
+
+
 def _json(value: Any) -> str:
-    """JSON text DuckDB accepts: non-ASCII kept, lone surrogates replaced, odd objects as str."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return text.encode("utf-8", "replace").decode("utf-8")
+    """:func:`_json_bytes` as text."""
+    return _json_bytes(value).decode("utf-8")
 
 
 @dataclass
@@ -434,14 +441,16 @@ _PLANNERS: dict[type[Event], Callable[[_Batch, Any], None]] = {
 }
 
 
-#: What the writer gets per event: its sequence number, the event, and its JSON (``_json(event.to_dict())``).
-_Entry = tuple[int, Event, str]
+#: What the writer gets per event: its sequence number, the event, and its JSON
+#: (``_json_bytes(event.to_dict())``, as bytes from :meth:`RunLog.record` and as text from a journal).
+_Entry = tuple[int, Event, "bytes | str"]
 
 
 def _plan(entries: Iterable[_Entry]) -> _Batch:
     batch = _Batch()
     for seq, event, payload in entries:
-        batch.add_row(_EVENTS, _event_row(seq, event, payload))
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+        batch.add_row(_EVENTS, _event_row(seq, event, text))
         planner = _PLANNERS.get(type(event))
         if planner is not None:
             planner(batch, event)
@@ -735,12 +744,12 @@ class RunLog:
         Raises:
             RunLogError: the log is closed or read-only.
         """
-        payload = _json(event.to_dict())
+        payload = _json_bytes(event.to_dict())  # decoded by the writer, off the caller's thread
         with self._state_lock:
             if self._closed or self._writer is None:
                 raise RunLogError(f"run log {self.path} is {'closed' if self._closed else 'read-only'}")
             seq = self._next_seq(event.run_id)
-            self._journal(f"{seq} {payload}\n".encode())
+            self._journal(b"%d %b\n" % (seq, payload))
             self._enqueue((seq, event, payload), urgent=len(self._pending) >= _MAX_BATCH)
 
     def _enqueue(self, item: Any, *, urgent: bool) -> None:
