@@ -1,0 +1,117 @@
+"""Spreading one big ``llm_query_batched`` over several processes (rlm/fanout.py).
+
+The plan is checked directly; the sharded path runs inside real runs (scripted
+server, real sandbox) with helpers plugged in through a run extension: one
+that serves its shard from another thread as a stand-in of the caller (what an
+agent host does on Ray; tests/test_ray.py covers the Ray one), and one whose
+process "died", whose shard must be redone locally.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from conftest import first_user, is_agent_prompt, repl, turn
+
+from rlm import runner
+from rlm.agent import Agent
+from rlm.fanout import MIN_SHARD, ShardResult, plan, serve_shard
+from rlm.runner import run
+
+
+@pytest.mark.parametrize("n,concurrency,helpers", [(1, 16, 3), (40, 16, 3), (64, 16, 1), (1000, 64, 1),
+                                                    (1000, 64, 7), (1000, 3, 7), (97, 64, 2), (5000, 64, 0)])
+def test_the_plan_covers_every_prompt_once_within_the_concurrency(n, concurrency, helpers):
+    shards = plan(n, concurrency, helpers)
+    assert [start for start, _, _ in shards] == [0] + [stop for _, stop, _ in shards[:-1]]  # contiguous, in order
+    assert shards[-1][1] == n
+    assert 1 <= len(shards) <= helpers + 1
+    assert all(gate >= 1 for _, _, gate in shards) and sum(gate for _, _, gate in shards) <= concurrency
+    if len(shards) > 1:
+        assert all(stop - start >= MIN_SHARD for start, stop, _ in shards)
+
+
+def test_small_batches_stay_in_one_piece():
+    assert plan(2 * MIN_SHARD - 1, 64, 5) == [(0, 2 * MIN_SHARD - 1, 64)]
+    assert plan(0, 64, 5) == []
+
+
+def batch_policy(messages):
+    if not is_agent_prompt(messages):
+        return "re:" + first_user(messages)
+    if turn(messages) == 0:
+        return repl("qs = [f'q{i}' for i in range(200)]\nout = llm_query_batched(qs)\n"
+                    "ok = sum(o == 're:' + q for q, o in zip(qs, out))\nprint('OK', ok)")
+    return repl("FINAL(f'{ok} in order')")
+
+
+class Helpers:
+    """A run extension that gives the run fan-out helpers: threads, or ones that fail."""
+
+    def __init__(self, kind: str, count: int) -> None:
+        self.kind, self.count, self.served = kind, count, []
+
+    def setup(self, services, question):
+        services.fanout_helpers = [self.helper(services) for _ in range(self.count)]
+
+    def helper(self, services):
+        def start(agent: Agent, prompts, model, concurrency):
+            if self.kind == "refuses":
+                raise ConnectionError("helper host unreachable")
+            box: dict[str, ShardResult | BaseException] = {}
+
+            def work():
+                try:
+                    if self.kind == "dies":
+                        raise RuntimeError("the helper's process died")
+                    stand_in = Agent(services, prompt="", payload=None, depth=agent.depth,  # type: ignore[arg-type]
+                                     parent_id=agent.parent_id, agent_id=agent.agent_id)
+                    box["result"] = serve_shard(stand_in, prompts, model, concurrency)
+                    self.served.append(len(prompts))
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                    box["result"] = exc
+
+            thread = threading.Thread(target=work)
+            thread.start()
+
+            def wait():
+                thread.join()
+                if isinstance(box["result"], BaseException):
+                    raise box["result"]
+                return box["result"]
+
+            return wait
+
+        return start
+
+    def finish(self, services, result):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("kind", ["serves", "dies", "refuses"])
+def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_factory, make_config, text_file,
+                                                                   monkeypatch):
+    helpers = Helpers(kind, count=3)
+    monkeypatch.setattr(runner, "EXTENSION_FACTORIES", [lambda config: helpers])
+    server = server_factory(policy=batch_policy, latency_ms=5)
+    config = make_config(server, max_concurrency=8, max_llm_calls=1000)
+    result = run("ROOT", text_file("doc\n"), config)
+    assert result.status == "ok", result.error
+    assert result.answer == "200 in order"
+    assert result.usage.llm_calls == 202  # each prompt called once, even when a helper failed
+    assert len(server.requests) == 202
+    assert server.max_concurrency() <= 8
+    assert helpers.served == ([50, 50, 50] if kind == "serves" else [])
+    from rlm.runlog import RunLog
+
+    log = RunLog(config.runlog_path)
+    try:
+        (root_calls,) = log._conn.execute("SELECT llm_calls FROM agents WHERE run_id = ? AND parent_id IS NULL",
+                                          [result.run_id]).fetchone()
+    finally:
+        log.close()
+    assert root_calls == 202
