@@ -709,8 +709,11 @@ class RunLog:
         try:
             if self._journal_fd is None:
                 path = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}{_JOURNAL_SUFFIX}")
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                # Locked before it gets a name recovery looks for, so no other open takes it for a dead one's.
+                fresh = path.with_name(path.name + ".new")
+                fd = os.open(fresh, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 fcntl.flock(fd, fcntl.LOCK_EX)
+                os.rename(fresh, path)
                 self._journal_fd, self._journal_path = fd, path
             os.write(self._journal_fd, line)
             self._journaled += 1
