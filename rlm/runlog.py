@@ -586,7 +586,7 @@ def _journal_entries(data: bytes) -> list[_Entry]:
         try:
             text = payload.decode("utf-8")
             entries.append((int(seq_text), event_from_dict(json.loads(text)), text))
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             continue
     return entries
 
@@ -832,10 +832,14 @@ class RunLog:
         """The next sequence number of ``run_id`` (under ``_state_lock``); continues what the file holds."""
         seq = self._seqs.get(run_id)
         if seq is None:
-            with self._read_lock:
-                row = self._read_cursor.execute(
-                    "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run_id]).fetchone()
-            seq = int(row[0]) if row else 0
+            try:
+                with self._read_lock:
+                    row = self._read_cursor.execute(
+                        "SELECT coalesce(max(seq), 0) FROM events WHERE run_id = ?", [run_id]).fetchone()
+                seq = int(row[0]) if row else 0
+            except duckdb.Error as exc:  # the log must never take a run down
+                log.warning("run log %s: cannot read the last sequence number of %s: %s", self.path, run_id, exc)
+                seq = 0
         self._seqs[run_id] = seq + 1
         return seq + 1
 
