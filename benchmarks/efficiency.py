@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Mapping, TextIO
 
 from rlm.benchmarks import peers
 
@@ -47,19 +47,61 @@ HERE = Path(__file__).resolve().parent
 ROOT_MARK = "EFFICIENCY-ROOT"
 
 
+def _batched(fn: str, chunk: int | None = None) -> Callable[[str], str]:
+    """Code that sets ``res`` to ``fn(tasks)``, in calls of at most ``chunk`` items when the library caps a batch."""
+    if chunk is None:
+        return lambda tasks: f"res = {fn}({tasks})"
+    return lambda tasks: (f"_tasks = {tasks}\nres = []\nfor _k in range(0, len(_tasks), {chunk}):\n"
+                          f"    res += {fn}(_tasks[_k:_k + {chunk}])")
+
+
+def _rlmflow_spawn(tasks: str) -> str:
+    # rlm_delegate starts a named child agent per task; `await rlm_wait(...)` suspends the block until all are done
+    return (f"_handles = [rlm_delegate(name='c' + str(_i), query=_t, context=_t) for _i, _t in enumerate({tasks})]\n"
+            "res = await rlm_wait(*_handles)")
+
+
 @dataclass(frozen=True)
 class Dialect:
-    """How one library's model code ends a run and fans out."""
+    """How one library's model code ends a run, fans out, spawns children and reads its context.
+
+    ``final`` turns an expression into code that ends the agent with it. Libraries that cannot end a
+    run from inside executed code (pyrlm-runtime: ``FINAL_VAR: name`` must be a separate, unfenced
+    reply) set ``finish``: the reply that follows the turn whose code ran ``final``. ``fanout`` and
+    ``spawn`` turn a list expression into code that sets ``res`` (one answer per item, in order);
+    ``unsupported`` maps a scenario to why this library cannot run it (reported, never faked).
+    """
 
     final: Callable[[str], str]  # python expression -> code that ends the agent with it
     fence: str = "```repl"
     max_depth_for_children: int = 1  # the max_depth at which rlm_query starts real child agents
+    fanout: Callable[[str], str] = _batched("llm_query_batched")  # sub-LM calls, one per item
+    spawn: Callable[[str], str] | None = _batched("rlm_query_batched")  # child agents, one per item
+    context: str = "context"  # the REPL expression that is the context text
+    finish: str | None = None  # a second, plain reply that ends the run after `final`'s code ran
+    unsupported: Mapping[str, str] = field(default_factory=dict)  # scenario -> why not
 
 
 DIALECTS: dict[str, Dialect] = {
     "ours": Dialect(final=lambda expr: f"FINAL({expr})"),
     "rlms": Dialect(final=lambda expr: f'answer["content"] = str({expr})\nanswer["ready"] = True',
                     max_depth_for_children=2),
+    # pyrlm-runtime 1.0.3: `FINAL_VAR: name` ends the run only as a plain (unfenced) reply after the code
+    # that set the variable ran; llm_batch always runs in parallel (max_concurrent_subcalls threads); with
+    # recursive_subcalls (max_depth >= 2) each llm_batch prompt is a child RLM with its own REPL (`P`).
+    "pyrlm-runtime": Dialect(final=lambda expr: f"final_answer = str({expr})", fence="```python",
+                             finish="FINAL_VAR: final_answer", max_depth_for_children=2,
+                             fanout=_batched("llm_batch"), spawn=_batched("llm_batch"), context="P"),
+    # rlmflow 0.3.2: done(x) ends an agent; llm_query_batched for one-shot calls; rlm_delegate + await
+    # rlm_wait for child agents (allowed while depth < max_depth); the context is the CONTEXT object.
+    "rlmflow": Dialect(final=lambda expr: f"done({expr})", spawn=_rlmflow_spawn, context="CONTEXT.read()"),
+    # droste 0.26.0: the rlms-style answer dict; llm_query_batched takes at most 50 prompts per call
+    # (MAX_BATCH_PROMPTS); there is no way for model code to start a child agent.
+    "droste": Dialect(final=lambda expr: f'answer["content"] = str({expr})\nanswer["ready"] = True',
+                      fence="```python", fanout=_batched("llm_query_batched", 50), spawn=None,
+                      unsupported={"spawn": "no recursive sub-agents: model code only has one-shot "
+                                            "llm_query/llm_query_batched sub-calls (its depth budget and "
+                                            "BudgetLedger.child() are not used by the 0.26.0 loop)"}),
 }
 
 
@@ -84,6 +126,7 @@ class ScenarioPolicy:
     def __init__(self, scenario: str, dialect: Dialect, options: EfficiencyOptions) -> None:
         self.scenario, self.dialect, self.options = scenario, dialect, options
         self.root_turns = 0
+        self.root_final_turn: int | None = None  # the root turn whose code ran `final` (two-step dialects)
         self.lock = threading.Lock()
 
     def __call__(self, messages: list[dict[str, Any]]) -> Any:
@@ -92,35 +135,55 @@ class ScenarioPolicy:
             with self.lock:
                 self.root_turns += 1
                 turn = self.root_turns
-            return _reply(self.dialect, self.root_code(turn))
+                if self.dialect.finish is not None and self.root_final_turn is not None:
+                    return self.dialect.finish
+                code = self.root_code(turn)
+                if self.dialect.finish is not None and self._ends(turn):
+                    self.root_final_turn = turn
+            return _reply(self.dialect, code)
         last_user = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         if match := re.search(r"SUBTASK-(\d+)", last_user):
             delay = 500 if self.scenario == "fanout_latency" else 0
             return {"content": f"ECHO-{match.group(1)}", "delay_ms": delay}
+        if self.dialect.finish is not None and any(m.get("role") == "assistant" for m in messages):
+            # a child of a two-step dialect already ran its `final` code: end it
+            return {"content": self.dialect.finish, "delay_ms": 100}
         if match := re.findall(r"CHILD-(\d+)", text):
             return {"content": _reply(self.dialect, self.dialect.final(repr(f"child-{match[0]}-ok"))),
                     "delay_ms": 100}
-        # a child that was handed its task as `context` only (rlms): read the marker from there
-        code = "import re\nn = re.search(r'CHILD-(\\d+)', str(context)).group(1)\n"
+        # a child that was handed its task as its context only (rlms, pyrlm-runtime): read the marker from there
+        code = f"import re\nn = re.search(r'CHILD-(\\d+)', str({self.dialect.context})).group(1)\n"
         return {"content": _reply(self.dialect, code + self.dialect.final("'child-' + n + '-ok'")), "delay_ms": 100}
 
+    def _ends(self, turn: int) -> bool:
+        """Whether root turn ``turn`` runs ``final`` (every scenario but ``overhead`` ends on its first turn)."""
+        return self.scenario != "overhead" or turn >= self.options.iterations
+
     def root_code(self, turn: int) -> str:
-        final = self.dialect.final
+        final, dialect = self.dialect.final, self.dialect
         if self.scenario == "overhead":
             n = self.options.iterations
             return f"step = {turn}\nprint(step)" if turn < n else final(repr(f"done-{n}"))
         if self.scenario in ("fanout_latency", "fanout_cpu"):
             n = self.options.fanout_n
-            return (f"res = llm_query_batched(['SUBTASK-' + str(i) for i in range({n})])\n"
+            return (dialect.fanout(f"['SUBTASK-' + str(i) for i in range({n})]") + "\n"
                     f"ok = sum(1 for i, r in enumerate(res) if str(r).strip() == 'ECHO-' + str(i))\n"
                     + final("'ok=' + str(ok)"))
         if self.scenario == "spawn":
             n = self.options.spawn_n
-            return (f"res = rlm_query_batched(['CHILD-' + str(i) for i in range({n})])\n"
+            if dialect.spawn is None:
+                raise ValueError(f"this dialect cannot spawn child agents: {dialect.unsupported.get('spawn')}")
+            return (dialect.spawn(f"['CHILD-' + str(i) for i in range({n})]") + "\n"
                     f"ok = sum(1 for i, r in enumerate(res) if 'child-' + str(i) + '-ok' in str(r))\n"
                     + final("'ok=' + str(ok)"))
         if self.scenario == "huge":
-            return ("i = context.find('launch code is ')\n" + final("context[i + 15:i + 24]"))
+            ctx = dialect.context
+            if not ctx.isidentifier():  # an expression (CONTEXT.read()): evaluate it once
+                ctx = "_text"
+                code = f"_text = {dialect.context}\n"
+            else:
+                code = ""
+            return code + f"i = {ctx}.find('launch code is ')\n" + final(f"{ctx}[i + 15:i + 24]")
         raise ValueError(self.scenario)
 
 
@@ -263,6 +326,9 @@ def measure(impl: str, scenario: str, options: EfficiencyOptions, log: TextIO | 
         return Measurement(impl, scenario,
                            error="no driver for this library's API yet (it is installed in its own venv, but not run)")
     dialect = DIALECTS[impl]
+    if scenario in dialect.unsupported:
+        return Measurement(impl, scenario, error=f"not supported by {impl}: {dialect.unsupported[scenario]}",
+                           extra={"unsupported": True})
     try:
         python = Path(sys.executable) if impl == "ours" else peers.ensure_peer(impl, log=log)
     except peers.PeerError as exc:
@@ -379,6 +445,8 @@ def rerender(json_path: Path, out: Path, options: EfficiencyOptions, command: st
 
 
 def _fmt(m: Measurement, scenario: str) -> str:
+    if m.extra.get("unsupported"):
+        return m.error or "not supported"
     if m.error and m.seconds is None:
         return f"not run: {m.error[:160]}"
     window = m.extra.get("window_s")
