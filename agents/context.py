@@ -1,7 +1,9 @@
 """Contexts on the cluster: in the object store once, one file per node for the sandboxes.
 
 A payload file (the user's input, or a chunk passed to ``rlm_query``) is put in
-the object store once as a ``numpy`` ``uint8`` array (:func:`share`): Ray keeps
+the object store once as a ``numpy`` ``uint8`` array (:func:`store`) — only when
+an agent on another node needs it: an agent on the file's own node reads the
+file itself, so a fan-out on one machine never touches the object store. Ray keeps
 it in shared memory and a reader on the same node gets a zero-copy read-only
 view — a Python ``bytes`` object would be copied into every reader's heap. The
 put itself reads the file through ``np.memmap``, so the driver never holds a
@@ -30,6 +32,7 @@ from typing import Any
 from rlm.inputs import ContextPayload
 
 _lock = threading.Lock()
+_store_lock = threading.Lock()
 #: Payload paths of this process -> the shared context they came from (reused by children without a context).
 _by_path: dict[str, "SharedContext"] = {}
 
@@ -51,20 +54,29 @@ def cache_root() -> Path:
 
 
 def share(payload: ContextPayload, run_id: str, node: str) -> SharedContext:
-    """The payload's shared context: the one it was materialized from, or a new object-store entry."""
+    """The payload's shared context: the one it was materialized from, or a new one (not yet stored)."""
     with _lock:
         known = _by_path.get(str(payload.path))
     if known is not None:
         return known
-    import numpy as np
-    import ray
-
-    size = payload.path.stat().st_size
-    array = np.memmap(payload.path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
-    ref = ray.put(array)
-    del array
-    shared = SharedContext(key=secrets.token_hex(8), run_id=run_id, refs=[ref], payload=payload, origin_node=node)
+    shared = SharedContext(key=secrets.token_hex(8), run_id=run_id, refs=[], payload=payload, origin_node=node)
     remember(shared, payload.path)
+    return shared
+
+
+def store(shared: SharedContext) -> SharedContext:
+    """Put the payload in the object store (once) so that agents on other nodes can read it."""
+    with _store_lock:
+        if shared.refs:
+            return shared
+        import numpy as np
+        import ray
+
+        path = shared.payload.path
+        size = path.stat().st_size
+        array = np.memmap(path, dtype=np.uint8, mode="r") if size else np.zeros(0, dtype=np.uint8)
+        shared.refs.append(ray.put(array))
+        del array
     return shared
 
 
@@ -94,6 +106,8 @@ def materialize(shared: SharedContext, node: str) -> ContextPayload:
 def _write_from_store(shared: SharedContext, target: Path) -> None:
     import ray
 
+    if not shared.refs:
+        raise RuntimeError(f"context {shared.key} was sent to another node without being stored")
     array = ray.get(shared.refs[0])  # zero-copy view on this node's shared memory
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".part-")

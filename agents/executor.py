@@ -47,7 +47,8 @@ class RayExecutor:
     def run_root(self, services: RunServices, root: Agent) -> AgentResult:
         session = self.session
         spec = RunSpec(run_id=services.run_id, config=services.config, limits=self.limits, hub=session.hub,
-                       hosts=session.hosts, prompt_extra=services.prompt_extra,
+                       hosts=session.hosts, host_nodes=[info["node_id"] for info in session.host_info],
+                       prompt_extra=services.prompt_extra,
                        root_prompt_extra=services.root_prompt_extra,
                        host_functions={name: (tuple(f.params), f.doc) for name, f in services.host_functions.items()})
         session.register(services.run_id, services.emit, services)

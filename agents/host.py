@@ -23,7 +23,7 @@ from typing import Any
 
 from rlm.agent import Agent, AgentResult, HostFunction, RunServices
 from rlm.config import RLMConfig
-from rlm.events import Event
+from rlm.events import AgentStarted, Event
 from rlm.fanout import ShardResult, serve_shard
 from rlm.lm import LiteLLMClient
 from rlm.sandbox.host import HostCallError
@@ -39,11 +39,20 @@ FLUSH_INTERVAL_S = 0.05
 
 
 class EventForwarder:
-    """Buffers this process's events and pushes them to the hub in order, in batches."""
+    """Buffers this process's events and pushes them to the hub in order, in batches.
+
+    A child agent's events must reach the driver before its parent's later ones
+    (the tree attributes a child to the parent iteration open when it started).
+    Rather than a hub round trip at the end of every agent, :meth:`take` removes
+    the finished agent's still-buffered events — and those of its descendants —
+    so that they travel back with its result and the parent's host emits them in
+    order; whatever of them was pushed earlier has reached the hub by then.
+    """
 
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self._buffer: list[Event] = []
+        self._parents: dict[str | None, str | None] = {}  # agent id -> parent id, for agents started here
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         threading.Thread(target=self._loop, name="rlm-events", daemon=True).start()
@@ -51,6 +60,38 @@ class EventForwarder:
     def emit(self, event: Event) -> None:
         with self._lock:
             self._buffer.append(event)
+            if isinstance(event, AgentStarted):
+                self._parents[event.agent_id] = event.parent_id
+
+    def take(self, agent_id: str) -> list[Event]:
+        """Remove and return (in order) the buffered events of ``agent_id`` and of its descendants."""
+        parents = self._parents
+        memo: dict[str | None, bool] = {agent_id: True, None: False}
+
+        def inside(agent: str | None) -> bool:  # is ``agent`` agent_id or one of its descendants?
+            chain = []
+            while agent not in memo:
+                chain.append(agent)
+                agent = parents.get(agent)  # an agent not started here: None, outside
+            answer = memo[agent]
+            for link in chain:
+                memo[link] = answer
+            return answer
+
+        # Holding the send lock: a batch being pushed has arrived.
+        with self._send_lock, self._lock:
+            mine: list[Event] = []
+            rest: list[Event] = []
+            for event in self._buffer:
+                (mine if inside(event.agent_id) else rest).append(event)
+            self._buffer = rest
+            for agent in [a for a in parents if inside(a)]:
+                del parents[agent]
+        return mine
+
+    def forget(self, agent_id: str) -> None:
+        with self._lock:
+            self._parents.pop(agent_id, None)
 
     def flush(self) -> None:
         import ray
@@ -98,7 +139,8 @@ class AgentHost:
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
         # litellm takes seconds to import: do it now, not in the first agent's first call.
-        threading.Thread(target=_preload, daemon=True).start()
+        self._preloading = threading.Thread(target=_preload, name="rlm-preload", daemon=True)
+        self._preloading.start()
 
     # -- introspection (tests, benchmarks) ---------------------------------------------
     def where(self) -> dict[str, Any]:
@@ -118,12 +160,29 @@ class AgentHost:
 
     def warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
         """Pre-start ``count`` sandboxes for runs with this config; also loads the LM client."""
+        self._preloading.join()
         self._lm(config)
         return self.sandboxes.warm(config.sandbox, extra_functions, count)
 
     # -- agents ------------------------------------------------------------------------
-    def run_agent(self, run_spec: RunSpec, spec: AgentSpec) -> AgentResult:
-        state = self._state(run_spec)
+    def run_agent(self, run: RunSpec | str, spec: AgentSpec,
+                  carry_events: bool = False) -> tuple[AgentResult, list[Event]] | None:
+        """Run one agent; ``run`` is the run's spec, or only its id once this host has seen the spec.
+
+        Returns the result and, with ``carry_events``, the agent's (and its descendants') events
+        not yet pushed to the hub, for the caller to emit; without, they are pushed before
+        returning. Returns ``None`` when given an id this host does not know (it restarted):
+        send the spec.
+        """
+        if isinstance(run, str):
+            with self._lock:
+                known = self._runs.get(run)
+            if known is None:
+                return None
+            state = known
+        else:
+            state = self._state(run)
+        run_id = state.services.run_id
         with state.lock:
             state.active += 1
         try:
@@ -132,9 +191,9 @@ class AgentHost:
                           parent_id=spec.parent_id)
             agent.agent_id = spec.agent_id
             with self._lock:
-                self._running[spec.agent_id] = run_spec.run_id
+                self._running[spec.agent_id] = run_id
             try:
-                return agent.run()
+                result = agent.run()
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
@@ -144,7 +203,11 @@ class AgentHost:
                 idle = state.active == 0
             if idle:
                 state.budget.release()
-            self.events.flush()
+        if carry_events:
+            return result, self.events.take(spec.agent_id)
+        self.events.flush()
+        self.events.forget(spec.agent_id)
+        return result, []
 
     def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
                   concurrency: int) -> ShardResult:
@@ -248,6 +311,32 @@ def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) ->
 
 
 def _preload() -> None:
+    """Import litellm, then make one call through it to a throwaway loopback server.
+
+    litellm defers much of its work to the first call of a process (imports of its
+    tokenizer, proxy types and tracing, pydantic schema builds): ~0.5 s of CPU that
+    would otherwise land on this host's first agent — seconds on a busy machine.
+    """
     from rlm.lm import _litellm
 
     _litellm()
+    try:
+        _first_call()
+    except Exception:  # noqa: BLE001 - only a warm-up: the first real call pays instead
+        pass
+
+
+def _first_call() -> None:
+    from rlm.lm import LiteLLMClient
+    from rlm.testing import ScriptedServer
+
+    with tempfile.TemporaryDirectory(prefix="rlm-warm-") as home, \
+            ScriptedServer(policy=lambda messages: "ok", latency_ms=0) as server:
+        config = RLMConfig(model="openai/rlm-warm-up", api_base=server.base_url, api_key="sk-warm-up",
+                           lm_retries=0, lm_timeout_s=30, home=Path(home), record_run=False)
+        client = LiteLLMClient(config)
+        try:
+            client.complete([{"role": "system", "content": "warm-up"}, {"role": "user", "content": "ok?"}],
+                            role="sub")
+        finally:
+            client.close()

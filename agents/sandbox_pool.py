@@ -10,6 +10,13 @@ sandbox is never reused after an agent closed it.
 
 Only contexts up to :data:`MAX_POOLED_BYTES` take a pooled worker (each one
 holds its own copy); larger ones start cold on the shared per-node file.
+
+The oldest waiting worker is handed out first (it has long finished booting).
+The pool is refilled only once the host has not taken a sandbox for
+:data:`REFILL_QUIET_S`: a launch costs as much CPU as a cold start, so
+refilling in the middle of a burst of children would only slow the burst down
+(on a small machine, by a lot). A closed sandbox's processes are reaped on a
+background thread, so an agent does not wait for its jail to be torn down.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,8 @@ from rlm.inputs import ContextPayload
 from rlm.sandbox.host import Handler, Sandbox
 
 MAX_POOLED_BYTES = 8 * 1024 * 1024
+#: The pool is refilled once no sandbox was taken for this long.
+REFILL_QUIET_S = 0.5
 
 
 class PooledSandbox(Sandbox):
@@ -70,7 +81,14 @@ class PooledSandbox(Sandbox):
         if self._early is not None:
             self._early.kill()
             self._early = None
-        super().close()
+        worker, proc = self._worker, self._proc
+        if worker is not None and proc is not None:
+            # Kill now (the whole pid namespace), reap later: the agent need not wait for the teardown.
+            self._worker = self._proc = None
+            worker.kill()
+            _reaper.add(proc)
+        else:
+            super().close()
         self.placeholder.unlink(missing_ok=True)
 
     def restart(self) -> None:
@@ -80,16 +98,53 @@ class PooledSandbox(Sandbox):
         self.start()
 
 
+class _Reaper:
+    """Waits for killed sandbox processes on one background thread (closes their pipes, reaps them)."""
+
+    def __init__(self) -> None:
+        self._procs: deque[Any] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, proc: Any) -> None:
+        with self._ready:
+            self._procs.append(proc)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="rlm-sandbox-reaper", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._procs:
+                    self._ready.wait()
+                proc = self._procs.popleft()
+            for stream in (proc.stdin, proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=10)
+            except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
+                proc.kill()
+
+
+_reaper = _Reaper()
+
+
 class SandboxPool:
-    """Pre-started workers per (sandbox config, extra host functions); refilled in the background."""
+    """Pre-started workers per (sandbox config, extra host functions); refilled when the host is quiet."""
 
     def __init__(self, target: int) -> None:
         self.target = target
         self.directory = Path(tempfile.gettempdir()) / f"rlm-pool-{os.getuid()}" / f"{os.getpid()}"
         self._lock = threading.Lock()
-        self._idle: dict[Any, list[PooledSandbox]] = {}
+        self._idle: dict[Any, deque[PooledSandbox]] = {}
         self._filling: set[Any] = set()
         self._closed = False
+        self._last_take = 0.0
 
     @staticmethod
     def key(config: SandboxConfig, extra_functions: dict[str, list[str]]) -> Any:
@@ -102,8 +157,9 @@ class SandboxPool:
             return None
         key = self.key(config, extra_functions)
         with self._lock:
-            idle = self._idle.get(key) or []
-            sandbox = idle.pop() if idle else None
+            self._last_take = time.monotonic()
+            idle = self._idle.get(key)
+            sandbox = idle.popleft() if idle else None  # the oldest: surely booted by now
         self._refill_later(key, config, extra_functions)
         if sandbox is None:
             return None
@@ -136,7 +192,7 @@ class SandboxPool:
             if self._closed:
                 sandbox.close()
                 return
-            self._idle.setdefault(key, []).append(sandbox)
+            self._idle.setdefault(key, deque()).append(sandbox)
 
     def _refill_later(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> None:
         with self._lock:
@@ -147,6 +203,10 @@ class SandboxPool:
         def fill() -> None:
             try:
                 while self._size(key) < self.target and not self._closed:
+                    quiet = time.monotonic() - self._last_take
+                    if quiet < REFILL_QUIET_S:
+                        time.sleep(REFILL_QUIET_S - quiet)
+                        continue
                     self._add(key, config, extra_functions)
             except Exception:  # a pool that cannot fill leaves agents to start cold
                 pass

@@ -6,6 +6,12 @@ over the session's hosts, which spread over the cluster's nodes, avoiding the
 caller's own host when there is another — and waits for its
 :class:`~rlm.agent.AgentResult`.
 
+A host keeps the run's services once it has seen the run's
+:class:`~rlm.agents.specs.RunSpec`; later agents of the run are sent to it with
+the run's id only (a RunSpec carries the config and every host's actor handle:
+pickling those per child cost more than the rest of the call). A host that does
+not know the id (it restarted) answers ``None`` and gets the whole spec.
+
 When the host actor dies mid-agent (its process killed, its node lost) the
 attempt is recorded in the run log as an ``AgentFinished`` with status
 ``"retried"`` and the error, and the agent runs again from the start on another
@@ -16,6 +22,7 @@ Calls the dead attempt made stay counted in the budget: they were made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import random
 import threading
@@ -24,13 +31,14 @@ from typing import Callable
 from rlm.agent import Agent, AgentResult
 from rlm.events import AgentFinished, Event
 
-from rlm.agents.context import share
+from rlm.agents.context import share, store
 from rlm.agents.specs import AgentSpec, RunSpec
 
 _counter = itertools.count(random.randrange(1 << 16))
 _counter_lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=1)
 def _actor_died_errors() -> tuple[type[BaseException], ...]:
     import ray.exceptions as rex
 
@@ -47,6 +55,8 @@ class Spawner:
         self.emit = emit
         self.node = node
         self.own_host = own_host
+        self._informed: set[int] = set()  # hosts that have this run's RunSpec
+        self._informed_lock = threading.Lock()
 
     def __call__(self, agent: Agent) -> AgentResult:
         spec = AgentSpec(agent_id=agent.agent_id, parent_id=agent.parent_id, depth=agent.depth, prompt=agent.prompt,
@@ -61,10 +71,11 @@ class Spawner:
         avoid = None  # first attempts spread round-robin over every host; a retry avoids the dead one
         for attempt in range(retries + 1):
             index = self._pick(avoid)
-            host = self.run_spec.hosts[index]
             try:
-                return ray.get(host.run_agent.remote(self.run_spec, spec))
+                return self._run_on(index, spec)
             except died as exc:
+                with self._informed_lock:
+                    self._informed.discard(index)  # it restarts without the run's state
                 message = f"its agent host died ({type(exc).__name__})"
                 last = attempt == retries
                 note = "no retries left" if last else f"retry {attempt + 1} of {retries} as {spec.agent_id}r{attempt + 1}"
@@ -77,6 +88,27 @@ class Spawner:
                 spec = dataclasses.replace(spec, agent_id=f"{base}r{attempt + 1}", attempt=attempt + 1)
                 avoid = index
         raise AssertionError("unreachable")
+
+    def _run_on(self, index: int, spec: AgentSpec) -> AgentResult:
+        import ray
+
+        run_spec = self.run_spec
+        nodes = run_spec.host_nodes
+        if not (index < len(nodes) and nodes[index] == spec.context.origin_node):
+            store(spec.context)  # another node (or unknown): the host reads it from the object store
+        host = run_spec.hosts[index]
+        carry = self.own_host is not None  # on a host: the child's events come back with its result
+        with self._informed_lock:
+            informed = index in self._informed
+        reply = ray.get(host.run_agent.remote(run_spec.run_id, spec, carry)) if informed else None
+        if reply is None:
+            reply = ray.get(host.run_agent.remote(run_spec, spec, carry))
+            with self._informed_lock:
+                self._informed.add(index)
+        result, events = reply
+        for event in events:
+            self.emit(event)
+        return result
 
     def _pick(self, avoid: int | None) -> int:
         count = len(self.run_spec.hosts)

@@ -16,7 +16,9 @@ class RunSpec:
 
     ``host_functions`` maps each extension host function to ``(params, doc)``:
     the functions themselves stay on the driver and are called through the hub.
-    ``hosts`` are the session's agent-host actor handles (children are placed on them).
+    ``hosts`` are the session's agent-host actor handles (children are placed on them) and
+    ``host_nodes`` the Ray node id of each (a child's context goes through the object store
+    only when it runs on another node than the file).
     """
 
     run_id: str
@@ -24,6 +26,7 @@ class RunSpec:
     limits: dict[str, Any]
     hub: Any
     hosts: list[Any]
+    host_nodes: list[str] = field(default_factory=list)
     host_functions: dict[str, tuple[tuple[str, ...], str]] = field(default_factory=dict)
     prompt_extra: str = ""
     root_prompt_extra: str = ""
