@@ -167,14 +167,14 @@ class ScenarioPolicy:
         if self.scenario in ("fanout_latency", "fanout_cpu"):
             n = self.options.fanout_n
             return (dialect.fanout(f"['SUBTASK-' + str(i) for i in range({n})]") + "\n"
-                    f"ok = sum(1 for i, r in enumerate(res) if str(r).strip() == 'ECHO-' + str(i))\n"
+                    "ok = sum(1 for i, r in enumerate(res) if str(r).strip() == 'ECHO-' + str(i))\n"
                     + final("'ok=' + str(ok)"))
         if self.scenario == "spawn":
             n = self.options.spawn_n
             if dialect.spawn is None:
                 raise ValueError(f"this dialect cannot spawn child agents: {dialect.unsupported.get('spawn')}")
             return (dialect.spawn(f"['CHILD-' + str(i) for i in range({n})]") + "\n"
-                    f"ok = sum(1 for i, r in enumerate(res) if 'child-' + str(i) + '-ok' in str(r))\n"
+                    "ok = sum(1 for i, r in enumerate(res) if 'child-' + str(i) + '-ok' in str(r))\n"
                     + final("'ok=' + str(ok)"))
         if self.scenario == "huge":
             ctx = dialect.context

@@ -56,8 +56,16 @@ def concurrency(request):
 
 def main():
     request = json.loads(sys.stdin.read())
-    from droste import (Budget, EnvironmentConfig, OpenAICompatClient, OpenAICompatSubcallClient, RLMConfig,
-                        create_environment, create_environment_context, run_rlm)
+    from droste import (
+        Budget,
+        EnvironmentConfig,
+        OpenAICompatClient,
+        OpenAICompatSubcallClient,
+        RLMConfig,
+        create_environment,
+        create_environment_context,
+        run_rlm,
+    )
     from droste.execution.manifest import RolloutConfiguration
 
     started = time.perf_counter()
