@@ -35,7 +35,7 @@ from rlm.agents.sandbox_pool import SandboxPool
 from rlm.agents.spawn import Spawner
 from rlm.agents.specs import AgentSpec, RunSpec
 
-FLUSH_INTERVAL_S = 0.05
+FLUSH_INTERVAL_S = 0.1
 
 
 class EventForwarder:
@@ -65,10 +65,33 @@ class EventForwarder:
 
     def take(self, agent_id: str) -> list[Event]:
         """Remove and return (in order) the buffered events of ``agent_id`` and of its descendants."""
+        inside = self._subtree(agent_id)
+        # Holding the send lock: a batch being pushed has arrived.
+        with self._send_lock, self._lock:
+            mine: list[Event] = []
+            rest: list[Event] = []
+            for event in self._buffer:
+                (mine if inside(event.agent_id) else rest).append(event)
+            self._buffer = rest
+            self._drop_subtree(inside)
+        return mine
+
+    def forget(self, agent_id: str) -> None:
+        """Stop tracking ``agent_id`` and its descendants (their events stay queued)."""
+        inside = self._subtree(agent_id)
+        with self._lock:
+            self._drop_subtree(inside)
+
+    def _drop_subtree(self, inside: Any) -> None:
+        for agent in [a for a in self._parents if inside(a)]:
+            del self._parents[agent]
+
+    def _subtree(self, agent_id: str) -> Any:
+        """``inside(agent)``: is ``agent`` ``agent_id`` or one of its descendants? (call under the lock)"""
         parents = self._parents
         memo: dict[str | None, bool] = {agent_id: True, None: False}
 
-        def inside(agent: str | None) -> bool:  # is ``agent`` agent_id or one of its descendants?
+        def inside(agent: str | None) -> bool:
             chain = []
             while agent not in memo:
                 chain.append(agent)
@@ -78,20 +101,7 @@ class EventForwarder:
                 memo[link] = answer
             return answer
 
-        # Holding the send lock: a batch being pushed has arrived.
-        with self._send_lock, self._lock:
-            mine: list[Event] = []
-            rest: list[Event] = []
-            for event in self._buffer:
-                (mine if inside(event.agent_id) else rest).append(event)
-            self._buffer = rest
-            for agent in [a for a in parents if inside(a)]:
-                del parents[agent]
-        return mine
-
-    def forget(self, agent_id: str) -> None:
-        with self._lock:
-            self._parents.pop(agent_id, None)
+        return inside
 
     def flush(self) -> None:
         import ray
@@ -176,12 +186,23 @@ class AgentHost:
         """
         if isinstance(run, str):
             with self._lock:
-                known = self._runs.get(run)
-            if known is None:
+                state = self._runs.get(run)
+            if state is None:
                 return None
-            state = known
         else:
             state = self._state(run)
+        result = self._run(state, spec)
+        if carry_events:
+            return result, self.events.take(spec.agent_id)
+        self.events.flush()
+        self.events.forget(spec.agent_id)
+        return result, []
+
+    def _run_here(self, run_spec: RunSpec, spec: AgentSpec) -> tuple[AgentResult, list[Event]]:
+        """A child placed on this very host by an agent of this host: no Ray call, events stay queued here."""
+        return self._run(self._state(run_spec), spec), []
+
+    def _run(self, state: _RunState, spec: AgentSpec) -> AgentResult:
         run_id = state.services.run_id
         with state.lock:
             state.active += 1
@@ -193,7 +214,7 @@ class AgentHost:
             with self._lock:
                 self._running[spec.agent_id] = run_id
             try:
-                result = agent.run()
+                return agent.run()
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
@@ -203,11 +224,6 @@ class AgentHost:
                 idle = state.active == 0
             if idle:
                 state.budget.release()
-        if carry_events:
-            return result, self.events.take(spec.agent_id)
-        self.events.flush()
-        self.events.forget(spec.agent_id)
-        return result, []
 
     def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
                   concurrency: int) -> ShardResult:
@@ -260,7 +276,7 @@ class AgentHost:
             workdir=workdir, node_id=self.node, prompt_extra=run_spec.prompt_extra,
             root_prompt_extra=run_spec.root_prompt_extra,
             id_prefix=f"{self.incarnation}.",
-            spawn=Spawner(run_spec, self.events.emit, self.node, own_host=self.index),
+            spawn=Spawner(run_spec, self.events.emit, self.node, own_host=self.index, run_here=self._run_here),
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
             sandbox_factory=self._sandbox_factory,

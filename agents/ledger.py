@@ -13,7 +13,9 @@ loop cannot tell them apart) over the hub's ledger:
   calls in flight, as in-process).
 * ``check`` looks at the local stop reason and deadline, and syncs with the hub
   every :data:`SYNC_INTERVAL_S` to learn about stops from elsewhere (a limit
-  tripped in another process, a cancel from the UI).
+  tripped in another process, a cancel from the UI). A periodic sync is made by
+  one thread without holding the budget's lock: the process's other agents do
+  not wait for the hub's round trip.
 
 The deadline is a wall-clock epoch, the same on every node.
 """
@@ -49,6 +51,7 @@ class LeasedBudget:
         self._last_sync = time.monotonic()
         self._usage: list[Any] = [0, 0, 0, 0.0]
         self._eager = self.max_tokens is not None or self.max_cost_usd is not None
+        self._syncing = False
 
     # -- the Budget interface ------------------------------------------------------------
     def remaining_time(self) -> float | None:
@@ -58,9 +61,11 @@ class LeasedBudget:
 
     def check(self) -> None:
         with self._lock:
-            if time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
-                self._sync_locked()
             self._check_locked()
+        if self._sync_due():
+            self._sync_unlocked()
+            with self._lock:
+                self._check_locked()
 
     def stop(self, reason: str) -> None:
         with self._lock:
@@ -87,8 +92,11 @@ class LeasedBudget:
                 delta["unpriced"] = True
             else:
                 delta["cost_usd"] = delta.get("cost_usd", 0.0) + cost_usd
-            if self._eager or time.monotonic() - self._last_sync >= SYNC_INTERVAL_S:
+            if self._eager:  # a token or cost cap: the hub must see every call at once
                 self._sync_locked()
+                return
+        if self._sync_due():
+            self._sync_unlocked()
 
     def usage(self) -> Usage:
         with self._lock:
@@ -114,6 +122,33 @@ class LeasedBudget:
     def _sync_locked(self) -> None:
         self._call("sync")
 
+    def _sync_due(self) -> bool:
+        """True (and this thread owns the sync) when a periodic sync is due and nobody is making it."""
+        with self._lock:
+            if self._syncing or time.monotonic() - self._last_sync < SYNC_INTERVAL_S:
+                return False
+            self._syncing = True
+            return True
+
+    def _sync_unlocked(self) -> None:
+        """A periodic sync without holding the lock across the round trip (the caller owns ``_syncing``)."""
+        import ray
+
+        try:
+            with self._lock:
+                delta, self._delta = self._delta, {}
+            try:
+                reply = ray.get(self.hub.sync.remote(self.run_id, delta))
+            except Exception:
+                with self._lock:
+                    self._merge_back(delta)
+                raise
+            with self._lock:
+                self._apply_reply(reply)
+        finally:
+            with self._lock:
+                self._syncing = False
+
     def _call(self, method: str, *args: Any) -> dict[str, Any]:
         import ray
 
@@ -123,11 +158,14 @@ class LeasedBudget:
         except Exception:
             self._merge_back(delta)
             raise
+        self._apply_reply(reply)
+        return reply
+
+    def _apply_reply(self, reply: dict[str, Any]) -> None:
         self._last_sync = time.monotonic()
         self._usage = reply["usage"]
         if reply["stop_reason"] and self.stop_reason is None:
             self.stop_reason = reply["stop_reason"]
-        return reply
 
     def _merge_back(self, delta: dict[str, Any]) -> None:
         for key, value in delta.items():

@@ -50,11 +50,13 @@ def _actor_died_errors() -> tuple[type[BaseException], ...]:
 class Spawner:
     """``spawn(agent) -> AgentResult`` on the cluster, with retries of agents whose host died."""
 
-    def __init__(self, run_spec: RunSpec, emit: Callable[[Event], None], node: str, own_host: int | None = None):
+    def __init__(self, run_spec: RunSpec, emit: Callable[[Event], None], node: str, own_host: int | None = None,
+                 run_here: Callable[[RunSpec, AgentSpec], tuple[AgentResult, list[Event]]] | None = None):
         self.run_spec = run_spec
         self.emit = emit
         self.node = node
         self.own_host = own_host
+        self.run_here = run_here  # a child placed on the spawner's own host runs in-process (no Ray call)
         self._informed: set[int] = set()  # hosts that have this run's RunSpec
         self._informed_lock = threading.Lock()
 
@@ -96,6 +98,8 @@ class Spawner:
         nodes = run_spec.host_nodes
         if not (index < len(nodes) and nodes[index] == spec.context.origin_node):
             store(spec.context)  # another node (or unknown): the host reads it from the object store
+        if index == self.own_host and self.run_here is not None:
+            return self.run_here(run_spec, spec)[0]
         host = run_spec.hosts[index]
         carry = self.own_host is not None  # on a host: the child's events come back with its result
         with self._informed_lock:
