@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from rlm.config import RLMConfig
 from rlm.events import AgentStarted, Event
 from rlm.fanout import ShardResult, serve_shard
 from rlm.lm import LiteLLMClient
-from rlm.sandbox.host import HostCallError
+from rlm.sandbox.host import HostCallError, Sandbox
 
 from rlm.agents import context as contexts
 from rlm.agents.cluster import node_id
@@ -148,6 +149,8 @@ class AgentHost:
         self.shards_served = 0  # fan-out shards run here for agents on other hosts
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
+        self._prefetched: dict[str, Future[Sandbox]] = {}
+        self._sandbox_starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="rlm-sandbox-start")
         # litellm takes seconds to import: do it now, not in the first agent's first call.
         self._preloading = threading.Thread(target=_preload, name="rlm-preload", daemon=True)
         self._preloading.start()
@@ -213,11 +216,13 @@ class AgentHost:
             agent.agent_id = spec.agent_id
             with self._lock:
                 self._running[spec.agent_id] = run_id
+            self._prefetch_sandbox(agent)
             try:
                 return agent.run()
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
+                self._drop_prefetched(agent.agent_id)
         finally:
             with state.lock:
                 state.active -= 1
@@ -284,8 +289,45 @@ class AgentHost:
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
 
+    # -- sandboxes -------------------------------------------------------------------------
+    # An agent's sandbox is made ready while its first model call is in flight: taken from the
+    # pool (or started cold) on a helper thread as the agent starts, handed over at its first cell.
+
+    def _prefetch_sandbox(self, agent: Agent) -> None:
+        extra = {f.name: list(f.params) for f in agent.services.host_functions.values()}
+        future = self._sandbox_starter.submit(self._ready_sandbox, agent, agent._host_call, extra)
+        with self._lock:
+            self._prefetched[agent.agent_id] = future
+
+    def _ready_sandbox(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Sandbox:
+        sandbox = self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+        if sandbox is None:  # the pool is empty or the context big: a cold start, still off the agent's path
+            payload = agent.payload
+            sandbox = Sandbox(payload.path, payload.kind, config=agent.config.sandbox, handler=handler,
+                              extra_functions=extra)
+            try:
+                sandbox.start()
+            except BaseException:
+                sandbox.close()
+                raise
+        return sandbox
+
     def _sandbox_factory(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Any:
+        with self._lock:
+            future = self._prefetched.pop(agent.agent_id, None)
+        if future is not None:
+            try:
+                return future.result()
+            except Exception:  # noqa: BLE001 - the agent starts its own sandbox and meets the error itself
+                return None
         return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+
+    def _drop_prefetched(self, agent_id: str) -> None:
+        """Close the sandbox made ready for an agent that ended without running a cell."""
+        with self._lock:
+            future = self._prefetched.pop(agent_id, None)
+        if future is not None:
+            future.add_done_callback(_close_result)
 
     def _lm(self, config: RLMConfig) -> LiteLLMClient:
         key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
@@ -324,6 +366,11 @@ def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) ->
         return value
 
     return HostFunction(name=name, params=params, doc=doc, fn=call)
+
+
+def _close_result(future: Future[Sandbox]) -> None:
+    if future.exception() is None:
+        future.result().close()
 
 
 def _preload() -> None:
