@@ -53,7 +53,8 @@ class EventForwarder:
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self._buffer: list[Event] = []
-        self._parents: dict[str | None, str | None] = {}  # agent id -> parent id, for agents started here
+        # (run id, agent id) -> (run id, parent id), for agents started here (ids repeat across runs)
+        self._parents: dict[tuple[str, str | None], tuple[str, str | None]] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         threading.Thread(target=self._loop, name="rlm-events", daemon=True).start()
@@ -62,24 +63,24 @@ class EventForwarder:
         with self._lock:
             self._buffer.append(event)
             if isinstance(event, AgentStarted):
-                self._parents[event.agent_id] = event.parent_id
+                self._parents[(event.run_id, event.agent_id)] = (event.run_id, event.parent_id)
 
-    def take(self, agent_id: str) -> list[Event]:
+    def take(self, run_id: str, agent_id: str) -> list[Event]:
         """Remove and return (in order) the buffered events of ``agent_id`` and of its descendants."""
-        inside = self._subtree(agent_id)
+        inside = self._subtree(run_id, agent_id)
         # Holding the send lock: a batch being pushed has arrived.
         with self._send_lock, self._lock:
             mine: list[Event] = []
             rest: list[Event] = []
             for event in self._buffer:
-                (mine if inside(event.agent_id) else rest).append(event)
+                (mine if inside((event.run_id, event.agent_id)) else rest).append(event)
             self._buffer = rest
             self._drop_subtree(inside)
         return mine
 
-    def forget(self, agent_id: str) -> None:
+    def forget(self, run_id: str, agent_id: str) -> None:
         """Stop tracking ``agent_id`` and its descendants (their events stay queued)."""
-        inside = self._subtree(agent_id)
+        inside = self._subtree(run_id, agent_id)
         with self._lock:
             self._drop_subtree(inside)
 
@@ -87,12 +88,12 @@ class EventForwarder:
         for agent in [a for a in self._parents if inside(a)]:
             del self._parents[agent]
 
-    def _subtree(self, agent_id: str) -> Any:
+    def _subtree(self, run_id: str, agent_id: str) -> Any:
         """``inside(agent)``: is ``agent`` ``agent_id`` or one of its descendants? (call under the lock)"""
         parents = self._parents
-        memo: dict[str | None, bool] = {agent_id: True, None: False}
+        memo: dict[tuple[str, str | None] | None, bool] = {(run_id, agent_id): True, None: False}
 
-        def inside(agent: str | None) -> bool:
+        def inside(agent: tuple[str, str | None] | None) -> bool:
             chain = []
             while agent not in memo:
                 chain.append(agent)
@@ -149,7 +150,7 @@ class AgentHost:
         self.shards_served = 0  # fan-out shards run here for agents on other hosts
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
-        self._prefetched: dict[str, Future[Sandbox]] = {}
+        self._prefetched: dict[int, Future[Sandbox]] = {}  # id(agent) -> its sandbox being made ready
         self._sandbox_starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="rlm-sandbox-start")
         # litellm takes seconds to import: do it now, not in the first agent's first call.
         self._preloading = threading.Thread(target=_preload, name="rlm-preload", daemon=True)
@@ -196,9 +197,9 @@ class AgentHost:
             state = self._state(run)
         result = self._run(state, spec)
         if carry_events:
-            return result, self.events.take(spec.agent_id)
+            return result, self.events.take(state.services.run_id, spec.agent_id)
         self.events.flush()
-        self.events.forget(spec.agent_id)
+        self.events.forget(state.services.run_id, spec.agent_id)
         return result, []
 
     def _run_here(self, run_spec: RunSpec, spec: AgentSpec) -> tuple[AgentResult, list[Event]]:
@@ -222,7 +223,7 @@ class AgentHost:
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
-                self._drop_prefetched(agent.agent_id)
+                self._drop_prefetched(agent)
         finally:
             with state.lock:
                 state.active -= 1
@@ -297,7 +298,7 @@ class AgentHost:
         extra = {f.name: list(f.params) for f in agent.services.host_functions.values()}
         future = self._sandbox_starter.submit(self._ready_sandbox, agent, agent._host_call, extra)
         with self._lock:
-            self._prefetched[agent.agent_id] = future
+            self._prefetched[id(agent)] = future  # not by agent id: every run's root is a0
 
     def _ready_sandbox(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Sandbox:
         sandbox = self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
@@ -314,7 +315,7 @@ class AgentHost:
 
     def _sandbox_factory(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Any:
         with self._lock:
-            future = self._prefetched.pop(agent.agent_id, None)
+            future = self._prefetched.pop(id(agent), None)
         if future is not None:
             try:
                 return future.result()
@@ -322,10 +323,10 @@ class AgentHost:
                 return None
         return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
 
-    def _drop_prefetched(self, agent_id: str) -> None:
+    def _drop_prefetched(self, agent: Agent) -> None:
         """Close the sandbox made ready for an agent that ended without running a cell."""
         with self._lock:
-            future = self._prefetched.pop(agent_id, None)
+            future = self._prefetched.pop(id(agent), None)
         if future is not None:
             future.add_done_callback(_close_result)
 
