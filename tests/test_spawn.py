@@ -1,0 +1,67 @@
+"""Pieces of the Ray spawn path that need no cluster: the sandbox pool and the event forwarder's hand-over."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from rlm.agents.host import EventForwarder
+from rlm.agents.sandbox_pool import SandboxPool
+from rlm.config import SandboxConfig
+from rlm.events import AgentFinished, AgentStarted, LMCalled
+from rlm.inputs import payload_from_text
+
+
+def test_pooled_sandboxes_are_fresh_workers_each_on_its_own_context(tmp_path: Path):
+    config = SandboxConfig(cell_timeout_s=60)
+    pool = SandboxPool(0)
+    try:
+        assert pool.warm(config, {}, 3) == 3
+        sandboxes = []
+        for i in range(3):
+            payload = payload_from_text(f"chunk-{i}", workdir=tmp_path)
+            sandbox = pool.take(config, {}, payload, None)
+            assert sandbox is not None
+            assert sandbox.execute("FINAL('got ' + context)").final == f"got chunk-{i}"
+            sandboxes.append(sandbox)
+        assert len({s.pid for s in sandboxes}) == 3  # never one worker for two agents
+        for sandbox in sandboxes:
+            sandbox.close()
+        # no waiting worker for another sandbox config: the caller starts one cold
+        assert pool.take(SandboxConfig(cell_timeout_s=61), {}, payload_from_text("x", workdir=tmp_path), None) is None
+    finally:
+        pool.close()
+
+
+def _started(run: str, agent: str, parent: str | None) -> AgentStarted:
+    return AgentStarted(run_id=run, agent_id=agent, parent_id=parent, depth=0 if parent is None else 1, model="m",
+                        prompt="", context_info={}, node_id="n")
+
+
+def _finished(run: str, agent: str) -> AgentFinished:
+    return AgentFinished(run_id=run, agent_id=agent, status="ok", answer="x", iterations=1)
+
+
+def test_a_finished_child_takes_its_subtree_events_and_nothing_else():
+    forwarder = EventForwarder.__new__(EventForwarder)  # no hub, no flush thread: only the buffer logic
+    forwarder.hub = None
+    forwarder._buffer, forwarder._parents = [], {}
+    forwarder._lock, forwarder._send_lock = threading.Lock(), threading.Lock()
+    events = [
+        _started("r1", "c", "p"), _started("r1", "x", "p"), _started("r2", "c", "p"),  # same id, another run
+        _started("r1", "g", "c"), LMCalled(run_id="r1", agent_id="g", call_id="1", model="m", role="sub",
+                                           purpose="iteration"),
+        _finished("r1", "g"), _finished("r1", "x"), _finished("r2", "c"), _finished("r1", "c"),
+        _finished("r1", "lost"),  # e.g. a "retried" record of an agent that started on a dead host
+    ]
+    for event in events:
+        forwarder.emit(event)
+    taken = forwarder.take("r1", "c")
+    assert [(e.run_id, e.agent_id, type(e).__name__) for e in taken] == [
+        ("r1", "c", "AgentStarted"), ("r1", "g", "AgentStarted"), ("r1", "g", "LMCalled"),
+        ("r1", "g", "AgentFinished"), ("r1", "c", "AgentFinished")]
+    assert [(e.run_id, e.agent_id) for e in forwarder._buffer] == [
+        ("r1", "x"), ("r2", "c"), ("r1", "x"), ("r2", "c"), ("r1", "lost")]
+    assert set(forwarder._parents) == {("r1", "x"), ("r2", "c")}
+    forwarder.forget("r2", "c")
+    assert set(forwarder._parents) == {("r1", "x")}
