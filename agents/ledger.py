@@ -13,9 +13,8 @@ loop cannot tell them apart) over the hub's ledger:
   calls in flight, as in-process).
 * ``check`` looks at the local stop reason and deadline, and syncs with the hub
   every :data:`SYNC_INTERVAL_S` to learn about stops from elsewhere (a limit
-  tripped in another process, a cancel from the UI). A periodic sync is made by
-  one thread without holding the budget's lock: the process's other agents do
-  not wait for the hub's round trip.
+  tripped in another process, a cancel from the UI). A periodic sync runs on a
+  background thread of the process: no agent waits for the hub's round trip.
 
 The deadline is a wall-clock epoch, the same on every node.
 """
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from rlm.budget import Usage
@@ -63,9 +63,7 @@ class LeasedBudget:
         with self._lock:
             self._check_locked()
         if self._sync_due():
-            self._sync_unlocked()
-            with self._lock:
-                self._check_locked()
+            _background.submit(self)
 
     def stop(self, reason: str) -> None:
         with self._lock:
@@ -96,7 +94,7 @@ class LeasedBudget:
                 self._sync_locked()
                 return
         if self._sync_due():
-            self._sync_unlocked()
+            _background.submit(self)
 
     def usage(self) -> Usage:
         with self._lock:
@@ -142,6 +140,7 @@ class LeasedBudget:
             except Exception:
                 with self._lock:
                     self._merge_back(delta)
+                    self._last_sync = time.monotonic()  # try again an interval later, not at every check
                 raise
             with self._lock:
                 self._apply_reply(reply)
@@ -185,3 +184,34 @@ class LeasedBudget:
             self.stop_reason = limit
             self._delta["stop"] = limit
         return LimitReached(self.stop_reason)
+
+
+class _BackgroundSyncs:
+    """One daemon thread per process that makes the periodic syncs of every :class:`LeasedBudget`."""
+
+    def __init__(self) -> None:
+        self._queue: deque[LeasedBudget] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, budget: LeasedBudget) -> None:
+        with self._ready:
+            self._queue.append(budget)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="rlm-ledger-sync", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                budget = self._queue.popleft()
+            try:
+                budget._sync_unlocked()
+            except Exception:  # noqa: BLE001 - the hub is gone or busy: the delta was kept, the next sync sends it
+                pass
+
+
+_background = _BackgroundSyncs()
