@@ -546,6 +546,18 @@ class RunSummary:
 # --------------------------------------------------------------------------
 
 _STOP = object()
+
+#: Closes still running in the background (:meth:`RunLog.close_in_background`), by resolved path.
+_closing: dict[Path, list[threading.Thread]] = {}
+_closing_lock = threading.Lock()
+
+
+def wait_for_closes(path: Path) -> None:
+    """Wait until this process's background closes of ``path`` are done (one DuckDB owner at a time)."""
+    with _closing_lock:
+        threads = list(_closing.get(path.resolve(), ()))
+    for thread in threads:
+        thread.join()
 _MAX_BATCH = 5000
 #: How long the writer gathers events before it writes them in one transaction
 #: (a flush, a read or close writes at once). The journal keeps them meanwhile.
@@ -618,6 +630,7 @@ class RunLog:
     def __init__(self, path: str | Path, *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        wait_for_closes(self.path)
         self._conn = _connect(self.path, read_only)
         try:
             self.migrations_applied = self._prepare_schema()
@@ -792,6 +805,29 @@ class RunLog:
         with self._read_lock:
             self._read_cursor.close()
             self._conn.close()
+
+    def close_in_background(self) -> None:
+        """:meth:`close` on a thread: the caller goes on while the last batch and checkpoint are written.
+
+        Safe because every event is already in the journal; the thread is not a daemon, so
+        the process does not exit before it is done, and a later open of the same file in
+        this process waits for it.
+        """
+        key = self.path.resolve()
+
+        def close() -> None:
+            try:
+                self.close()
+            finally:
+                with _closing_lock:
+                    _closing[key].remove(thread)
+                    if not _closing[key]:
+                        del _closing[key]
+
+        thread = threading.Thread(target=close, name="rlm-runlog-close")
+        with _closing_lock:
+            _closing.setdefault(key, []).append(thread)
+        thread.start()
 
     def __enter__(self) -> Self:
         return self

@@ -207,7 +207,7 @@ def _run_log(config: RLMConfig) -> Iterator[Callable[[Event], None] | None]:
     try:
         yield log.record
     finally:
-        log.close()
+        log.close_in_background()  # every event is journaled already: the answer need not wait
 
 
 def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str, workdir: Path, bus: EventBus,

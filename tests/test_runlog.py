@@ -406,3 +406,33 @@ def test_a_clean_close_leaves_no_journal_and_reads_see_everything(db_path: Path)
             log.record(run_started(f"r{k}", float(k)))
         assert len(log.list_runs(limit=100)) == 50  # a read flushes the batch being gathered
     assert journals(db_path) == []
+
+
+def test_a_background_close_is_awaited_by_the_next_open_and_loses_nothing(db_path: Path) -> None:
+    log = RunLog(db_path)
+    for i in range(20):
+        log.record(run_started(f"bg{i}", ts=float(i)))
+        for event in agent_events(f"bg{i}", "a1", 3, float(i)):
+            log.record(event)
+        log.record(run_finished(f"bg{i}", ts=float(i) + 10))
+    log.close_in_background()
+    with RunLog(db_path, read_only=True) as reader:  # waits for the close: one DuckDB owner at a time
+        runs = reader.list_runs(limit=100)
+    assert sorted(r.run_id for r in runs) == sorted(f"bg{i}" for i in range(20))
+    assert all(r.status == "ok" for r in runs)
+    assert runlog._closing == {}
+    assert not list(db_path.parent.glob("*.journal"))  # a clean close leaves no journal
+
+
+def test_a_process_that_exits_right_after_a_background_close_still_writes_everything(db_path: Path) -> None:
+    code = (
+        "import sys\nfrom rlm.runlog import RunLog\nfrom rlm.events import RunStarted, RunFinished\n"
+        "log = RunLog(sys.argv[1])\n"
+        "for i in range(50):\n"
+        "    log.record(RunStarted(run_id=f'x{i}', ts=float(i), question='q', model='m', sub_model='m', config={}))\n"
+        "    log.record(RunFinished(run_id=f'x{i}', ts=float(i) + 1, status='ok', answer='a'))\n"
+        "log.close_in_background()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db_path)], check=True, timeout=120)
+    with RunLog(db_path, read_only=True) as reader:
+        assert len(reader.list_runs(limit=100)) == 50
