@@ -253,7 +253,10 @@ def _execute(question: str, payload: ContextPayload, config: RLMConfig, run_id: 
         root = Agent(services, prompt=question, payload=payload)
         outcome = executor.run_root(services, root)
     except BaseException as exc:  # recorded as ended, never left "running" in the run log
-        emit(RunFinished(run_id=run_id, status="error", answer=None, duration_s=time.monotonic() - started,
+        spent = budget.usage()  # the calls made before the end were made: keep their count
+        emit(RunFinished(run_id=run_id, status="cancelled" if isinstance(exc, KeyboardInterrupt) else "error",
+                         answer=None, input_tokens=spent.input_tokens, output_tokens=spent.output_tokens,
+                         llm_calls=spent.llm_calls, cost_usd=spent.cost_usd, duration_s=time.monotonic() - started,
                          error=f"{type(exc).__name__}: {exc}"))
         raise
     usage = budget.usage()

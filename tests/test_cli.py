@@ -175,3 +175,27 @@ def test_ask_runs_on_an_embedded_ray_cluster_by_default(server_factory, rlm_home
     tree = json.loads(rlm("show", result["run_id"], "--json", home=rlm_home).stdout)
     node_id = tree["root"]["node_id"]
     assert re.fullmatch(r"[0-9a-f]{56}", node_id), node_id  # a Ray node id, not the host name
+
+
+def test_ctrl_c_records_the_run_as_cancelled_with_the_calls_it_made(server_factory, rlm_home, doc):
+    import signal
+    import time
+
+    server = server_factory(policy=lambda messages: repl("import time\ntime.sleep(0.5)\nprint('step')"),
+                            latency_ms=200)
+    env = {**os.environ, "RLM_HOME": str(rlm_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "q?", *model_args(server),
+                             "--max-iterations", "50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(server.requests) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    runs = rlm("runs", "--json", home=rlm_home)
+    assert runs.returncode == 0, runs.stderr
+    (run,) = json.loads(runs.stdout)
+    assert run["status"] == "cancelled"
+    assert run["llm_calls"] >= 2  # the calls made before Ctrl-C are counted
