@@ -11,6 +11,7 @@ spawner for children, and relays for extension host functions.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -20,6 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 from rlm.agent import Agent, AgentResult, HostFunction, RunServices
@@ -131,6 +133,20 @@ class _RunState:
     active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @contextlib.contextmanager
+    def working(self) -> Iterator[None]:
+        """Count one piece of work of the run here; the last one out gives back the leased calls."""
+        with self.lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+                idle = self.active == 0
+            if idle:
+                self.budget.release()
+
 
 class AgentHost:
     """Hosts agents on one node. Create with ``ray.remote(AgentHost).options(num_cpus=0, ...)``."""
@@ -208,13 +224,10 @@ class AgentHost:
 
     def _run(self, state: _RunState, spec: AgentSpec) -> AgentResult:
         run_id = state.services.run_id
-        with state.lock:
-            state.active += 1
-        try:
+        with state.working():
             payload = contexts.materialize(spec.context, self.node)
             agent = Agent(state.services, prompt=spec.prompt, payload=payload, depth=spec.depth,
-                          parent_id=spec.parent_id)
-            agent.agent_id = spec.agent_id
+                          parent_id=spec.parent_id, agent_id=spec.agent_id)
             with self._lock:
                 self._running[spec.agent_id] = run_id
             self._prefetch_sandbox(agent)
@@ -224,31 +237,19 @@ class AgentHost:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
                 self._drop_prefetched(agent)
-        finally:
-            with state.lock:
-                state.active -= 1
-                idle = state.active == 0
-            if idle:
-                state.budget.release()
 
     def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
                   concurrency: int) -> ShardResult:
         """A share of another host's ``llm_query_batched``, made here as calls of ``caller`` (:mod:`rlm.fanout`)."""
         state = self._state(run_spec)
-        with state.lock:
-            state.active += 1
         with self._lock:
             self.shards_served += 1
         try:
-            stand_in = Agent(state.services, prompt="", payload=None, depth=caller["depth"],  # type: ignore[arg-type]
-                             parent_id=caller["parent_id"], agent_id=caller["agent_id"])
-            return serve_shard(stand_in, prompts, model, concurrency)
+            with state.working():
+                stand_in = Agent(state.services, prompt="", payload=None, depth=caller["depth"],  # type: ignore[arg-type]
+                                 parent_id=caller["parent_id"], agent_id=caller["agent_id"])
+                return serve_shard(stand_in, prompts, model, concurrency)
         finally:
-            with state.lock:
-                state.active -= 1
-                idle = state.active == 0
-            if idle:
-                state.budget.release()
             self.events.flush()
 
     def end_run(self, run_id: str) -> None:
