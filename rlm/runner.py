@@ -12,6 +12,7 @@ a limit name, ``"cancelled"`` or ``"error"``) and recorded in the run log.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import secrets
 import shutil
@@ -266,6 +267,9 @@ def _execute(question: str, payload: ContextPayload, config: RLMConfig, run_id: 
                        warnings=list(payload.warnings))
     for extension in extensions:
         extension.finish(services, result)
+    if extensions:  # e.g. reflection's model calls: they are the run's too
+        usage = budget.usage()
+        result = dataclasses.replace(result, usage=usage)
     emit(RunFinished(run_id=run_id, status=result.status, answer=result.answer, input_tokens=usage.input_tokens,
                      output_tokens=usage.output_tokens, llm_calls=usage.llm_calls, cost_usd=usage.cost_usd,
                      iterations=result.iterations, depth_reached=result.depth_reached,

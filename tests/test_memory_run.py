@@ -106,6 +106,12 @@ def test_reflection_writes_memories_that_the_next_run_sees(server_factory, make_
 
     reflection = [r for r in server.requests if is_reflection(r.messages)]
     assert len(reflection) == 1
+    from rlm.runlog import RunLog
+
+    with RunLog(config.runlog_path, read_only=True) as log:  # every call of the run, reflection's included
+        (logged_in, logged_out) = log._conn.execute(
+            "SELECT sum(input_tokens), sum(output_tokens) FROM lm_calls WHERE run_id = ?", [first.run_id]).fetchone()
+    assert (first.usage.input_tokens, first.usage.output_tokens) == (logged_in, logged_out)
     sent = reflection[0].messages[1]["content"]
     assert "SUCCEEDED" in sent and "print(context[-120:])" in sent  # the model's own code is shown
     assert "SECRET-DOC-MARKER" not in sent  # ... but never the document's text from outputs
