@@ -498,9 +498,7 @@ _starter_lock = threading.Lock()
 
 
 def _sandbox_starter() -> ThreadPoolExecutor:
-    """Threads that start agents' sandboxes early. They must outlive the workers they start:
-    bubblewrap's ``--die-with-parent`` (PR_SET_PDEATHSIG) fires when the *thread* that
-    spawned it exits, so a short-lived thread per start would kill its own sandbox."""
+    """Threads that start agents' sandboxes while their first model call is in flight."""
     global _starter
     with _starter_lock:
         if _starter is None:

@@ -35,8 +35,10 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -227,8 +229,30 @@ def spawn(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bo
 
 
 def _popen(argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, close_fds=True, pass_fds=pass_fds, start_new_session=True, cwd="/")
+    """Start the process from one of this process's long-lived spawner threads.
+
+    bubblewrap's ``--die-with-parent`` is ``PR_SET_PDEATHSIG``, which fires when the
+    *thread* that forked it exits, not the process. Workers are started from many
+    threads (an agent's, a pool refill's, a Ray actor call's) that end long before the
+    worker should; spawned from a thread that lives as long as the process, a worker
+    dies with the process, as meant, and never with the thread that asked for it.
+    """
+    return _spawner().submit(subprocess.Popen, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, close_fds=True, pass_fds=pass_fds,
+                             start_new_session=True, cwd="/").result()
+
+
+_spawner_pool: tuple[int, ThreadPoolExecutor] | None = None
+_spawner_lock = threading.Lock()
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """The process's spawner threads (idle executor threads never exit; made again after a fork)."""
+    global _spawner_pool
+    with _spawner_lock:
+        if _spawner_pool is None or _spawner_pool[0] != os.getpid():
+            _spawner_pool = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="rlm-spawner"))
+        return _spawner_pool[1]
 
 
 def _init_pidfd(status_fd: int, timeout: float = 10.0) -> int | None:

@@ -65,3 +65,39 @@ def test_a_finished_child_takes_its_subtree_events_and_nothing_else():
     assert set(forwarder._parents) == {("r1", "x"), ("r2", "c")}
     forwarder.forget("r2", "c")
     assert set(forwarder._parents) == {("r1", "x")}
+
+
+def test_sandboxes_outlive_the_threads_that_started_them(tmp_path: Path):
+    """bubblewrap's --die-with-parent follows the spawning *thread*: a worker started (or pre-started
+    by a pool refill) on a thread that then ends must keep running until the process ends."""
+    import time
+
+    from rlm.sandbox.host import Sandbox
+
+    config = SandboxConfig(cell_timeout_s=60)
+    context = tmp_path / "context.txt"
+    context.write_text("hello")
+    started: dict[str, object] = {}
+    pool = SandboxPool(0)
+
+    def start() -> None:
+        sandbox = Sandbox(context, "text", config=config)
+        sandbox.start()
+        started["cold"] = sandbox
+        pool.warm(config, {}, 1)
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    thread.join()
+    time.sleep(0.5)  # a death signal tied to the thread would have been delivered by now
+    pooled = pool.take(config, {}, payload_from_text("pooled!", workdir=tmp_path), handler=lambda n, a: None)
+    try:
+        for sandbox, expected in ((started["cold"], "5"), (pooled, "7")):
+            result = sandbox.execute("print(len(context))")  # type: ignore[union-attr]
+            assert result.error is None and not result.restarted, result.error
+            assert result.stdout.strip() == expected
+    finally:
+        started["cold"].close()  # type: ignore[union-attr]
+        if pooled is not None:
+            pooled.close()
+        pool.close()

@@ -16,7 +16,7 @@ from rlm.tui.document import DocumentPane
 from rlm.tui.history import QuestionHistory
 from rlm.tui.memory import MemoryEntry, MemoryPane
 from test_tui_helpers import synthetic_run
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from rlm.config import RLMConfig
 from rlm.runlog import RunLog
@@ -103,6 +103,10 @@ def test_runs_screen(snap_compare, app_factory, rlm_home):
     async def open_runs(pilot) -> None:
         await pilot.press("ctrl+r")
         while len(getattr(pilot.app.screen, "run_ids", [])) < 2:
+            await pilot.pause(0.05)
+        table = pilot.app.screen.query_one(DataTable)
+        first_column = next(iter(table.columns.values()))
+        while first_column.content_width < len("20260102-093000-def456"):  # widths are set on an idle pass
             await pilot.pause(0.05)
         await _steady(pilot)
 
