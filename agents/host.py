@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from rlm.config import RLMConfig
 from rlm.events import AgentStarted, Event
 from rlm.fanout import ShardResult, serve_shard
 from rlm.lm import LiteLLMClient
-from rlm.sandbox.host import HostCallError, Sandbox
+from rlm.sandbox.host import HostCallError
 
 from rlm.agents import context as contexts
 from rlm.agents.cluster import node_id
@@ -166,8 +165,6 @@ class AgentHost:
         self.shards_served = 0  # fan-out shards run here for agents on other hosts
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
-        self._prefetched: dict[int, Future[Sandbox]] = {}  # id(agent) -> its sandbox being made ready
-        self._sandbox_starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="rlm-sandbox-start")
         # litellm takes seconds to import: do it now, not in the first agent's first call.
         self._preloading = threading.Thread(target=_preload, name="rlm-preload", daemon=True)
         self._preloading.start()
@@ -230,13 +227,11 @@ class AgentHost:
                           parent_id=spec.parent_id, agent_id=spec.agent_id)
             with self._lock:
                 self._running[spec.agent_id] = run_id
-            self._prefetch_sandbox(agent)
             try:
                 return agent.run()
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
-                self._drop_prefetched(agent)
 
     def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
                   concurrency: int) -> ShardResult:
@@ -291,45 +286,13 @@ class AgentHost:
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
 
-    # -- sandboxes -------------------------------------------------------------------------
-    # An agent's sandbox is made ready while its first model call is in flight: taken from the
-    # pool (or started cold) on a helper thread as the agent starts, handed over at its first cell.
-
-    def _prefetch_sandbox(self, agent: Agent) -> None:
-        extra = {f.name: list(f.params) for f in agent.services.host_functions.values()}
-        future = self._sandbox_starter.submit(self._ready_sandbox, agent, agent._host_call, extra)
-        with self._lock:
-            self._prefetched[id(agent)] = future  # not by agent id: every run's root is a0
-
-    def _ready_sandbox(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Sandbox:
-        sandbox = self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
-        if sandbox is None:  # the pool is empty or the context big: a cold start, still off the agent's path
-            payload = agent.payload
-            sandbox = Sandbox(payload.path, payload.kind, config=agent.config.sandbox, handler=handler,
-                              extra_functions=extra)
-            try:
-                sandbox.start()
-            except BaseException:
-                sandbox.close()
-                raise
-        return sandbox
-
     def _sandbox_factory(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Any:
-        with self._lock:
-            future = self._prefetched.pop(id(agent), None)
-        if future is not None:
-            try:
-                return future.result()
-            except Exception:  # noqa: BLE001 - the agent starts its own sandbox and meets the error itself
-                return None
-        return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+        """A pre-started sandbox from this host's pool; ``None``: the agent starts one cold.
 
-    def _drop_prefetched(self, agent: Agent) -> None:
-        """Close the sandbox made ready for an agent that ended without running a cell."""
-        with self._lock:
-            future = self._prefetched.pop(id(agent), None)
-        if future is not None:
-            future.add_done_callback(_close_result)
+        The agent calls it on a helper thread as it starts, so a take (or the cold start)
+        overlaps its first model call.
+        """
+        return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
 
     def _lm(self, config: RLMConfig) -> LiteLLMClient:
         key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
@@ -368,11 +331,6 @@ def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) ->
         return value
 
     return HostFunction(name=name, params=params, doc=doc, fn=call)
-
-
-def _close_result(future: Future[Sandbox]) -> None:
-    if future.exception() is None:
-        future.result().close()
 
 
 def _preload() -> None:

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -128,7 +128,7 @@ class Agent:
         self.iterations = 0
         self._partial: str | None = None
         self._sandbox: Sandbox | None = None
-        self._sandbox_starting: Future[None] | None = None
+        self._sandbox_starting: Future[Sandbox] | None = None
         self._usage_lock = threading.Lock()
         self._tokens = [0, 0, 0]  # this agent's own input tokens, output tokens, LM calls
 
@@ -140,8 +140,8 @@ class Agent:
         self._emit(AgentStarted, parent_id=self.parent_id, depth=self.depth, model=self.model,
                    prompt=self.prompt[:PREVIEW_CHARS], context_info=self.payload.info(),
                    node_id=self.services.node_id)
-        if self.services.sandbox_factory is None:
-            self._prestart_sandbox()
+        # The sandbox gets ready (from the factory's pool or started cold) while the first model call is in flight.
+        self._sandbox_starting = _sandbox_starter().submit(self._make_sandbox)
         try:
             result = self._loop()
         except LimitReached as exc:
@@ -149,8 +149,9 @@ class Agent:
         except RLMError as exc:
             result = self._result(None, "error", error=str(exc))
         finally:
-            if self._sandbox_starting is not None:
-                wait([self._sandbox_starting])  # never close a sandbox while it is starting
+            starting, self._sandbox_starting = self._sandbox_starting, None
+            if starting is not None and starting.exception() is None:  # ended before its first cell
+                self._sandbox = starting.result()
             if self._sandbox is not None:
                 self._sandbox.close()
         input_tokens, output_tokens, llm_calls = self._tokens
@@ -241,28 +242,25 @@ class Agent:
             answer = self._partial
         return AgentResult(self.agent_id, answer, status, self.iterations, error)
 
-    def _prestart_sandbox(self) -> None:
-        """Start this agent's sandbox on a thread, so it is ready when the first model call returns."""
+    def _make_sandbox(self) -> Sandbox:
+        """This agent's started sandbox: the run's factory's (e.g. a host's pool) or a cold start."""
         extra = {f.name: list(f.params) for f in self.services.host_functions.values()}
-        self._sandbox = self._new_sandbox(extra)
-        self._sandbox_starting = _sandbox_starter().submit(self._sandbox.start)
-
-    def _await_sandbox(self) -> None:
-        """Wait for :meth:`_prestart_sandbox`; its failure is raised here, on the agent's thread."""
-        starting, self._sandbox_starting = self._sandbox_starting, None
-        if starting is not None:
-            starting.result()
-
-    def _new_sandbox(self, extra: dict[str, list[str]]) -> Sandbox:
-        return Sandbox(self.payload.path, self.payload.kind, config=self.config.sandbox, handler=self._host_call,
-                       extra_functions=extra)
+        factory = self.services.sandbox_factory
+        sandbox = (factory(self, self._host_call, extra) if factory else None) or Sandbox(
+            self.payload.path, self.payload.kind, config=self.config.sandbox, handler=self._host_call,
+            extra_functions=extra)
+        try:
+            sandbox.start()
+        except BaseException:
+            sandbox.close()
+            raise
+        return sandbox
 
     def _run_cell(self, code: str, index: int) -> CellResult:
-        self._await_sandbox()
         if self._sandbox is None:
-            extra = {f.name: list(f.params) for f in self.services.host_functions.values()}
-            factory = self.services.sandbox_factory
-            self._sandbox = (factory(self, self._host_call, extra) if factory else None) or self._new_sandbox(extra)
+            starting, self._sandbox_starting = self._sandbox_starting, None
+            # A failed start is raised here, on the agent's thread, as it would be at a cold start.
+            self._sandbox = starting.result() if starting is not None else self._make_sandbox()
         remaining = self.services.budget.remaining_time()
         timeout = self.config.sandbox.cell_timeout_s if remaining is None else min(
             self.config.sandbox.cell_timeout_s, max(remaining, 0.001))
