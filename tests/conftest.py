@@ -90,3 +90,18 @@ def turn(messages: list[dict[str, Any]]) -> int:
     """How many assistant turns this agent already had (0 for its first call), example excluded."""
     own = sum(1 for m in messages if m.get("role") == "assistant")
     return own - sum(1 for role, _ in EXAMPLE_TURNS if role == "assistant") if is_agent_prompt(messages) else own
+
+
+def ordered_batch_policy(n: int) -> Callable[[list[dict[str, Any]]], str]:
+    """Root: one ``llm_query_batched`` of ``n`` prompts, each answer checked against its prompt in
+    the cell, then ``FINAL('<correct> in order')``; sub-calls answer ``re:<prompt>``."""
+
+    def policy(messages: list[dict[str, Any]]) -> str:
+        if not is_agent_prompt(messages):
+            return "re:" + first_user(messages)
+        if turn(messages) == 0:
+            return repl(f"qs = [f'q{{i}}' for i in range({n})]\nout = llm_query_batched(qs)\n"
+                        "ok = sum(o == 're:' + q for q, o in zip(qs, out))\nprint('OK', ok)")
+        return repl("FINAL(f'{ok} in order')")
+
+    return policy

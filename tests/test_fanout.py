@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import first_user, is_agent_prompt, repl, turn
+from conftest import ordered_batch_policy
 
 from rlm import runner
 from rlm.agent import Agent
@@ -35,15 +35,6 @@ def test_the_plan_covers_every_prompt_once_within_the_concurrency(n, concurrency
 def test_small_batches_stay_in_one_piece():
     assert plan(2 * MIN_SHARD - 1, 64, 5) == [(0, 2 * MIN_SHARD - 1, 64)]
     assert plan(0, 64, 5) == []
-
-
-def batch_policy(messages):
-    if not is_agent_prompt(messages):
-        return "re:" + first_user(messages)
-    if turn(messages) == 0:
-        return repl("qs = [f'q{i}' for i in range(200)]\nout = llm_query_batched(qs)\n"
-                    "ok = sum(o == 're:' + q for q, o in zip(qs, out))\nprint('OK', ok)")
-    return repl("FINAL(f'{ok} in order')")
 
 
 class Helpers:
@@ -97,7 +88,7 @@ def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_
                                                                    monkeypatch):
     helpers = Helpers(kind, count=3)
     monkeypatch.setattr(runner, "EXTENSION_FACTORIES", [lambda config: helpers])
-    server = server_factory(policy=batch_policy, latency_ms=5)
+    server = server_factory(policy=ordered_batch_policy(200), latency_ms=5)
     config = make_config(server, max_concurrency=8, max_llm_calls=1000)
     result = run("ROOT", text_file("doc\n"), config)
     assert result.status == "ok", result.error

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import first_user, is_agent_prompt, repl, turn
+from conftest import first_user, is_agent_prompt, ordered_batch_policy, repl, turn
 
 from rlm.config import SandboxConfig
 from rlm.events import AgentFinished, AgentStarted, EventBus
@@ -185,21 +185,11 @@ def test_events_and_answers_when_a_child_fails_without_retry_budget(server_facto
     assert [e.status for e in finished] == ["ok", "ok"]
 
 
-def big_batch_policy(messages):
-    """Root: one llm_query_batched of 100 prompts, checked in order inside the cell."""
-    if not is_agent_prompt(messages):
-        return "re:" + first_user(messages)
-    if turn(messages) == 0:
-        return repl("qs = [f'q{i}' for i in range(100)]\nout = llm_query_batched(qs)\n"
-                    "ok = sum(o == 're:' + q for q, o in zip(qs, out))\nprint('OK', ok)")
-    return repl("FINAL(f'{ok} in order')")
-
-
 def test_a_big_llm_fanout_is_shared_with_the_other_host_and_counted_as_the_callers(
         server_factory, ray_config, text_file):
     from rlm.agents.session import RaySession
 
-    server = server_factory(policy=big_batch_policy)
+    server = server_factory(policy=ordered_batch_policy(100))
     config = ray_config(server, max_concurrency=8)
     hosts = RaySession.get(config).hosts
     import ray
