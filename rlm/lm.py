@@ -5,6 +5,16 @@ returns a :class:`Completion` with the text, token counts, cost (``None`` when
 the provider's price is unknown — never invented) and latency. Model groups are
 ``root`` and ``sub``; retries, timeouts and fallbacks are litellm Router
 settings, not hand-written loops. Any litellm model string works.
+
+The first attempt of a call to an OpenAI-compatible server (``openai/<model>``
+with an ``api_base``, carried by :mod:`rlm.transport`) skips the Router's
+per-call machinery: the Router still chooses the deployment
+(``async_get_available_deployment``, ~0.07 ms), then the request goes straight
+to the transport. ``Router.acompletion`` costs ~4 ms of CPU per call on top of
+the HTTP round trip (logging payloads, parameter walks, model-info copies), which
+bounded every large fan-out. A failed first attempt that the Router would retry
+is handed to ``Router.acompletion`` with one retry fewer, so retry counts,
+the retry policy, cooldowns and fallbacks stay litellm's.
 """
 
 from __future__ import annotations
@@ -157,11 +167,42 @@ class LiteLLMClient:
             if model and model not in self.models.values():
                 response = await self._direct(model, messages, kwargs)
             else:
-                response = await self._router.acompletion(model=role, messages=messages, **kwargs)
+                response = await self._routed(role, messages, kwargs)
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
             name = model or self.models[role]
             raise LMError(f"model call to {name} failed: {_short(exc)}", model=name) from exc
         return self._completion(response, model or self.models[role], time.monotonic() - started)
+
+    async def _routed(self, role: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
+        """A call to a model group: the first attempt straight to the transport when it can be, else the Router."""
+        from rlm import transport
+
+        try:
+            deployment = await self._router.async_get_available_deployment(
+                model=role, messages=messages, request_kwargs={})
+        except Exception:  # e.g. every deployment cooling down: the Router's own path says why
+            deployment = None
+        params = deployment["litellm_params"] if deployment else None
+        if not params or not transport.is_fast(params.get("model", "")):
+            return await self._router.acompletion(model=role, messages=messages, **kwargs)
+        wire = {k: v for k, v in kwargs.items() if k != "timeout"}
+        try:
+            return await transport.chat(params, messages, wire, kwargs.get("timeout", self.config.lm_timeout_s))
+        except Exception as exc:
+            if self.config.lm_retries <= 0 or not self._retryable(exc):
+                raise
+            return await self._router.acompletion(model=role, messages=messages,
+                                                  num_retries=self.config.lm_retries - 1, **kwargs)
+
+    def _retryable(self, exc: BaseException) -> bool:
+        """Whether the Router would retry ``exc`` on a one-deployment group under our retry policy."""
+        litellm = self._litellm
+        if isinstance(exc, litellm.Timeout):
+            return self.config.timeout_s is None  # RetryPolicy(TimeoutErrorRetries=0) under a run deadline
+        if isinstance(exc, (litellm.NotFoundError, litellm.AuthenticationError, litellm.PermissionDeniedError)):
+            return False
+        status = getattr(exc, "status_code", None)
+        return status is None or bool(litellm.should_retry(status))
 
     def run_async(self, coro: Any) -> Any:
         """Run a coroutine (e.g. a fan-out of :meth:`acomplete` calls) on the client's loop; block for it."""
@@ -173,28 +214,36 @@ class LiteLLMClient:
         return await self._litellm.acompletion(messages=messages, num_retries=self.config.lm_retries, **params, **kwargs)
 
     def _completion(self, response: Any, model: str, latency: float) -> Completion:
-        usage = getattr(response, "usage", None)
-        text = response.choices[0].message.content or ""
+        """A :class:`Completion` from litellm's ``ModelResponse`` or the transport's parsed body."""
+        if isinstance(response, dict):
+            usage = response.get("usage") or {}
+            message = response["choices"][0].get("message") or {}
+            text = message.get("content") if isinstance(message, dict) else None
+            input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        else:
+            usage = getattr(response, "usage", None)
+            text = response.choices[0].message.content
+            input_tokens = getattr(usage, "prompt_tokens", 0)
+            output_tokens = getattr(usage, "completion_tokens", 0)
+        input_tokens, output_tokens = _count(input_tokens), _count(output_tokens)
         return Completion(
-            text=text,
+            text=text if isinstance(text, str) else "",
             model=model,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            cost_usd=self._cost(response, model),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=self._cost(model, input_tokens, output_tokens),
             latency_s=latency,
         )
 
-    def _cost(self, response: Any, model: str) -> float | None:
+    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         """litellm's price for the call, or ``None`` when the model is not in its price map."""
         if model not in self._priced:
             self._priced[model] = _has_price(self._litellm, model)
         if not self._priced[model]:
             return None
-        usage = getattr(response, "usage", None)
         try:  # priced by the model string the user gave, whichever transport carried the call
             prompt_cost, completion_cost = self._litellm.cost_per_token(
-                model=model, prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0))
+                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
         except Exception:
             return None
         return float(prompt_cost + completion_cost)
@@ -206,6 +255,13 @@ def _has_price(litellm: Any, model: str) -> bool:
     except Exception:
         return False
     return bool(info.get("input_cost_per_token") or info.get("output_cost_per_token"))
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:

@@ -8,11 +8,13 @@ with each iteration, so that walk made a root iteration cost 60-80 ms of CPU at
 ``aiohttp`` session per event loop instead (httpx's connection pool spent ~18 ms of
 CPU per request assigning requests to connections at 64 in flight).
 
-Only the transport is replaced: deployments still go through ``litellm.Router``
-(routing, retries, retry policy, cooldowns, fallbacks), because HTTP errors are
-raised as litellm's own exception types. It is used for ``openai/<model>`` with
-an explicit ``api_base`` (vLLM, llama.cpp, LM Studio, the scripted test server);
-every other provider keeps litellm's own client.
+It is used for ``openai/<model>`` with an explicit ``api_base`` (vLLM,
+llama.cpp, LM Studio, the scripted test server); every other provider keeps
+litellm's own client. Deployments are still ``litellm.Router`` deployments: the
+Router chooses them, and HTTP errors are raised as litellm's own exception types,
+so its retries, retry policy, cooldowns and fallbacks apply. :func:`chat` is the
+same request without litellm's per-call machinery, for the first attempt of a
+call (see :class:`rlm.lm.LiteLLMClient`).
 """
 
 from __future__ import annotations
@@ -67,10 +69,15 @@ class OpenAICompatible(CustomLLM):
                           optional_params: dict, acompletion: Any = None, litellm_params: Any = None,
                           logger_fn: Any = None, headers: Any = None, timeout: Any = None,
                           client: Any = None) -> Any:
-        body = {"model": model, "messages": messages, **_wire_params(optional_params)}
+        data = await self.chat(model, messages, api_base, api_key, _wire_params(optional_params), _seconds(timeout))
+        return _model_response(data, model)
+
+    async def chat(self, model: str, messages: list, api_base: str, api_key: str | None, params: dict,
+                   seconds: float | None) -> dict:
+        """POST one chat completion; return the parsed body (it has ``choices``) or raise litellm's error type."""
+        body = {"model": model, "messages": messages, **params}
         url = api_base.rstrip("/") + "/chat/completions"
         request_headers = {"Authorization": f"Bearer {api_key or 'sk-no-key'}"}
-        seconds = _seconds(timeout)
         try:
             async with self._session().post(url, json=body, headers=request_headers,
                                             timeout=aiohttp.ClientTimeout(total=seconds)) as response:
@@ -90,7 +97,10 @@ class OpenAICompatible(CustomLLM):
         if not isinstance(data, dict):
             raise litellm.InternalServerError("the server returned JSON that is not an object",
                                               llm_provider="openai", model=model)
-        return _model_response(data, model)
+        choices = data.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            raise litellm.InternalServerError("the server returned no choices", llm_provider="openai", model=model)
+        return data
 
     def completion(self, *args: Any, **kwargs: Any) -> Any:
         raise litellm.BadRequestError("the rlm-openai transport is async only", model="", llm_provider="openai")
@@ -124,19 +134,32 @@ def _error(status: int, body: str, model: str) -> Exception:
 
 
 def _model_response(data: dict, model: str) -> Any:
-    choices = data.get("choices") or []
-    if not choices or not isinstance(choices[0], dict):
-        raise litellm.InternalServerError("the server returned no choices", llm_provider="openai", model=model)
     return litellm.ModelResponse(
         id=data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
         created=data.get("created") or int(time.time()),
         model=data.get("model") or model,
-        choices=choices,
+        choices=data["choices"],
         usage=data.get("usage") or {},
     )
 
 
 _HANDLER: OpenAICompatible | None = None
+
+
+def is_fast(model: str) -> bool:
+    """Whether a deployment's ``model`` is carried by this transport."""
+    return model.startswith(PROVIDER + "/")
+
+
+async def chat(deployment: dict, messages: list, params: dict, seconds: float | None) -> dict:
+    """One call straight to a deployment of this transport (its Router ``litellm_params``), no litellm in between.
+
+    Returns the parsed body; errors are litellm's exception types, as through the Router.
+    """
+    register()
+    assert _HANDLER is not None
+    return await _HANDLER.chat(deployment["model"].split("/", 1)[1], messages, deployment["api_base"],
+                               deployment.get("api_key"), params, seconds)
 
 
 def register() -> None:

@@ -210,6 +210,23 @@ def test_429_and_500_are_retried(server_factory, make_config, text_file):
     assert [r.status for r in server.requests] == [429, 500, 200]
 
 
+def test_a_failing_call_is_attempted_exactly_once_plus_lm_retries(server_factory, make_config, text_file):
+    """The first attempt goes straight to the transport, the rest through the Router: 1 + lm_retries in all."""
+    server = server_factory(policy=lambda messages: {"status": 503, "content": "down"})
+    result = run("q", text_file(DOC), make_config(server, lm_retries=2))
+    assert result.status == "error" and "503" in (result.error or "")
+    assert [r.status for r in server.requests] == [503, 503, 503]
+
+
+def test_a_bad_request_is_not_retried(server_factory, make_config, text_file):
+    result, server = run_script(server_factory, make_config, text_file, [
+        {"status": 400, "content": "bad field"},
+        repl("FINAL('never')"),
+    ], lm_retries=3)
+    assert result.status == "error" and "bad field" in (result.error or "")
+    assert [r.status for r in server.requests] == [400]
+
+
 def test_injected_faults_at_a_rate_are_survived(server_factory, make_config, text_file):
     replies = [repl("x = 1"), repl("x += 1"), repl("FINAL(x + 1)")]
     server = server_factory(script=replies, error_rate_500=0.3, error_rate_429=0.2, seed=7)
