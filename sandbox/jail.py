@@ -1,10 +1,10 @@
 """How the worker process is launched: inside bubblewrap, or (opt-in) unsandboxed.
 
 The bubblewrap command line is the whole of the isolation, so it is built in one
-place (:func:`bwrap_argv`) and read like a policy: new user/pid/ipc/net/uts/cgroup
+place (:func:`bwrap_policy`) and read like a policy: new user/pid/ipc/net/uts/cgroup
 namespaces (no network at all, not even loopback), no capabilities, no nested
 user namespaces, read-only system directories, only the Python installation,
-the worker's own source files and the context file bound in (nothing from
+the worker's own files and the context file bound in (nothing from
 ``$HOME``, ``/tmp``, ``/run``, the project or the run log), size-capped tmpfs
 for ``/tmp`` and ``/dev/shm``, a cleared environment, a new session (no
 terminal), death with the parent, and the seccomp filter of
@@ -14,13 +14,16 @@ terminal), death with the parent, and the seccomp filter of
 worker's minimal environment (the sandbox's pid 1 is a fork of bwrap, and its
 ``/proc/1/environ`` is readable inside), the policy travels through
 ``--args FD`` (so ``/proc/1/cmdline`` shows no host paths), the BPF program
-through ``--seccomp FD``, and ``--json-status-fd`` reports the pid of the
-sandbox's init so that :meth:`WorkerProcess.kill` can kill the whole pid
-namespace through a pidfd.
+through ``--seccomp FD`` (both are pipes the host fills and closes before
+starting bwrap), and ``--json-status-fd`` reports the pid of the sandbox's init
+so that :meth:`WorkerProcess.kill` can kill the whole pid namespace through a
+pidfd. :func:`launch` is the pure part (checks, policy, command); :func:`spawn`
+makes the descriptors and starts bwrap.
 
-:func:`launch` returns a plain argv (through the ``launcher.py`` trampoline, which
-sets up those descriptors and execs bwrap), so any ``Popen`` can start it;
-:func:`spawn` adds the status pipe.
+The worker runs from bytecode compiled once per source version and interpreter
+into a private cache directory (:func:`worker_files`), which is bound read-only
+at ``/opt/rlm-sandbox``; where that cache cannot be written the source files are
+bound instead.
 
 ``weaken`` exists for the escape suite only (it refuses to run outside pytest):
 it removes named protections so the suite can prove its probes notice an escape.
@@ -28,13 +31,19 @@ it removes named protections so the suite can prove its probes notice an escape.
 
 from __future__ import annotations
 
+import errno
 import functools
+import hashlib
+import importlib.util
 import json
+import marshal
 import os
 import select
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import threading
 import sys
 import time
@@ -47,7 +56,7 @@ from rlm.sandbox import seccomp
 
 WORKER_DIR = Path(__file__).resolve().parent
 #: The stdlib-only modules bound into the jail beside each other.
-WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py")  # launcher.py runs on the host side
+WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py")
 JAIL_WORKER_DIR = "/opt/rlm-sandbox"
 JAIL_CONTEXT_PATH = "/input/context"
 JAIL_SCRATCH = "/tmp"
@@ -73,12 +82,18 @@ WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid"})
 
 @dataclass(frozen=True, slots=True)
 class Launch:
-    """A ready-to-spawn worker command: argv, env, the context path as the worker sees it, the BPF filter."""
+    """A ready-to-spawn worker: what :func:`spawn` starts.
+
+    ``argv`` is the command (for bubblewrap ``[bwrap, "--", python, ...]``: the policy is not
+    on it); ``policy`` the bwrap options and ``seccomp_filter`` the BPF program, which
+    :func:`spawn` hands over through ``--args FD`` and ``--seccomp FD``.
+    """
 
     argv: list[str]
     env: dict[str, str]
     context_path: str
     seccomp_filter: bytes | None = None
+    policy: tuple[str, ...] = ()
 
 
 @dataclass
@@ -105,6 +120,18 @@ class WorkerProcess:
             if fd is not None:
                 os.close(fd)
         self.init_pidfd = self._status_fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFiles:
+    """Where the worker's files are on the host: the cache of compiled ``.pyc`` files, or the sources."""
+
+    directory: Path
+    compiled: bool
+
+    @property
+    def script(self) -> str:
+        return "worker.pyc" if self.compiled else "worker.py"
 
 
 def python_executable() -> str:
@@ -135,7 +162,8 @@ def _python_in_jail(python: str) -> tuple[str, str | None, dict[str, str]]:
             {"LD_LIBRARY_PATH": JAIL_PYTHON_PREFIX + "/lib"})
 
 
-def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], python: str) -> list[str]:
+def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], python: str,
+                worker: WorkerFiles) -> list[str]:
     _, prefix, _ = _python_in_jail(python)
     size = str(scratch_mb * 1024 * 1024)
     if prefix is not None:
@@ -155,8 +183,11 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
         for etc in _ETC_FILES:
             args += ["--ro-bind-try", etc, etc]
     args += python_bind
-    for name in WORKER_FILES:
-        args += ["--ro-bind", str(WORKER_DIR / name), f"{JAIL_WORKER_DIR}/{name}"]
+    if worker.compiled:  # the private cache directory holding exactly the three .pyc files
+        args += ["--ro-bind", str(worker.directory), JAIL_WORKER_DIR]
+    else:
+        for name in WORKER_FILES:
+            args += ["--ro-bind", str(worker.directory / name), f"{JAIL_WORKER_DIR}/{name}"]
     return args + [
         "--ro-bind", str(context_file), JAIL_CONTEXT_PATH,
         # /proc/sys read-only: when rlm runs as root the sandbox's uid maps to host root, and sysctl
@@ -169,63 +200,187 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
     ]
 
 
-def bwrap_argv(context_file: Path, *, scratch_mb: int, python: str | None = None,
-               seccomp_fd: int | None = None, weaken: frozenset[str] = frozenset()) -> list[str]:
-    """The bubblewrap command that runs the worker on ``context_file`` (the policy, in one list)."""
+def bwrap_policy(context_file: Path, *, scratch_mb: int, python: str | None = None,
+                 weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None) -> list[str]:
+    """The bubblewrap options that jail the worker on ``context_file`` (the policy, in one list).
+
+    :func:`spawn` adds ``--seccomp FD`` and hands the list to bwrap through ``--args FD``.
+    """
     python = python or python_executable()
+    worker = worker or worker_files()
     unshare = ["--unshare-user", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     unshare += [] if "net" in weaken else ["--unshare-net"]
     unshare += [] if "pid" in weaken else ["--unshare-pid"]
     args = [
-        shutil.which("bwrap") or "bwrap", *unshare, "--disable-userns", "--cap-drop", "ALL",
+        *unshare, "--disable-userns", "--cap-drop", "ALL",
         "--uid", "65534", "--gid", "65534", "--hostname", "rlm-sandbox",
         "--new-session", "--die-with-parent",
     ]
     if "env" not in weaken:
         args.append("--clearenv")
-    args += _filesystem(context_file, scratch_mb, weaken, python)
-    if seccomp_fd is not None:
-        args += ["--seccomp", str(seccomp_fd)]
-    inside, _, extra_env = _python_in_jail(python)
+    args += _filesystem(context_file, scratch_mb, weaken, python, worker)
+    _, _, extra_env = _python_in_jail(python)
     for key, value in {**WORKER_ENV, **extra_env}.items():
         args += ["--setenv", key, value]
-    return args + ["--", inside, "-I", "-S", "-B", f"{JAIL_WORKER_DIR}/worker.py"]
+    return args
+
+
+def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool) -> list[str]:
+    """``python -I -S -B WORKER``: inside the jail from /opt/rlm-sandbox, unsafe mode from the host path."""
+    if jailed:
+        return [_python_in_jail(python)[0], "-I", "-S", "-B", f"{JAIL_WORKER_DIR}/{worker.script}"]
+    return [python, "-I", "-S", "-B", str(worker.directory / worker.script)]
 
 
 def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
            weaken: frozenset[str] = frozenset()) -> Launch:
-    """The command for ``mode`` (``"bwrap"`` or ``"unsafe"``): runnable as is with ``Popen``."""
+    """What to start for ``mode`` (``"bwrap"`` or ``"unsafe"``); :func:`spawn` starts it."""
     if weaken:
         _check_weaken(weaken)
+    python, worker = python_executable(), worker_files()
     if mode == "bwrap":
         check_bwrap()
         bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes)
-        argv = bwrap_argv(context_file, scratch_mb=scratch_mb, seccomp_fd=None if bpf is None else -1,
-                          weaken=weaken)
+        policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker)
         env = {**os.environ, **WORKER_ENV} if "env" in weaken else dict(WORKER_ENV)
-        trampoline = [python_executable(), "-I", "-S", "-B", str(WORKER_DIR / "launcher.py"), (bpf or b"").hex(), "--"]
-        return Launch(trampoline + argv, env, JAIL_CONTEXT_PATH, bpf)
-    argv = [python_executable(), "-I", "-S", "-B", str(WORKER_DIR / "worker.py")]
-    return Launch(argv, dict(WORKER_ENV), str(context_file))
+        argv = [shutil.which("bwrap") or "bwrap", "--", *_worker_command(python, worker, jailed=True)]
+        return Launch(argv, env, JAIL_CONTEXT_PATH, bpf, tuple(policy))
+    return Launch(_worker_command(python, worker, jailed=False), dict(WORKER_ENV), str(context_file))
 
 
 def spawn(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
           weaken: frozenset[str] = frozenset()) -> WorkerProcess:
-    """Start the worker for ``mode``: stdio on pipes, no other descriptor inherited."""
+    """Start the worker for ``mode``: stdio on pipes, no other descriptor inherited.
+
+    For bubblewrap, the BPF program and the policy are written into two pipes whose write
+    ends are closed before bwrap starts (both fit a pipe's buffer many times over), and bwrap
+    gets only their read ends: ``bwrap --json-status-fd S --args A -- python ...``.
+    """
     spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken)
     if mode != "bwrap":
         return WorkerProcess(_popen(spec.argv, spec.env, ()), spec.context_path)
-    status_r, status_w = os.pipe()
-    at = spec.argv.index(str(WORKER_DIR / "launcher.py")) + 1
-    argv = [*spec.argv[:at], "--status-fd", str(status_w), *spec.argv[at:]]
+    fds: list[int] = []
+    status_r = -1
     try:
-        proc = _popen(argv, spec.env, (status_w,))
+        policy = list(spec.policy)
+        if spec.seccomp_filter is not None:
+            fds.append(_pipe_holding(spec.seccomp_filter))
+            policy += ["--seccomp", str(fds[-1])]
+        fds.append(_pipe_holding(b"".join(os.fsencode(arg) + b"\0" for arg in policy)))
+        status_r, status_w = os.pipe()
+        fds.append(status_w)
+        argv = [spec.argv[0], "--json-status-fd", str(status_w), "--args", str(fds[-2]), *spec.argv[1:]]
+        proc = _popen(argv, spec.env, tuple(fds))
     except BaseException:
-        os.close(status_r)
+        if status_r >= 0:
+            os.close(status_r)
         raise
     finally:
-        os.close(status_w)
+        for fd in fds:
+            os.close(fd)
     return WorkerProcess(proc, spec.context_path, _init_pidfd(status_r), status_r)
+
+
+def _pipe_holding(data: bytes) -> int:
+    """The read end of a pipe that holds ``data`` and then EOF (its write end is already closed)."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.set_blocking(write_fd, False)  # nobody reads yet: data larger than the pipe must fail, not hang
+        if os.write(write_fd, data) != len(data):
+            raise OSError(errno.EMSGSIZE, "the sandbox policy does not fit in a pipe")
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def _pyc_name(source: str) -> str:
+    return source[:-3] + ".pyc"
+
+
+def worker_files() -> WorkerFiles:
+    """The worker as bytecode compiled once per source version and interpreter, else its sources.
+
+    Compiling the three files from source costs every worker start several ms of CPU (``-B``
+    never writes a cache, and the jail could not keep one). So the host compiles them into
+    ``$TMPDIR/rlm-pyc-UID/KEY/``, KEY a digest of the sources, the interpreter's magic number
+    and the in-jail path: a private directory (ours, mode 0700, checked), each version
+    written under a temporary name and renamed into place whole, so processes doing it at
+    once never see half of one. It is bound read-only into the jail; Python runs
+    ``worker.pyc`` directly and imports ``protocol``/``bigcontext`` from their ``.pyc``.
+    Where it cannot be written (no writable temp dir, a foreign directory in the way) the
+    sources are used, as they always were.
+    """
+    try:
+        signature = tuple((st.st_ino, st.st_size, st.st_mtime_ns)
+                          for st in (os.stat(WORKER_DIR / name) for name in WORKER_FILES))
+    except OSError:
+        return WorkerFiles(WORKER_DIR, False)
+    for _ in range(2):
+        directory = _compiled_worker(signature)
+        if directory is None:
+            break
+        if _complete(directory):
+            return WorkerFiles(directory, True)
+        _compiled_worker.cache_clear()  # removed under us (a temp cleaner): make it again, once
+    return WorkerFiles(WORKER_DIR, False)
+
+
+def _complete(directory: Path) -> bool:
+    return all(os.path.isfile(directory / _pyc_name(name)) for name in WORKER_FILES)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_worker(signature: tuple) -> Path | None:
+    """The cache directory for the sources as they are now (``signature``: their stat), or None."""
+    try:
+        sources = {name: (WORKER_DIR / name).read_bytes() for name in WORKER_FILES}
+        digest = hashlib.sha256(importlib.util.MAGIC_NUMBER + JAIL_WORKER_DIR.encode())
+        for name, data in sources.items():
+            digest.update(f"\0{name}\0{len(data)}\0".encode() + data)
+        root = Path(tempfile.gettempdir()) / f"rlm-pyc-{os.getuid()}"
+        try:
+            os.mkdir(root, 0o700)
+        except FileExistsError:
+            pass
+        info = os.lstat(root)  # another user's directory (or a symlink) in a shared /tmp is not ours to trust
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            return None
+        target = root / digest.hexdigest()[:32]
+        if _complete(target):
+            return target
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        try:
+            for name, data in sources.items():
+                code = compile(data, f"{JAIL_WORKER_DIR}/{name}", "exec", dont_inherit=True, optimize=0)
+                # PEP 552 header: magic, flags (hash-based, unchecked: there is no source beside it), source hash
+                pyc = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little") + importlib.util.source_hash(data)
+                (staging / _pyc_name(name)).write_bytes(pyc + marshal.dumps(code))
+            try:
+                os.rename(staging, target)
+            except OSError:  # another process got there first (or left a broken one: replace it)
+                if not _complete(target):
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        _prune(root, keep=target)
+        return target if _complete(target) else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _prune(root: Path, keep: Path, max_age_s: float = 86400.0) -> None:
+    """Remove other versions (and abandoned staging dirs) not made within ``max_age_s``."""
+    cutoff = time.time() - max_age_s
+    for entry in os.scandir(root):
+        try:
+            if entry.path != str(keep) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def _popen(argv: list[str], env: dict[str, str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:

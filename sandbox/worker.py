@@ -1,6 +1,7 @@
 """The REPL worker: the only rlm code that runs inside the jail. Standard library only.
 
-Run as ``python -m rlm.sandbox.worker`` or ``python -I -S .../sandbox/worker.py``.
+Run as ``python -m rlm.sandbox.worker`` or ``python -I -S .../sandbox/worker.py`` (in the jail:
+``worker.pyc``, compiled by the host, with ``protocol.pyc`` and ``bigcontext.pyc`` beside it).
 It keeps one persistent namespace across cells. ``context`` is loaded from a
 read-only file named in the ``init`` frame (memory-mapped, never sent through a
 pipe). The host functions ``llm_query``, ``llm_query_batched``, ``rlm_query``,
@@ -10,7 +11,12 @@ pipe). The host functions ``llm_query``, ``llm_query_batched``, ``rlm_query``,
 
 from __future__ import annotations
 
-import ast
+# Every import here is paid by every worker start. ``bigcontext`` (huge inputs only; it brings threading
+# and signal) is imported when the context is loaded, and cells are parsed with ``_ast``, the C module
+# behind ``ast`` (ast.py adds helpers this worker does not use, and contextlib). ``traceback`` stays
+# here: importing it only when a cell failed would fail (and kill the worker) exactly when the cell
+# has used up the memory or descriptor limits.
+import _ast
 import codecs
 import errno
 import io
@@ -22,10 +28,9 @@ import sys
 import traceback
 
 if __package__:
-    from . import bigcontext, protocol
-else:  # run as a plain script inside the jail: protocol.py and bigcontext.py sit beside this file
+    from . import protocol
+else:  # run as a plain script inside the jail: protocol and bigcontext sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import bigcontext  # type: ignore[no-redef]
     import protocol  # type: ignore[no-redef]
 
 #: Appended to errors that mean "the sandbox said no", so the model stops retrying.
@@ -215,7 +220,7 @@ class Worker:
                                facts=init.get("context_facts"))
         self.namespace = self.build_namespace(context)
         self.functions = {k: v for k, v in self.namespace.items() if k != "context" and not k.startswith("__")}
-        huge = isinstance(context, bigcontext.Context)
+        huge = type(context).__module__.endswith("bigcontext")  # a Context (no isinstance: lazily imported)
         protocol.write_frame(self.out_fd, {
             "type": "ready", "pid": os.getpid(), "context_type": type(context).__name__,
             # a Context's length in characters costs a pass over the file: report bytes instead
@@ -290,11 +295,11 @@ def _batch(items: list) -> list:
 
 def run_cell(code: str, namespace: dict, filename: str) -> None:
     """Exec ``code``; like a notebook, the value of a final bare expression is printed."""
-    tree = ast.parse(code, filename=filename, mode="exec")
+    tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST)  # what ast.parse does
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tree.body[-1], _ast.Expr):
+        last = _ast.Expression(tree.body.pop().value)
     exec(compile(tree, filename, "exec"), namespace)  # noqa: S102 - this is the REPL
     if last is not None:
         value = eval(compile(last, filename, "eval"), namespace)  # noqa: S307
@@ -351,6 +356,7 @@ def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeo
     with open(path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if kind == "text" and 0 < huge_input_bytes < size:
+            bigcontext = _bigcontext()
             bigcontext.install_re_dispatch()
             return bigcontext.Context(path, regex_timeout_s=regex_timeout_s, facts=facts)
         if size == 0:
@@ -361,6 +367,15 @@ def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeo
     if kind == "documents":
         return json.loads(data)
     return data
+
+
+def _bigcontext():
+    """The huge-input module, imported only when an input is huge."""
+    if __package__:
+        from . import bigcontext
+    else:
+        import bigcontext  # type: ignore[no-redef]
+    return bigcontext
 
 
 def main() -> None:

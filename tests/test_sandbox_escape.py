@@ -278,12 +278,22 @@ def test_context_file_host_path_is_invisible(sandbox: Sandbox, context_file: Pat
     assert inside.stdout == "True\n"
 
 
+def _worker_digests() -> dict[str, str]:
+    """The worker's sources and its compiled copies (the .pyc cache bound into the jail)."""
+    files = [jail.WORKER_DIR / name for name in jail.WORKER_FILES]
+    compiled = jail.worker_files()
+    if compiled.compiled:
+        files += sorted(compiled.directory.iterdir())
+    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
 def test_writes_outside_scratch_fail_and_host_files_are_untouched(sandbox: Sandbox, context_file: Path) -> None:
-    worker_digest = hashlib.sha256((jail.WORKER_DIR / "worker.py").read_bytes()).hexdigest()
+    worker_digests = _worker_digests()
     report = probe(sandbox, """
         import json, os
         out = {}
-        for path in ['/input/context', '/opt/rlm-sandbox/worker.py', '/usr/pwned', '/etc/passwd', '/pwned',
+        for path in ['/input/context', '/opt/rlm-sandbox/worker.py', '/opt/rlm-sandbox/worker.pyc',
+                     '/opt/rlm-sandbox/protocol.pyc', '/opt/rlm-sandbox/pwned', '/usr/pwned', '/etc/passwd', '/pwned',
                      '/opt/rlm-python/bin/pwned']:
             try:
                 with open(path, 'a') as handle:
@@ -306,7 +316,7 @@ def test_writes_outside_scratch_fail_and_host_files_are_untouched(sandbox: Sandb
     assert report.pop("scratch") == "scratch works"
     assert all(isinstance(v, int) for v in report.values()), report  # every write refused with an errno
     assert context_file.read_text() == CONTEXT
-    assert hashlib.sha256((jail.WORKER_DIR / "worker.py").read_bytes()).hexdigest() == worker_digest
+    assert _worker_digests() == worker_digests
     denied = sandbox.execute("open('/usr/pwned', 'w')")
     assert_denied(denied, "Read-only file system")
     assert_alive(sandbox)
@@ -387,6 +397,7 @@ def test_proc_shows_only_the_sandbox_and_no_host_paths(sandbox: Sandbox, context
     assert report["pids"] == ["1", "2"] and (report["ppid"], report["pid"]) == (1, 2)
     init = " ".join(report["init"])
     assert "--ro-bind" not in init and str(context_file) not in init and str(REPO) not in init
+    assert str(jail.worker_files().directory) not in init  # nor the path of the worker's .pyc cache
 
 
 STATUS_PROBE = """
@@ -846,6 +857,44 @@ def test_unsafe_mode_runs_without_bwrap_and_keeps_rlimits(context_file: Path, tm
         spin = box.execute("while True:\n    pass", timeout=1.0)
         assert spin.restarted and "timed out" in spin.error
         assert_alive(box)
+
+
+@pytest.mark.parametrize("planted", ["world-writable", "symlink", "file"])
+def test_a_planted_bytecode_cache_is_never_trusted(context_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   planted: str) -> None:
+    """The worker's .pyc cache lives in the temp dir: a directory anyone else could have made or written
+    to is not used (the worker then runs from its sources); our own private one is."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    jail._compiled_worker.cache_clear()
+    root = tmp_path / f"rlm-pyc-{os.getuid()}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if planted == "world-writable":
+        root.mkdir()
+        root.chmod(0o777)
+    elif planted == "symlink":
+        root.symlink_to(elsewhere)
+    else:
+        root.write_text("not a directory")
+    try:
+        assert jail.worker_files() == jail.WorkerFiles(jail.WORKER_DIR, compiled=False)
+        with Sandbox(context_file, config=CONFIG) as box:
+            assert box.execute("import sys\nprint(sys.argv[0])").stdout == "/opt/rlm-sandbox/worker.py\n"
+            assert_alive(box)
+        assert not any(elsewhere.iterdir())
+        root.unlink() if not root.is_dir() or root.is_symlink() else root.rmdir()
+        jail._compiled_worker.cache_clear()
+        compiled = jail.worker_files()
+        assert compiled.compiled and compiled.directory.parent == root
+        assert stat.S_IMODE(root.stat().st_mode) == 0o700
+        assert sorted(p.name for p in compiled.directory.iterdir()) == ["bigcontext.pyc", "protocol.pyc", "worker.pyc"]
+        with Sandbox(context_file, config=CONFIG) as box:
+            assert box.execute("import sys\nprint(sys.argv[0])").stdout == "/opt/rlm-sandbox/worker.pyc\n"
+            assert_alive(box)
+    finally:
+        jail._compiled_worker.cache_clear()
 
 
 def test_weakened_jail_is_refused_outside_the_test_suite(context_file: Path) -> None:
