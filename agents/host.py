@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterator
@@ -34,7 +35,7 @@ from rlm.agents import context as contexts
 from rlm.agents.cluster import node_id
 from rlm.agents.ledger import LeasedBudget
 from rlm.agents.sandbox_pool import SandboxPool
-from rlm.agents.spawn import Spawner
+from rlm.agents.spawn import Spawner, actor_died_errors
 from rlm.agents.specs import AgentSpec, RunSpec
 
 FLUSH_INTERVAL_S = 0.1
@@ -233,6 +234,32 @@ class AgentHost:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
 
+    def agent_batch(self, run_spec: RunSpec, children: list[AgentSpec],
+                    concurrency: int) -> Iterator[tuple[int, AgentResult]]:
+        """A share of another host's ``rlm_query_batched``: run ``children`` here, ``concurrency`` at a time.
+
+        A streaming generator: yields ``(index, result)`` as each child finishes, so the caller
+        knows which children are done if this process dies. Their events are pushed to the hub
+        before the last item is consumed.
+        """
+        state = self._state(run_spec)
+        with self._lock:
+            self.shards_served += 1
+        try:
+            with state.working(), ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(children))),
+                                                     thread_name_prefix="rlm-children") as pool:
+                running = {pool.submit(self._run_safely, state, spec): index for index, spec in enumerate(children)}
+                for future in as_completed(running):
+                    yield running[future], future.result()
+        finally:
+            self.events.flush()
+
+    def _run_safely(self, state: _RunState, spec: AgentSpec) -> AgentResult:
+        try:
+            return self._run(state, spec)
+        except Exception as exc:  # noqa: BLE001 - e.g. its context could not be materialized here
+            return AgentResult(spec.agent_id, None, "error", 0, error=f"{type(exc).__name__}: {exc}")
+
     def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
                   concurrency: int) -> ShardResult:
         """A share of another host's ``llm_query_batched``, made here as calls of ``caller`` (:mod:`rlm.fanout`)."""
@@ -273,16 +300,18 @@ class AgentHost:
         budget = LeasedBudget(run_spec.hub, run_spec.run_id, run_spec.limits)
         workdir = Path(tempfile.gettempdir()) / f"rlm-work-{os.getuid()}" / run_spec.run_id
         workdir.mkdir(parents=True, exist_ok=True)
+        spawner = Spawner(run_spec, self.events.emit, self.node, own_host=self.index, run_here=self._run_here)
         services = RunServices(
             run_id=run_spec.run_id, config=config, lm=self._lm(config), budget=budget, emit=self.events.emit,
             workdir=workdir, node_id=self.node, prompt_extra=run_spec.prompt_extra,
             root_prompt_extra=run_spec.root_prompt_extra,
             id_prefix=f"{self.incarnation}.",
-            spawn=Spawner(run_spec, self.events.emit, self.node, own_host=self.index, run_here=self._run_here),
+            spawn=spawner,
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
             sandbox_factory=self._sandbox_factory,
-            fanout_helpers=[_shard_helper(run_spec, host) for i, host in enumerate(run_spec.hosts) if i != self.index],
+            fanout_helpers=[_shard_helper(run_spec, i, spawner, self.events)
+                            for i in range(len(run_spec.hosts)) if i != self.index],
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
 
@@ -304,17 +333,78 @@ class AgentHost:
             return client
 
 
-def _shard_helper(run_spec: RunSpec, host: Any) -> Any:
-    """A :data:`rlm.fanout.FanoutHelper` that runs a shard on another agent host."""
+def _shard_helper(run_spec: RunSpec, index: int, spawner: Spawner, events: EventForwarder) -> Any:
+    """A :data:`rlm.fanout.FanoutHelper` that runs a shard on agent host ``index``."""
+    host = run_spec.hosts[index]
 
-    def start(agent: Agent, prompts: list[str], model: str | None, concurrency: int) -> Any:
+    def start(agent: Agent, kind: str, items: list[Any], model: str | None, concurrency: int) -> Any:
         import ray
 
+        if kind == "rlm":
+            return _start_children(run_spec, index, spawner, events, agent, items, concurrency)
         caller = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth}
-        ref = host.llm_batch.remote(run_spec, caller, prompts, model, concurrency)
+        ref = host.llm_batch.remote(run_spec, caller, items, model, concurrency)
         return lambda: ray.get(ref)
 
     return start
+
+
+def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: EventForwarder, parent: Agent,
+                    triples: list[tuple[str, Any, str]], concurrency: int) -> Any:
+    """Send children ``(prompt, context, id)`` of ``parent`` to host ``index`` as one streaming call.
+
+    Their context files are written here first (the host reads them on this node, or from the
+    object store on another). The waiter collects the children's results as they finish; if the
+    host dies, the children it had not finished are recorded as retried and run again through
+    the spawner (on a live host), as a lost single child is.
+    """
+    import ray
+
+    payloads, specs = [], []
+    try:
+        for prompt, context, child_id in triples:
+            payload = parent.child_payload(context)
+            payloads.append(payload)
+            child = Agent(parent.services, prompt=prompt, payload=payload, depth=parent.depth + 1,
+                          parent_id=parent.agent_id, agent_id=child_id)
+            spec = spawner.spec_for(child)
+            if index >= len(run_spec.host_nodes) or run_spec.host_nodes[index] != spec.context.origin_node:
+                contexts.store(spec.context)
+            specs.append(spec)
+        events.flush()  # the parent's events so far reach the hub before its children's (pushed by that host)
+        stream = run_spec.hosts[index].agent_batch.options(num_returns="streaming").remote(run_spec, specs,
+                                                                                           concurrency)
+    except BaseException:
+        _cleanup(parent, payloads)
+        raise
+
+    def wait() -> ShardResult:
+        done: dict[int, AgentResult] = {}
+        try:
+            try:
+                for ref in stream:
+                    position, result = ray.get(ref)
+                    done[position] = result
+            except actor_died_errors() as exc:
+                for position, spec in enumerate(specs):
+                    if position not in done:
+                        done[position] = _retry(spawner, spec, exc, index)
+        finally:
+            _cleanup(parent, payloads)
+        return ShardResult(items=[parent.child_item(done[position]) for position in range(len(specs))])
+
+    return wait
+
+
+def _retry(spawner: Spawner, spec: AgentSpec, exc: BaseException, dead: int) -> AgentResult:
+    retry = spawner.after_death(spec, exc)
+    return retry if isinstance(retry, AgentResult) else spawner.run(retry, avoid=dead)
+
+
+def _cleanup(parent: Agent, payloads: list[Any]) -> None:
+    for payload in payloads:
+        if payload is not parent.payload:
+            payload.cleanup()
 
 
 def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:

@@ -39,7 +39,7 @@ _counter_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)
-def _actor_died_errors() -> tuple[type[BaseException], ...]:
+def actor_died_errors() -> tuple[type[BaseException], ...]:
     import ray.exceptions as rex
 
     names = ("RayActorError", "ActorDiedError", "ActorUnavailableError", "OwnerDiedError", "ObjectLostError",
@@ -60,36 +60,44 @@ class Spawner:
         self._informed: set[int] = set()  # hosts that have this run's RunSpec
         self._informed_lock = threading.Lock()
 
-    def __call__(self, agent: Agent) -> AgentResult:
-        spec = AgentSpec(agent_id=agent.agent_id, parent_id=agent.parent_id, depth=agent.depth, prompt=agent.prompt,
-                         context=share(agent.payload, self.run_spec.run_id, self.node))
+    def __call__(self, agent: Agent, *, here: bool = False) -> AgentResult:
+        """Run ``agent`` on a host (round-robin), or in this process when ``here`` and this is a host."""
+        spec = self.spec_for(agent)
+        if here and self.run_here is not None:
+            return self.run_here(self.run_spec, spec)[0]
         return self.run(spec)
 
-    def run(self, spec: AgentSpec) -> AgentResult:
-        import ray
+    def spec_for(self, agent: Agent) -> AgentSpec:
+        return AgentSpec(agent_id=agent.agent_id, parent_id=agent.parent_id, depth=agent.depth, prompt=agent.prompt,
+                         context=share(agent.payload, self.run_spec.run_id, self.node))
 
-        retries = self.run_spec.config.agent_retries
-        died = _actor_died_errors()
-        avoid = None  # first attempts spread round-robin over every host; a retry avoids the dead one
-        for attempt in range(retries + 1):
+    def run(self, spec: AgentSpec, avoid: int | None = None) -> AgentResult:
+        """Run ``spec`` on a host other than ``avoid`` (when there is one); retry it when its host dies."""
+        while True:  # first attempts spread round-robin over every host; a retry avoids the dead one
             index = self._pick(avoid)
             try:
                 return self._run_on(index, spec)
-            except died as exc:
+            except actor_died_errors() as exc:
                 with self._informed_lock:
                     self._informed.discard(index)  # it restarts without the run's state
-                message = f"its agent host died ({type(exc).__name__})"
-                last = attempt == retries
-                note = "no retries left" if last else f"retry {attempt + 1} of {retries} as {spec.agent_id}r{attempt + 1}"
-                self.emit(AgentFinished(run_id=self.run_spec.run_id, agent_id=spec.agent_id, status="retried",
-                                        answer=None, iterations=0, error=f"{message}; {note}"))
-                if last:
-                    return AgentResult(spec.agent_id, None, "error", 0, error=f"agent lost: {message} "
-                                       f"{retries + 1} times")
-                base = spec.agent_id if spec.attempt == 0 else spec.agent_id.rsplit("r", 1)[0]
-                spec = dataclasses.replace(spec, agent_id=f"{base}r{attempt + 1}", attempt=attempt + 1)
-                avoid = index
-        raise AssertionError("unreachable")
+                retry = self.after_death(spec, exc)
+                if isinstance(retry, AgentResult):
+                    return retry
+                spec, avoid = retry, index
+
+    def after_death(self, spec: AgentSpec, exc: BaseException) -> AgentSpec | AgentResult:
+        """Record that ``spec``'s host died under it; the spec of its next attempt, or its final error result."""
+        retries = self.run_spec.config.agent_retries
+        message = f"its agent host died ({type(exc).__name__})"
+        last = spec.attempt >= retries
+        base = spec.agent_id if spec.attempt == 0 else spec.agent_id.rsplit("r", 1)[0]
+        following = f"{base}r{spec.attempt + 1}"
+        note = "no retries left" if last else f"retry {spec.attempt + 1} of {retries} as {following}"
+        self.emit(AgentFinished(run_id=self.run_spec.run_id, agent_id=spec.agent_id, status="retried",
+                                answer=None, iterations=0, error=f"{message}; {note}"))
+        if last:
+            return AgentResult(spec.agent_id, None, "error", 0, error=f"agent lost: {message} {retries + 1} times")
+        return dataclasses.replace(spec, agent_id=following, attempt=spec.attempt + 1)
 
     def _run_on(self, index: int, spec: AgentSpec) -> AgentResult:
         import ray

@@ -107,8 +107,9 @@ class RunServices:
     def depth_reached(self) -> int:
         return self._depth_reached
 
-    def run_child(self, agent: "Agent") -> AgentResult:
-        return self.spawn(agent) if self.spawn else agent.run()
+    def run_child(self, agent: "Agent", *, here: bool = False) -> AgentResult:
+        """Run a child agent: where the ``spawn`` hook places it, or in this process when ``here``."""
+        return self.spawn(agent, here=here) if self.spawn else agent.run()
 
 
 class Agent:
@@ -374,7 +375,9 @@ class Agent:
             model = _model_arg(args)
             if hasattr(self.services.lm, "acomplete") and all(isinstance(p, str) for p in prompts_):
                 return self._llm_query_fanout(prompts_, model)
-            return self._batched(lambda p: self._llm_query(p, model), prompts_)
+            results = self._batched(lambda p: self._llm_query(p, model), prompts_)
+            self._raise_if_stopped()
+            return results
         if name == "rlm_query":
             return self._rlm_query(_text_arg(args, "prompt"), args.get("context"))
         if name == "rlm_query_batched":
@@ -382,10 +385,16 @@ class Agent:
             contexts = args.get("contexts") or [None] * len(prompts_)
             if not isinstance(contexts, list) or len(contexts) != len(prompts_):
                 raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
-            # Ids are taken in batch order, so item i of the batch is the i-th child id.
-            ids = [self.services.new_id("a") if self.depth < self.config.max_depth else None for _ in prompts_]
-            triples = list(zip(prompts_, contexts, ids))
-            return self._batched(lambda t: self._rlm_query(*t), triples)
+            if self.depth >= self.config.max_depth:  # no children allowed: plain LM calls
+                results = self._batched(lambda t: self._rlm_query(*t), list(zip(prompts_, contexts)))
+            else:
+                # Ids are taken in batch order, so item i of the batch is the i-th child id.
+                triples = [(p, c, self.services.new_id("a")) for p, c in zip(prompts_, contexts)]
+                from rlm.fanout import run_sharded
+
+                results = run_sharded(self, "rlm", triples, None, self.rlm_batch_local, min_shard=1)
+            self._raise_if_stopped()
+            return results
         extra = self.services.host_functions.get(name)
         if extra is None:
             raise HostCallError(f"unknown host function {name}")
@@ -397,28 +406,40 @@ class Agent:
         except LMError as exc:
             raise HostCallError(str(exc)) from None
 
-    def _rlm_query(self, prompt: str, context: Any, agent_id: str | None = None) -> str:
+    def _rlm_query(self, prompt: str, context: Any, agent_id: str | None = None, *, here: bool = False) -> str:
         if not isinstance(prompt, str):
             raise HostCallError("rlm_query: prompt must be a str")
         if self.depth + 1 > self.config.max_depth:
             # At max depth a child agent is not allowed: answer with a plain LM call.
             text = prompt if context is None else f"{prompt}\n\nContext:\n{_context_text(context)}"
             return self._llm_query(text, None, purpose="fallback")
-        payload = self._child_payload(context)
+        payload = self.child_payload(context)
         child = Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id,
                       agent_id=agent_id)
         try:
-            result = self.services.run_child(child)
+            result = self.services.run_child(child, here=here)
         finally:
             if payload is not self.payload:
                 payload.cleanup()
+        return self._child_answer(result)
+
+    def rlm_batch_local(self, triples: list[tuple[str, Any, str]], concurrency: int) -> list[dict[str, str]]:
+        """Child agents for ``(prompt, context, child_id)`` triples, in this process, ``concurrency`` at a time."""
+        return self._batched(lambda t: self._rlm_query(*t, here=True), triples, concurrency)
+
+    def child_item(self, result: AgentResult) -> dict[str, str]:
+        """A batch item for a finished child: ``{"value": answer}`` or ``{"error": why}``."""
+        return _item(lambda: self._child_answer(result))
+
+    def _child_answer(self, result: AgentResult) -> str:
+        """The answer a finished child gives its parent; raises when it has none to give."""
         if result.status == "ok" or result.status == "max_iterations":
             return result.answer or ""
         if self.services.budget.stop_reason:
             raise LimitReached(self.services.budget.stop_reason)
         raise HostCallError(f"child agent {result.agent_id} failed ({result.status}): {result.error}")
 
-    def _child_payload(self, context: Any) -> ContextPayload:
+    def child_payload(self, context: Any) -> ContextPayload:
         """The child's own context file (``None``: the parent's, shared read-only, no copy)."""
         if context is None:
             return self.payload
@@ -441,7 +462,7 @@ class Agent:
         """
         from rlm.fanout import run_sharded
 
-        results = run_sharded(self, prompts_, model, lambda part, gate: self.llm_fanout_local(part, model, gate))
+        results = run_sharded(self, "llm", prompts_, model, lambda part, gate: self.llm_fanout_local(part, model, gate))
         self._raise_if_stopped()
         return results
 
@@ -471,24 +492,17 @@ class Agent:
         if self.services.budget.stop_reason:
             raise LimitReached(self.services.budget.stop_reason)
 
-    def _batched(self, work: Callable[[Any], str], items: list[Any]) -> list[dict[str, str]]:
-        """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items."""
+    def _batched(self, work: Callable[[Any], str], items: list[Any],
+                 concurrency: int | None = None) -> list[dict[str, str]]:
+        """Run ``work`` over ``items`` concurrently (bounded), in order; failures become error items.
+
+        A tripped limit does not raise here: the caller raises once the whole batch is in.
+        """
         if not items:
             return []
-
-        def one(item: Any) -> dict[str, str]:
-            try:
-                return {"value": work(item)}
-            except HostCallError as exc:
-                return {"error": str(exc)}
-            except LimitReached as exc:
-                return {"error": f"the run was stopped: {exc.limit}"}
-
-        workers = min(self.config.max_concurrency, len(items))
+        workers = min(concurrency or self.config.max_concurrency, len(items))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"rlm-{self.agent_id}") as pool:
-            results = list(pool.map(one, items))
-        self._raise_if_stopped()
-        return results
+            return list(pool.map(lambda item: _item(lambda: work(item)), items))
 
 
 _starter: ThreadPoolExecutor | None = None
@@ -502,6 +516,16 @@ def _sandbox_starter() -> ThreadPoolExecutor:
         if _starter is None:
             _starter = ThreadPoolExecutor(max_workers=32, thread_name_prefix="rlm-sandbox-start")
         return _starter
+
+
+def _item(work: Callable[[], str]) -> dict[str, str]:
+    """One batch item: ``{"value": work()}``, or ``{"error": ...}`` for what the model should see."""
+    try:
+        return {"value": work()}
+    except HostCallError as exc:
+        return {"error": str(exc)}
+    except LimitReached as exc:
+        return {"error": f"the run was stopped: {exc.limit}"}
 
 
 def _text_arg(args: dict[str, Any], name: str) -> str:

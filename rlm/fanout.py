@@ -1,25 +1,31 @@
-"""``llm_query_batched`` spread over several processes.
+"""``llm_query_batched`` and ``rlm_query_batched`` spread over several processes.
 
-One process's LM client spends a few milliseconds of CPU per call (litellm's
-Router: routing, retries, logging, cost), all on one event loop under one GIL,
-so a big fan-out is CPU-bound in that process long before the provider is the
-limit. When the run has other processes that can make calls for it (on Ray, the
-other agent hosts: :attr:`rlm.agent.RunServices.fanout_helpers`), a big batch is
-cut into contiguous shards: one runs here, each other on a helper, each with its
-share of ``max_concurrency`` (so the run never has more calls in flight than the
-user allowed). Results come back in prompt order.
+A process runs its agents and LM calls under one GIL, so a big batch is
+CPU-bound in that process long before the provider is the limit. When the run
+has other processes that can work for it (on Ray, the other agent hosts:
+:attr:`rlm.agent.RunServices.fanout_helpers`), a batch is cut into contiguous
+shards: one runs here, each other on a helper, each with its share of
+``max_concurrency`` (so the run never has more calls or children in flight than
+the user allowed). Results come back in batch order. Two kinds of batch:
 
-Every call still goes through a LiteLLM Router, the tree-wide budget and the
-event stream, under the calling agent's id; a helper reports the tokens it spent
-so the caller's own usage stays whole. A helper that fails (its process died)
-has its shard run here instead.
+* ``"llm"`` — sub-calls (items are prompts). Every call still goes through the
+  LM client, the tree-wide budget and the event stream, under the calling
+  agent's id; a helper reports the tokens it spent so the caller's own usage
+  stays whole. Only batches of :data:`MIN_SHARD` prompts or more are split.
+* ``"rlm"`` — child agents (items are ``(prompt, context, child_id)``). A shard's
+  children run in the helper's process, so a batch of 200 children costs one
+  message per helper instead of one per child.
+
+A helper that fails before it returns anything (its process died) has its shard
+run here instead; a helper of child agents reports the children it finished and
+retries the others itself (see ``rlm.agents.host``).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from rlm.agent import Agent
@@ -40,9 +46,10 @@ class ShardResult:
     llm_calls: int = 0
 
 
-#: ``helper(agent, prompts, model, concurrency)`` starts a shard elsewhere and returns a
-#: waiter; the waiter blocks for the :class:`ShardResult` (it raises if the helper died).
-FanoutHelper = Callable[["Agent", list[str], "str | None", int], Callable[[], ShardResult]]
+#: ``helper(agent, kind, items, model, concurrency)`` starts a shard of a ``kind`` batch
+#: elsewhere and returns a waiter; the waiter blocks for the :class:`ShardResult` (it raises
+#: if the helper died).
+FanoutHelper = Callable[["Agent", str, list[Any], "str | None", int], Callable[[], ShardResult]]
 
 
 def plan(n: int, concurrency: int, helpers: int, min_shard: int = MIN_SHARD) -> list[tuple[int, int, int]]:
@@ -60,23 +67,24 @@ def plan(n: int, concurrency: int, helpers: int, min_shard: int = MIN_SHARD) -> 
     return [(bounds[i], bounds[i + 1], gates[i]) for i in range(k)]
 
 
-def run_sharded(agent: "Agent", prompts: list[str], model: str | None,
-                local: Callable[[list[str], int], list[dict[str, str]]]) -> list[dict[str, str]]:
-    """Run ``prompts`` over this process (``local(prompts, concurrency)``) and the run's helpers."""
+def run_sharded(agent: "Agent", kind: str, items: list[Any], model: str | None,
+                local: Callable[[list[Any], int], list[dict[str, str]]],
+                min_shard: int = MIN_SHARD) -> list[dict[str, str]]:
+    """Run a ``kind`` batch over this process (``local(items, concurrency)``) and the run's helpers."""
     helpers: list[FanoutHelper] = list(agent.services.fanout_helpers)
-    shards = plan(len(prompts), agent.config.max_concurrency, len(helpers))
+    shards = plan(len(items), agent.config.max_concurrency, len(helpers), min_shard)
     if len(shards) <= 1:
-        return local(prompts, agent.config.max_concurrency)
+        return local(items, agent.config.max_concurrency)
     waiters: list[tuple[tuple[int, int, int], Callable[[], ShardResult] | None]] = []
     for helper, shard in zip(helpers, shards[1:]):
         start, stop, gate = shard
         try:
-            waiters.append((shard, helper(agent, prompts[start:stop], model, gate)))
+            waiters.append((shard, helper(agent, kind, items[start:stop], model, gate)))
         except Exception as exc:  # noqa: BLE001 - a helper that cannot start: its shard runs here
             log.warning("fan-out helper could not start (%s); running its shard here", exc)
             waiters.append((shard, None))
     start, stop, gate = shards[0]
-    results: list[dict[str, str]] = local(prompts[start:stop], gate)
+    results: list[dict[str, str]] = local(items[start:stop], gate)
     for (start, stop, gate), wait in waiters:
         shard_result = None
         if wait is not None:
@@ -85,7 +93,7 @@ def run_sharded(agent: "Agent", prompts: list[str], model: str | None,
             except Exception as exc:  # noqa: BLE001 - the helper died: redo its shard here
                 log.warning("fan-out helper failed (%s); running its shard here", exc)
         if shard_result is None:
-            results.extend(local(prompts[start:stop], gate))
+            results.extend(local(items[start:stop], gate))
             continue
         agent.add_usage(shard_result.input_tokens, shard_result.output_tokens, shard_result.llm_calls)
         results.extend(shard_result.items)
@@ -93,7 +101,7 @@ def run_sharded(agent: "Agent", prompts: list[str], model: str | None,
 
 
 def serve_shard(agent: "Agent", prompts: list[str], model: str | None, concurrency: int) -> ShardResult:
-    """A helper's side: run the shard on this process's LM loop as calls of ``agent`` (a stand-in)."""
+    """A helper's side of an ``"llm"`` shard: on this process's LM loop, as calls of ``agent`` (a stand-in)."""
     items = agent.llm_fanout_local(prompts, model, concurrency)
     input_tokens, output_tokens, calls = agent.own_usage()
     return ShardResult(items=items, input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls)

@@ -47,7 +47,8 @@ class Helpers:
         services.fanout_helpers = [self.helper(services) for _ in range(self.count)]
 
     def helper(self, services):
-        def start(agent: Agent, prompts, model, concurrency):
+        def start(agent: Agent, kind, prompts, model, concurrency):
+            assert kind == "llm"
             if self.kind == "refuses":
                 raise ConnectionError("helper host unreachable")
             box: dict[str, ShardResult | BaseException] = {}
