@@ -430,6 +430,8 @@ def _preload() -> None:
     tokenizer, proxy types and tracing, pydantic schema builds): ~0.5 s of CPU that
     would otherwise land on this host's first agent — seconds on a busy machine.
     """
+    import gc
+
     from rlm.lm import _litellm
 
     _litellm()
@@ -437,6 +439,10 @@ def _preload() -> None:
         _first_call()
     except Exception:  # noqa: BLE001 - only a warm-up: the first real call pays instead
         pass
+    # What is alive now (Ray, litellm, pydantic: over a million objects) lives as long as the process.
+    # Left in the collector's oldest generation, every full collection walked it: 100-700 ms pauses,
+    # freeing nothing, that stalled every agent of the host at once.
+    gc.freeze()
 
 
 def _first_call() -> None:

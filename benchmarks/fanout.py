@@ -132,8 +132,10 @@ def measure_spawn(n: int = 200, latency_ms: float = 100, concurrency: int = 16, 
                   warm_sandboxes: int | None = None) -> dict[str, Any]:
     """``n`` child agents via ``rlm_query_batched``, one iteration each, each in its own sandbox."""
     warm = n if warm_sandboxes is None else warm_sandboxes
+    # Each host's pool keeps exactly its share of the warmed sandboxes (warm() sets that target): with a
+    # bigger target, a host that went quiet for REFILL_QUIET_S mid-run launched dozens of refills at once.
     numbers = _run(_SPAWN_CODE.format(n=n), latency_ms=latency_ms, concurrency=concurrency, executor=executor,
-                   warm_sandboxes=warm, sandbox_pool_size=warm)
+                   warm_sandboxes=warm, sandbox_pool_size=0)
     numbers.update(n=n, latency_ms=latency_ms, concurrency=concurrency, warm_sandboxes=warm,
                    ideal_s=-(-n // concurrency) * latency_ms / 1000)
     return numbers
