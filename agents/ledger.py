@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from typing import Any
+
+from rlm.agents.queue_thread import QueueThread
 
 from rlm.budget import Usage
 from rlm.errors import LimitReached
@@ -186,32 +187,12 @@ class LeasedBudget:
         return LimitReached(self.stop_reason)
 
 
-class _BackgroundSyncs:
-    """One daemon thread per process that makes the periodic syncs of every :class:`LeasedBudget`."""
-
-    def __init__(self) -> None:
-        self._queue: deque[LeasedBudget] = deque()
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def submit(self, budget: LeasedBudget) -> None:
-        with self._ready:
-            self._queue.append(budget)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="rlm-ledger-sync", daemon=True)
-                self._thread.start()
-            self._ready.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue:
-                    self._ready.wait()
-                budget = self._queue.popleft()
-            try:
-                budget._sync_unlocked()
-            except Exception:  # noqa: BLE001 - the hub is gone or busy: the delta was kept, the next sync sends it
-                pass
+def _sync_quietly(budget: LeasedBudget) -> None:
+    try:
+        budget._sync_unlocked()
+    except Exception:  # noqa: BLE001, S110 - the hub is gone or busy: the delta was kept, the next sync sends it
+        pass
 
 
-_background = _BackgroundSyncs()
+#: One thread per process makes the periodic syncs of every :class:`LeasedBudget`.
+_background: QueueThread[LeasedBudget] = QueueThread("rlm-ledger-sync", _sync_quietly)

@@ -31,10 +31,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from rlm.agents.queue_thread import QueueThread
+from rlm.sandbox.host import Handler, Sandbox
+
 from rlm.config import SandboxConfig
 from rlm.errors import SandboxError
 from rlm.inputs import ContextPayload
-from rlm.sandbox.host import Handler, Sandbox
 
 MAX_POOLED_BYTES = 8 * 1024 * 1024
 #: The pool is refilled once no sandbox was taken for this long.
@@ -86,7 +88,7 @@ class PooledSandbox(Sandbox):
             # Kill now (the whole pid namespace), reap later: the agent need not wait for the teardown.
             self._worker = self._proc = None
             worker.kill()
-            _reaper.add(proc)
+            _reaper.submit(proc)
         else:
             super().close()
         self.placeholder.unlink(missing_ok=True)
@@ -98,40 +100,21 @@ class PooledSandbox(Sandbox):
         self.start()
 
 
-class _Reaper:
-    """Waits for killed sandbox processes on one background thread (closes their pipes, reaps them)."""
-
-    def __init__(self) -> None:
-        self._procs: deque[Any] = deque()
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, proc: Any) -> None:
-        with self._ready:
-            self._procs.append(proc)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="rlm-sandbox-reaper", daemon=True)
-                self._thread.start()
-            self._ready.notify()
-
-    def _loop(self) -> None:
-        while True:
-            with self._ready:
-                while not self._procs:
-                    self._ready.wait()
-                proc = self._procs.popleft()
-            for stream in (proc.stdin, proc.stdout):
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-            try:
-                proc.wait(timeout=10)
-            except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
-                proc.kill()
+def _reap(proc: Any) -> None:
+    """Close a killed sandbox's pipes and wait for it."""
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
+        proc.kill()
 
 
-_reaper = _Reaper()
+#: Killed sandbox processes are reaped on one background thread, so an agent does not wait for it.
+_reaper: QueueThread[Any] = QueueThread("rlm-sandbox-reaper", _reap)
 
 
 class SandboxPool:
