@@ -368,8 +368,7 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
             child = Agent(parent.services, prompt=prompt, payload=payload, depth=parent.depth + 1,
                           parent_id=parent.agent_id, agent_id=child_id)
             spec = spawner.spec_for(child)
-            if index >= len(run_spec.host_nodes) or run_spec.host_nodes[index] != spec.context.origin_node:
-                contexts.store(spec.context)
+            spawner.ship(spec, index)
             specs.append(spec)
         events.flush()  # the parent's events so far reach the hub before its children's (pushed by that host)
         stream = run_spec.hosts[index].agent_batch.options(num_returns="streaming").remote(run_spec, specs,
@@ -388,7 +387,7 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
             except actor_died_errors() as exc:
                 for position, spec in enumerate(specs):
                     if position not in done:
-                        done[position] = _retry(spawner, spec, exc, index)
+                        done[position] = spawner.retry(spec, exc, index)
         finally:
             _cleanup(parent, payloads)
         return ShardResult(items=[parent.child_item(done[position]) for position in range(len(specs))])
@@ -396,15 +395,9 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
     return wait
 
 
-def _retry(spawner: Spawner, spec: AgentSpec, exc: BaseException, dead: int) -> AgentResult:
-    retry = spawner.after_death(spec, exc)
-    return retry if isinstance(retry, AgentResult) else spawner.run(retry, avoid=dead)
-
-
 def _cleanup(parent: Agent, payloads: list[Any]) -> None:
     for payload in payloads:
-        if payload is not parent.payload:
-            payload.cleanup()
+        parent.release_child_payload(payload)
 
 
 def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:

@@ -72,20 +72,30 @@ class Spawner:
                          context=share(agent.payload, self.run_spec.run_id, self.node))
 
     def run(self, spec: AgentSpec, avoid: int | None = None) -> AgentResult:
-        """Run ``spec`` on a host other than ``avoid`` (when there is one); retry it when its host dies."""
-        while True:  # first attempts spread round-robin over every host; a retry avoids the dead one
-            index = self._pick(avoid)
-            try:
-                return self._run_on(index, spec)
-            except actor_died_errors() as exc:
-                with self._informed_lock:
-                    self._informed.discard(index)  # it restarts without the run's state
-                retry = self.after_death(spec, exc)
-                if isinstance(retry, AgentResult):
-                    return retry
-                spec, avoid = retry, index
+        """Run ``spec`` on a host other than ``avoid`` (when there is one); retry it when its host dies.
 
-    def after_death(self, spec: AgentSpec, exc: BaseException) -> AgentSpec | AgentResult:
+        First attempts spread round-robin over every host; a retry avoids the dead one.
+        """
+        index = self._pick(avoid)
+        try:
+            return self._run_on(index, spec)
+        except actor_died_errors() as exc:
+            with self._informed_lock:
+                self._informed.discard(index)  # it restarts without the run's state
+            return self.retry(spec, exc, index)
+
+    def retry(self, spec: AgentSpec, exc: BaseException, dead: int) -> AgentResult:
+        """``spec``'s host (``dead``) died under it: record that, and run its next attempt elsewhere if any is left."""
+        following = self._after_death(spec, exc)
+        return following if isinstance(following, AgentResult) else self.run(following, avoid=dead)
+
+    def ship(self, spec: AgentSpec, index: int) -> None:
+        """Put ``spec``'s context in the object store unless host ``index`` is on the context's node."""
+        nodes = self.run_spec.host_nodes
+        if not (index < len(nodes) and nodes[index] == spec.context.origin_node):
+            store(spec.context)  # another node (or unknown): the host reads it from the object store
+
+    def _after_death(self, spec: AgentSpec, exc: BaseException) -> AgentSpec | AgentResult:
         """Record that ``spec``'s host died under it; the spec of its next attempt, or its final error result."""
         retries = self.run_spec.config.agent_retries
         message = f"its agent host died ({type(exc).__name__})"
@@ -103,9 +113,7 @@ class Spawner:
         import ray
 
         run_spec = self.run_spec
-        nodes = run_spec.host_nodes
-        if not (index < len(nodes) and nodes[index] == spec.context.origin_node):
-            store(spec.context)  # another node (or unknown): the host reads it from the object store
+        self.ship(spec, index)
         if index == self.own_host and self.run_here is not None:
             return self.run_here(run_spec, spec)[0]
         host = run_spec.hosts[index]

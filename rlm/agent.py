@@ -419,8 +419,7 @@ class Agent:
         try:
             result = self.services.run_child(child, here=here)
         finally:
-            if payload is not self.payload:
-                payload.cleanup()
+            self.release_child_payload(payload)
         return self._child_answer(result)
 
     def rlm_batch_local(self, triples: list[tuple[str, Any, str]], concurrency: int) -> list[dict[str, str]]:
@@ -438,6 +437,11 @@ class Agent:
         if self.services.budget.stop_reason:
             raise LimitReached(self.services.budget.stop_reason)
         raise HostCallError(f"child agent {result.agent_id} failed ({result.status}): {result.error}")
+
+    def release_child_payload(self, payload: ContextPayload) -> None:
+        """Delete a finished child's own context file (the parent's own payload stays)."""
+        if payload is not self.payload:
+            payload.cleanup()
 
     def child_payload(self, context: Any) -> ContextPayload:
         """The child's own context file (``None``: the parent's, shared read-only, no copy)."""
