@@ -7,29 +7,31 @@ worker on the host's node (taken from the host's pre-started pool when its
 context is small). Per run, a host keeps the run's services: the shared LM
 client, a :class:`~rlm.agents.ledger.LeasedBudget`, the event forwarder, the
 spawner for children, and relays for extension host functions.
+
+The host is an asyncio actor. An agent blocks (sandbox pipes, model calls, Ray
+calls to other hosts), so each agent call runs on a thread of the host's own
+pool, which grows with the agents actually running and reuses idle threads. (A
+threaded Ray actor would start one thread per allowed concurrent call up front:
+4,096 idle threads per host, whose futex waits slowed every lock hand-off of the
+process, the GIL's included.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterator
-from typing import Any
-
-from rlm.agent import Agent, AgentResult, HostFunction, RunServices
-from rlm.config import RLMConfig
-from rlm.events import AgentStarted, Event
-from rlm.fanout import ShardResult, serve_shard
-from rlm.lm import LiteLLMClient
-from rlm.sandbox.host import HostCallError
+from typing import Any, TypeVar
 
 from rlm.agents import context as contexts
 from rlm.agents.cluster import node_id
@@ -37,8 +39,19 @@ from rlm.agents.ledger import LeasedBudget
 from rlm.agents.sandbox_pool import SandboxPool
 from rlm.agents.spawn import Spawner, actor_died_errors
 from rlm.agents.specs import AgentSpec, RunSpec
+from rlm.sandbox.host import HostCallError
+
+from rlm.agent import Agent, AgentResult, HostFunction, RunServices
+from rlm.config import RLMConfig
+from rlm.events import AgentStarted, Event
+from rlm.fanout import ShardResult, serve_shard
+from rlm.lm import LiteLLMClient
 
 FLUSH_INTERVAL_S = 0.1
+#: Threads an agent host may run agents (and shards, warm-ups...) on; created as needed, idle ones reused.
+MAX_HOST_THREADS = 4096
+
+T = TypeVar("T")
 
 
 class EventForwarder:
@@ -164,21 +177,26 @@ class AgentHost:
         self._lms: dict[tuple[Any, ...], LiteLLMClient] = {}
         self._running: dict[str, str] = {}
         self.shards_served = 0  # fan-out shards run here for agents on other hosts
+        self._threads = ThreadPoolExecutor(max_workers=MAX_HOST_THREADS, thread_name_prefix="rlm-host")
         self._lock = threading.Lock()
         self._lm_lock = threading.Lock()
         # litellm takes seconds to import: do it now, not in the first agent's first call.
         self._preloading = threading.Thread(target=_preload, name="rlm-preload", daemon=True)
         self._preloading.start()
 
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on one of the host's threads (the actor's event loop must never block)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+
     # -- introspection (tests, benchmarks) ---------------------------------------------
-    def where(self) -> dict[str, Any]:
+    async def where(self) -> dict[str, Any]:
         return {"index": self.index, "node_id": self.node, "pid": os.getpid(), "shards_served": self.shards_served}
 
-    def running_agents(self) -> list[str]:
+    async def running_agents(self) -> list[str]:
         with self._lock:
             return list(self._running)
 
-    def stacks(self) -> str:
+    async def stacks(self) -> str:
         """Every thread's stack (for diagnosing a stuck agent)."""
         import sys
         import traceback
@@ -186,15 +204,23 @@ class AgentHost:
         return "\n".join(f"--- thread {ident}\n" + "".join(traceback.format_stack(frame))
                          for ident, frame in sys._current_frames().items())
 
-    def warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
-        """Pre-start ``count`` sandboxes for runs with this config; also loads the LM client."""
+    async def warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
+        """Pre-start ``count`` sandboxes for runs with this config (all booted on return); also loads the LM client."""
+        return await self._blocking(self._warm, config, extra_functions, count)
+
+    def _warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
         self._preloading.join()
         self._lm(config)
         return self.sandboxes.warm(config.sandbox, extra_functions, count)
 
     # -- agents ------------------------------------------------------------------------
-    def run_agent(self, run: RunSpec | str, spec: AgentSpec,
-                  carry_events: bool = False) -> tuple[AgentResult, list[Event]] | None:
+    async def run_agent(self, run: RunSpec | str, spec: AgentSpec,
+                        carry_events: bool = False) -> tuple[AgentResult, list[Event]] | None:
+        """Run one agent (see :meth:`_run_agent`)."""
+        return await self._blocking(self._run_agent, run, spec, carry_events)
+
+    def _run_agent(self, run: RunSpec | str, spec: AgentSpec,
+                   carry_events: bool) -> tuple[AgentResult, list[Event]] | None:
         """Run one agent; ``run`` is the run's spec, or only its id once this host has seen the spec.
 
         Returns the result and, with ``carry_events``, the agent's (and its descendants') events
@@ -234,25 +260,42 @@ class AgentHost:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
 
-    def agent_batch(self, run_spec: RunSpec, children: list[AgentSpec],
-                    concurrency: int) -> Iterator[tuple[int, AgentResult]]:
+    async def agent_batch(self, run_spec: RunSpec, children: list[AgentSpec],
+                          concurrency: int) -> AsyncIterator[tuple[int, AgentResult]]:
         """A share of another host's ``rlm_query_batched``: run ``children`` here, ``concurrency`` at a time.
 
         A streaming generator: yields ``(index, result)`` as each child finishes, so the caller
         knows which children are done if this process dies. Their events are pushed to the hub
         before the last item is consumed.
         """
-        state = self._state(run_spec)
+        state = await self._blocking(self._state, run_spec)
         with self._lock:
             self.shards_served += 1
+        finished: asyncio.Queue[tuple[int, AgentResult]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def run_all() -> None:
+            try:
+                with state.working(), ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(children))),
+                                                         thread_name_prefix="rlm-children") as pool:
+                    running = {pool.submit(self._run_safely, state, spec): index
+                               for index, spec in enumerate(children)}
+                    for future in as_completed(running):
+                        loop.call_soon_threadsafe(finished.put_nowait, (running[future], future.result()))
+            except BaseException as exc:  # the consumer must not wait for children that will never come
+                loop.call_soon_threadsafe(finished.put_nowait, exc)
+                raise
+
+        batch = loop.run_in_executor(self._threads, run_all)
         try:
-            with state.working(), ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(children))),
-                                                     thread_name_prefix="rlm-children") as pool:
-                running = {pool.submit(self._run_safely, state, spec): index for index, spec in enumerate(children)}
-                for future in as_completed(running):
-                    yield running[future], future.result()
+            for _ in children:
+                item = await finished.get()
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+            await batch
         finally:
-            self.events.flush()
+            await self._blocking(self.events.flush)
 
     def _run_safely(self, state: _RunState, spec: AgentSpec) -> AgentResult:
         try:
@@ -260,9 +303,13 @@ class AgentHost:
         except Exception as exc:  # noqa: BLE001 - e.g. its context could not be materialized here
             return AgentResult(spec.agent_id, None, "error", 0, error=f"{type(exc).__name__}: {exc}")
 
-    def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
-                  concurrency: int) -> ShardResult:
+    async def llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
+                        concurrency: int) -> ShardResult:
         """A share of another host's ``llm_query_batched``, made here as calls of ``caller`` (:mod:`rlm.fanout`)."""
+        return await self._blocking(self._llm_batch, run_spec, caller, prompts, model, concurrency)
+
+    def _llm_batch(self, run_spec: RunSpec, caller: dict[str, Any], prompts: list[str], model: str | None,
+                   concurrency: int) -> ShardResult:
         state = self._state(run_spec)
         with self._lock:
             self.shards_served += 1
@@ -274,8 +321,11 @@ class AgentHost:
         finally:
             self.events.flush()
 
-    def end_run(self, run_id: str) -> None:
+    async def end_run(self, run_id: str) -> None:
         """Give back leased calls and delete this node's files of the run."""
+        await self._blocking(self._end_run, run_id)
+
+    def _end_run(self, run_id: str) -> None:
         with self._lock:
             state = self._runs.pop(run_id, None)
         if state is not None:
@@ -284,8 +334,8 @@ class AgentHost:
         contexts.drop_run(run_id, self.node)
         self.events.flush()
 
-    def shutdown(self) -> None:
-        self.sandboxes.close()
+    async def shutdown(self) -> None:
+        await self._blocking(self.sandboxes.close)
 
     # -- per-run services ----------------------------------------------------------------
     def _state(self, run_spec: RunSpec) -> _RunState:

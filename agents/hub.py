@@ -13,13 +13,18 @@ It holds, for every run of the session (a batch runs many at once):
   ``note``/``recall``...) run on the driver, where the extension lives: hosts
   post calls here and the driver's relay answers them.
 
-Kept free of litellm and the agent loop so that it starts fast.
+Kept free of litellm and the agent loop so that it starts fast. It is an
+asyncio actor: every method runs on the actor's one event loop, so its state
+needs no lock, and a waiting ``drain`` or ``host_call`` costs a coroutine, not a
+thread (a threaded actor allowed thousands of concurrent calls by starting
+thousands of threads up front, whose futex waits slowed every lock hand-off of the
+process).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -35,32 +40,29 @@ class Hub:
     """Budgets, events and host-call relay of one driver session (run as a threaded Ray actor)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._budgets: dict[str, Budget] = {}
         self._events: deque[Any] = deque()
-        self._events_ready = threading.Condition(self._lock)
+        self._events_ready = asyncio.Event()
         self._pushed = 0
         self._calls: deque[tuple[int, str, str, dict[str, Any], dict[str, Any]]] = deque()
-        self._calls_ready = threading.Condition(self._lock)
-        self._replies: dict[int, tuple[threading.Event, list[Any]]] = {}
+        self._calls_ready = asyncio.Event()
+        self._replies: dict[int, asyncio.Future[list[Any]]] = {}
         self._call_ids = itertools.count(1)
 
-    def ping(self) -> bool:
+    async def ping(self) -> bool:
         return True
 
     # -- ledger ---------------------------------------------------------------------
-    def open_run(self, run_id: str, limits: dict[str, Any]) -> None:
+    async def open_run(self, run_id: str, limits: dict[str, Any]) -> None:
         deadline = limits.get("deadline_epoch")
         timeout = None if deadline is None else max(0.001, deadline - time.time())
-        with self._lock:
-            self._budgets[run_id] = Budget(max_llm_calls=limits["max_llm_calls"], max_tokens=limits.get("max_tokens"),
-                                           max_cost_usd=limits.get("max_cost_usd"), timeout_s=timeout)
+        self._budgets[run_id] = Budget(max_llm_calls=limits["max_llm_calls"], max_tokens=limits.get("max_tokens"),
+                                       max_cost_usd=limits.get("max_cost_usd"), timeout_s=timeout)
 
-    def close_run(self, run_id: str) -> None:
-        with self._lock:
-            self._budgets.pop(run_id, None)
+    async def close_run(self, run_id: str) -> None:
+        self._budgets.pop(run_id, None)
 
-    def lease(self, run_id: str, want: int, delta: dict[str, Any]) -> dict[str, Any]:
+    async def lease(self, run_id: str, want: int, delta: dict[str, Any]) -> dict[str, Any]:
         """Apply ``delta`` (tokens, cost, returned calls), then grant up to ``want`` calls."""
         budget = self._budget(run_id)
         _apply(budget, delta)
@@ -74,12 +76,12 @@ class Hub:
                 granted = 0
         return {"granted": granted, **_state(budget)}
 
-    def stop(self, run_id: str, reason: str) -> None:
+    async def stop(self, run_id: str, reason: str) -> None:
         budget = self._budgets.get(run_id)
         if budget is not None:
             budget.stop(reason)
 
-    def sync(self, run_id: str, delta: dict[str, Any]) -> dict[str, Any]:
+    async def sync(self, run_id: str, delta: dict[str, Any]) -> dict[str, Any]:
         budget = self._budget(run_id)
         _apply(budget, delta)
         try:
@@ -95,53 +97,56 @@ class Hub:
         return budget
 
     # -- events -----------------------------------------------------------------------
-    def push_events(self, events: list[Any]) -> int:
-        with self._lock:
-            self._events.extend(events)
-            self._pushed += len(events)
-            self._events_ready.notify_all()
-            return self._pushed
+    async def push_events(self, events: list[Any]) -> int:
+        self._events.extend(events)
+        self._pushed += len(events)
+        self._events_ready.set()
+        return self._pushed
 
-    def pushed(self) -> int:
-        with self._lock:
-            return self._pushed
+    async def pushed(self) -> int:
+        return self._pushed
 
-    def drain(self, timeout: float) -> tuple[list[Any], int]:
+    async def drain(self, timeout: float) -> tuple[list[Any], int]:
         """Every queued event (waiting up to ``timeout`` for one), and how many were ever pushed."""
-        with self._lock:
-            if not self._events:
-                self._events_ready.wait(timeout)
-            events = list(self._events)
-            self._events.clear()
-            return events, self._pushed
+        await _wait(self._events_ready, timeout)
+        events = list(self._events)
+        self._events.clear()
+        self._events_ready.clear()
+        return events, self._pushed
 
     # -- host-function relay ------------------------------------------------------------
-    def host_call(self, run_id: str, name: str, agent: dict[str, Any], args: dict[str, Any]) -> list[Any]:
-        """Called by a host; blocks until the driver answered: ``[ok, value_or_error]``."""
-        done = threading.Event()
-        slot: list[Any] = []
-        with self._lock:
-            call_id = next(self._call_ids)
-            self._replies[call_id] = (done, slot)
-            self._calls.append((call_id, run_id, name, agent, args))
-            self._calls_ready.notify_all()
-        done.wait()
-        return slot
+    async def host_call(self, run_id: str, name: str, agent: dict[str, Any], args: dict[str, Any]) -> list[Any]:
+        """Called by a host; returns once the driver answered: ``[ok, value_or_error]``."""
+        call_id = next(self._call_ids)
+        reply: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._replies[call_id] = reply
+        self._calls.append((call_id, run_id, name, agent, args))
+        self._calls_ready.set()
+        try:
+            return await reply
+        finally:
+            self._replies.pop(call_id, None)
 
-    def next_host_calls(self, timeout: float) -> list[tuple[int, str, str, dict[str, Any], dict[str, Any]]]:
-        with self._lock:
-            if not self._calls:
-                self._calls_ready.wait(timeout)
-            calls = list(self._calls)
-            self._calls.clear()
-            return calls
+    async def next_host_calls(self, timeout: float) -> list[tuple[int, str, str, dict[str, Any], dict[str, Any]]]:
+        await _wait(self._calls_ready, timeout)
+        calls = list(self._calls)
+        self._calls.clear()
+        self._calls_ready.clear()
+        return calls
 
-    def host_reply(self, call_id: int, ok: bool, value: Any) -> None:
-        with self._lock:
-            done, slot = self._replies.pop(call_id, (None, None))
-        if done is not None and slot is not None:
-            slot.extend([ok, value])
-            done.set()
+    async def host_reply(self, call_id: int, ok: bool, value: Any) -> None:
+        reply = self._replies.pop(call_id, None)
+        if reply is not None and not reply.done():
+            reply.set_result([ok, value])
+
+
+async def _wait(ready: asyncio.Event, timeout: float) -> None:
+    """Wait up to ``timeout`` for ``ready`` (already set: return at once)."""
+    if not ready.is_set():
+        try:
+            await asyncio.wait_for(ready.wait(), timeout)
+        except TimeoutError:
+            pass
 
 
 def _apply(budget: Budget, delta: dict[str, Any]) -> None:

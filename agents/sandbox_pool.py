@@ -11,12 +11,22 @@ sandbox is never reused after an agent closed it.
 Only contexts up to :data:`MAX_POOLED_BYTES` take a pooled worker (each one
 holds its own copy); larger ones start cold on the shared per-node file.
 
-The oldest waiting worker is handed out first (it has long finished booting).
+A worker announces that it has booted (a ``booted`` frame, before it reads
+``init``): :meth:`SandboxPool.warm` returns only once every worker it launched has
+booted, with a few booting at a time, and a refill launches one worker at a time,
+each booted before the next. The oldest waiting worker is handed out first.
 The pool is refilled only once the host has not taken a sandbox for
 :data:`REFILL_QUIET_S`: a launch costs as much CPU as a cold start, so
 refilling in the middle of a burst of children would only slow the burst down
-(on a small machine, by a lot). A closed sandbox's processes are reaped on a
-background thread, so an agent does not wait for its jail to be torn down.
+(on a small machine, by a lot).
+
+Teardown is deferred the same way. Closing a pooled sandbox hands it to the
+pool's teardown thread and returns at once; the worker (idle: its agent is done)
+is killed once no sandbox was taken for :data:`TEARDOWN_QUIET_S`, or after
+:data:`TEARDOWN_MAX_DELAY_S`, or at once when more than
+:data:`TEARDOWN_MAX_WAITING` wait. Killing a jail costs the kernel a few
+milliseconds of CPU (the address space, the namespaces); during a burst that CPU
+goes to the children still running. Closing the pool kills everything at once.
 """
 
 from __future__ import annotations
@@ -28,11 +38,13 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlm.agents.queue_thread import QueueThread
-from rlm.sandbox.host import Handler, Sandbox
+from rlm.sandbox.host import Handler, Sandbox, _wait_readable
 
 from rlm.config import SandboxConfig
 from rlm.errors import SandboxError
@@ -41,6 +53,16 @@ from rlm.inputs import ContextPayload
 MAX_POOLED_BYTES = 8 * 1024 * 1024
 #: The pool is refilled once no sandbox was taken for this long.
 REFILL_QUIET_S = 0.5
+#: Workers booting at once, per core, while :meth:`SandboxPool.warm` fills the pool.
+BOOTING_AT_ONCE = 2
+#: How long a pre-started worker may take to boot before the pool stops waiting for it.
+BOOT_TIMEOUT_S = 30.0
+#: A closed sandbox is torn down once no sandbox was taken for this long ...
+TEARDOWN_QUIET_S = 0.3
+#: ... or once it has waited this long, or when more than this many wait.
+TEARDOWN_MAX_DELAY_S = 5.0
+TEARDOWN_MAX_WAITING = 64
+TEARDOWN_POLL_S = 0.05
 
 
 class PooledSandbox(Sandbox):
@@ -51,16 +73,28 @@ class PooledSandbox(Sandbox):
     spawning one, then sends ``init`` as usual. A restart spawns cold.
     """
 
-    def __init__(self, placeholder: Path, *, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> None:
+    def __init__(self, placeholder: Path, *, config: SandboxConfig, extra_functions: dict[str, list[str]],
+                 retire: Callable[[Retired], None] | None = None) -> None:
         super().__init__(placeholder, "text", config=config, extra_functions=extra_functions)
         self.placeholder = placeholder
         self._early: Any = None
+        self._retire = retire
 
     def launch(self) -> None:
         """Start bubblewrap and the worker; the worker blocks until :meth:`assign` sends ``init``."""
         if not hasattr(Sandbox, "_spawn"):
             raise SandboxError("this sandbox host has no _spawn hook: cannot pre-start workers")
         self._early = super()._spawn()
+
+    def booted(self, timeout: float = 0.0) -> bool:
+        """Has the pre-started worker finished booting (its ``booted`` frame is waiting)? Waits up to ``timeout``.
+
+        Also true once the worker died: :meth:`assign` then finds out and the pool starts one cold.
+        """
+        early = self._early
+        if early is None or early.proc.stdout is None:
+            return True
+        return _wait_readable(early.proc.stdout.fileno(), timeout)
 
     def _spawn(self) -> Any:
         early, self._early = self._early, None
@@ -84,13 +118,12 @@ class PooledSandbox(Sandbox):
             self._early.kill()
             self._early = None
         worker, proc = self._worker, self._proc
-        if worker is not None and proc is not None:
-            # Kill now (the whole pid namespace), reap later: the agent need not wait for the teardown.
+        if worker is not None and proc is not None and self._retire is not None:
+            # The agent does not wait for the teardown: the pool kills the worker a little later.
             self._worker = self._proc = None
-            worker.kill()
-            _reaper.submit(proc)
-        else:
-            super().close()
+            self._retire(Retired(time.monotonic(), worker, proc, self.placeholder))
+            return
+        super().close()
         self.placeholder.unlink(missing_ok=True)
 
     def restart(self) -> None:
@@ -100,21 +133,28 @@ class PooledSandbox(Sandbox):
         self.start()
 
 
-def _reap(proc: Any) -> None:
-    """Close a killed sandbox's pipes and wait for it."""
-    for stream in (proc.stdin, proc.stdout):
+@dataclass(frozen=True, slots=True)
+class Retired:
+    """A closed pooled sandbox waiting for its teardown: its worker has served its agent and sits idle."""
+
+    closed_at: float
+    worker: Any  # rlm.sandbox.jail.WorkerProcess
+    proc: Any  # subprocess.Popen
+    placeholder: Path
+
+    def tear_down(self) -> None:
+        """Kill the whole pid namespace, close the pipes, wait for bubblewrap, delete the context copy."""
+        self.worker.kill()
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
         try:
-            stream.close()
-        except OSError:
-            pass
-    try:
-        proc.wait(timeout=10)
-    except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
-        proc.kill()
-
-
-#: Killed sandbox processes are reaped on one background thread, so an agent does not wait for it.
-_reaper: QueueThread[Any] = QueueThread("rlm-sandbox-reaper", _reap)
+            self.proc.wait(timeout=10)
+        except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
+            self.proc.kill()
+        self.placeholder.unlink(missing_ok=True)
 
 
 class SandboxPool:
@@ -128,6 +168,9 @@ class SandboxPool:
         self._filling: set[Any] = set()
         self._closed = False
         self._last_take = 0.0
+        self._retired = 0
+        self._launching = 0
+        self._teardown: QueueThread[Retired] = QueueThread("rlm-sandbox-teardown", self._tear_down)
 
     @staticmethod
     def key(config: SandboxConfig, extra_functions: dict[str, list[str]]) -> Any:
@@ -154,28 +197,74 @@ class SandboxPool:
         return sandbox
 
     def warm(self, config: SandboxConfig, extra_functions: dict[str, list[str]], count: int) -> int:
-        """Launch workers until ``count`` wait for this key (blocking); returns how many wait."""
+        """Launch workers until ``count`` wait for this key, and wait until all have booted; returns how many wait.
+
+        At most :data:`BOOTING_AT_ONCE` (per core) boot at a time: launching them all at once only
+        makes every one of them slower to come up.
+        """
         key = self.key(config, extra_functions)
         self.target = max(self.target, count)
+        at_once = BOOTING_AT_ONCE * (os.cpu_count() or 1)
+        booting: deque[PooledSandbox] = deque()
         while self._size(key) < count:
-            self._add(key, config, extra_functions)
+            while len(booting) >= at_once:
+                booting.popleft().booted(BOOT_TIMEOUT_S)
+            booting.append(self._add(key, config, extra_functions))
+        for sandbox in booting:
+            sandbox.booted(BOOT_TIMEOUT_S)
         return self._size(key)
 
     def _size(self, key: Any) -> int:
         with self._lock:
             return len(self._idle.get(key, []))
 
-    def _add(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> None:
+    def _retire(self, retired: Retired) -> None:
+        with self._lock:
+            self._retired += 1
+        self._teardown.submit(retired)
+
+    def _tear_down(self, retired: Retired) -> None:
+        """Tear a closed sandbox down once the host is quiet, it waited long enough, or too many wait.
+
+        Killing a worker costs the kernel a few milliseconds of CPU (its address space, its
+        namespaces, bubblewrap); in the middle of a burst of children that CPU is better spent
+        on the children still running.
+        """
+        try:
+            while not self._closed:
+                now = time.monotonic()
+                with self._lock:
+                    waiting, last_take = self._retired, self._last_take
+                if (now - last_take >= TEARDOWN_QUIET_S or now - retired.closed_at >= TEARDOWN_MAX_DELAY_S
+                        or waiting > TEARDOWN_MAX_WAITING):
+                    break
+                time.sleep(TEARDOWN_POLL_S)
+            retired.tear_down()
+        finally:
+            with self._lock:
+                self._retired -= 1
+
+    def _add(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> PooledSandbox:
+        """Launch one worker into the pool (it boots in the background) and return it."""
         self.directory.mkdir(parents=True, exist_ok=True)
         placeholder = self.directory / f"slot-{uuid.uuid4().hex}"
         placeholder.touch(mode=0o600)
-        sandbox = PooledSandbox(placeholder, config=config, extra_functions=extra_functions)
-        sandbox.launch()
+        sandbox = PooledSandbox(placeholder, config=config, extra_functions=extra_functions, retire=self._retire)
         with self._lock:
             if self._closed:
-                sandbox.close()
-                return
-            self._idle.setdefault(key, deque()).append(sandbox)
+                return sandbox
+            self._launching += 1
+        try:
+            sandbox.launch()
+            with self._lock:
+                if not self._closed:
+                    self._idle.setdefault(key, deque()).append(sandbox)
+                    return sandbox
+            sandbox.close()
+            return sandbox
+        finally:
+            with self._lock:
+                self._launching -= 1
 
     def _refill_later(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> None:
         with self._lock:
@@ -190,7 +279,8 @@ class SandboxPool:
                     if quiet < REFILL_QUIET_S:
                         time.sleep(REFILL_QUIET_S - quiet)
                         continue
-                    self._add(key, config, extra_functions)
+                    # one at a time, each booted before the next: a refill never floods the machine
+                    self._add(key, config, extra_functions).booted(BOOT_TIMEOUT_S)
             except Exception:  # a pool that cannot fill leaves agents to start cold
                 pass
             finally:
@@ -199,11 +289,25 @@ class SandboxPool:
 
         threading.Thread(target=fill, name="rlm-sandbox-pool", daemon=True).start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Kill every waiting and every retired worker; wait (up to ``timeout``) for launches and teardowns.
+
+        A worker launched while the host process dies can be left behind by bubblewrap (its
+        pid-namespace init waits for a parent that is gone), so a closing pool lets a launch in
+        progress finish, then kills that worker too.
+        """
         with self._lock:
             self._closed = True
             sandboxes = [s for idle in self._idle.values() for s in idle]
             self._idle.clear()
         for sandbox in sandboxes:
             sandbox.close()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while (self._retired or self._launching) and time.monotonic() < deadline:
+                self._lock.release()
+                try:
+                    time.sleep(TEARDOWN_POLL_S)
+                finally:
+                    self._lock.acquire()
         shutil.rmtree(self.directory, ignore_errors=True)

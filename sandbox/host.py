@@ -159,7 +159,10 @@ class Sandbox:
                 "huge_input_bytes": cfg.huge_input_bytes, "regex_timeout_s": cfg.regex_timeout_s,
                 "context_facts": text_facts(self.context_path) if self.context_kind == "text" else None,
             })
-            ready = self._read(time.monotonic() + 120.0)
+            deadline = time.monotonic() + 120.0
+            ready = self._read(deadline)
+            if ready.get("type") == "booted":
+                ready = self._read(deadline)
         except _Crash as exc:
             self.close()
             raise SandboxError(f"the REPL worker failed to start: {exc}. {self._stderr_text()}") from None

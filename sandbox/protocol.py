@@ -12,6 +12,8 @@ host -> worker
     ``shutdown`` ``{"type": "shutdown"}``
 
 worker -> host
+    ``booted``   ``{"type": "booted"}`` (first, as soon as the interpreter is up and waits for ``init``;
+                 a pre-started worker is handed out only once it was seen)
     ``ready``    ``{"type": "ready", "pid": int, "context_type": str, "context_length": int}``
     ``call``     ``{"type": "call", "id": int, "name": str, "args": {...}}`` (a host function; the
                  host answers with one ``reply`` of the same id before the cell goes on)

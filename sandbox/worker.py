@@ -206,6 +206,7 @@ class Worker:
         }
 
     def serve(self) -> None:
+        protocol.write_frame(self.out_fd, {"type": "booted"})
         init = protocol.read_frame(self.in_fd)
         if init.get("type") != "init":
             raise SystemExit("worker: expected an init frame")

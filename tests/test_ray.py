@@ -86,6 +86,15 @@ def test_children_run_on_both_nodes_with_their_own_chunks(server_factory, ray_co
     child_nodes = {row[3] for row in children}
     assert child_nodes == cluster_nodes  # both nodes ran children
     assert result.depth_reached == 1
+    # Hosts are asyncio actors whose agents run on threads made as needed: not thousands of idle
+    # threads started up front (a threaded actor with max_concurrency=4096 had ~4,100).
+    from rlm.agents.session import RaySession
+
+    session = RaySession.current()
+    assert session is not None
+    for info in session.host_info:
+        threads = len(os.listdir(f"/proc/{info['pid']}/task"))
+        assert threads < 300, f"agent host {info['index']} runs {threads} threads"
 
 
 def test_the_call_cap_holds_across_nodes(server_factory, ray_config, text_file):

@@ -33,6 +33,53 @@ def test_pooled_sandboxes_are_fresh_workers_each_on_its_own_context(tmp_path: Pa
         pool.close()
 
 
+def test_warm_returns_once_every_worker_has_booted(tmp_path: Path):
+    config = SandboxConfig(cell_timeout_s=60)
+    pool = SandboxPool(0)
+    try:
+        assert pool.warm(config, {}, 5) == 5
+        waiting = list(pool._idle[pool.key(config, {})])
+        assert len(waiting) == 5
+        assert all(sandbox.booted(timeout=0) for sandbox in waiting)  # no waiting: the frame is already there
+        sandbox = pool.take(config, {}, payload_from_text("abc", workdir=tmp_path), None)
+        assert sandbox is not None and sandbox.execute("FINAL(context * 2)").final == "abcabc"
+        sandbox.close()
+    finally:
+        pool.close()
+
+
+def test_closed_pooled_sandboxes_are_torn_down_later_and_all_at_pool_close(tmp_path: Path):
+    """close() hands the worker to the pool's teardown thread: it dies once the pool is quiet, and a
+    closing pool kills whatever still waits (nothing is left running)."""
+    import time
+
+    config = SandboxConfig(cell_timeout_s=60)
+    pool = SandboxPool(0)
+    try:
+        pool.warm(config, {}, 2)
+        first = pool.take(config, {}, payload_from_text("one", workdir=tmp_path), None)
+        assert first is not None and first.execute("FINAL(context)").final == "one"
+        proc, placeholder = first._proc, first.placeholder
+        assert proc is not None
+        first.close()
+        assert first._proc is None  # the agent is done with it at once
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is not None, "a retired sandbox was never torn down on a quiet pool"
+        assert not placeholder.exists()
+
+        second = pool.take(config, {}, payload_from_text("two", workdir=tmp_path), None)
+        assert second is not None and second.execute("FINAL(context)").final == "two"
+        proc = second._proc
+        assert proc is not None
+        second.close()
+    finally:
+        pool.close()
+    assert proc.poll() is not None  # pool.close() waited for the teardown it forced
+    assert not pool.directory.exists()
+
+
 def _started(run: str, agent: str, parent: str | None) -> AgentStarted:
     return AgentStarted(run_id=run, agent_id=agent, parent_id=parent, depth=0 if parent is None else 1, model="m",
                         prompt="", context_info={}, node_id="n")
