@@ -148,11 +148,33 @@ class LiteLLMClient:
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None) -> Completion:
-        return self._loop.run(self.acomplete(messages, role=role, model=model, timeout=timeout))
+        """One call from the calling thread. A routed call to an OpenAI-compatible deployment is sent from
+        this thread (:func:`rlm.transport.chat_sync`); anything else runs on the client's event loop."""
+        kwargs = self._kwargs(role, timeout)
+        if model and model not in self.models.values():
+            return self._loop.run(self.acomplete(messages, role=role, model=model, timeout=timeout))
+        started = time.monotonic()
+        try:
+            response = self._routed_sync(role, messages, kwargs)
+        except Exception as exc:  # litellm raises many types; all are infrastructure faults here
+            raise self._failed(exc, self.models[role]) from exc
+        return self._completion(response, self.models[role], time.monotonic() - started)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                         timeout: float | None = None) -> Completion:
         """:meth:`complete` as a coroutine; it must run on :meth:`run_async`'s loop."""
+        kwargs = self._kwargs(role, timeout)
+        started = time.monotonic()
+        try:
+            if model and model not in self.models.values():
+                response = await self._direct(model, messages, kwargs)
+            else:
+                response = await self._routed(role, messages, kwargs)
+        except Exception as exc:  # litellm raises many types; all are infrastructure faults here
+            raise self._failed(exc, model or self.models[role]) from exc
+        return self._completion(response, model or self.models[role], time.monotonic() - started)
+
+    def _kwargs(self, role: str, timeout: float | None) -> dict[str, Any]:
         if role not in ROLES:
             raise ValueError(f"unknown model role {role!r}")
         kwargs: dict[str, Any] = {}
@@ -162,16 +184,38 @@ class LiteLLMClient:
             kwargs["temperature"] = self.config.temperature
         if timeout is not None:
             kwargs["timeout"] = timeout
-        started = time.monotonic()
+        return kwargs
+
+    @staticmethod
+    def _failed(exc: Exception, name: str) -> LMError:
+        return LMError(f"model call to {name} failed: {_short(exc)}", model=name)
+
+    def _fast_params(self, deployment: Any) -> dict[str, Any] | None:
+        """The deployment's ``litellm_params`` when our transport carries it, else ``None`` (the Router does)."""
+        from rlm import transport
+
+        params = deployment["litellm_params"] if deployment else None
+        return params if params and transport.is_fast(params.get("model", "")) else None
+
+    def _routed_sync(self, role: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
+        """:meth:`_routed` from the calling thread: the first attempt on this thread, retries through the Router."""
+        from rlm import transport
+
         try:
-            if model and model not in self.models.values():
-                response = await self._direct(model, messages, kwargs)
-            else:
-                response = await self._routed(role, messages, kwargs)
-        except Exception as exc:  # litellm raises many types; all are infrastructure faults here
-            name = model or self.models[role]
-            raise LMError(f"model call to {name} failed: {_short(exc)}", model=name) from exc
-        return self._completion(response, model or self.models[role], time.monotonic() - started)
+            deployment = self._router.get_available_deployment(model=role, messages=messages, request_kwargs={})
+        except Exception:  # e.g. every deployment cooling down: the Router's own path says why
+            deployment = None
+        params = self._fast_params(deployment)
+        if params is None:
+            return self._loop.run(self._router.acompletion(model=role, messages=messages, **kwargs))
+        wire = {k: v for k, v in kwargs.items() if k != "timeout"}
+        try:
+            return transport.chat_sync(params, messages, wire, kwargs.get("timeout", self.config.lm_timeout_s))
+        except Exception as exc:
+            if self.config.lm_retries <= 0 or not self._retryable(exc):
+                raise
+            return self._loop.run(self._router.acompletion(model=role, messages=messages,
+                                                           num_retries=self.config.lm_retries - 1, **kwargs))
 
     async def _routed(self, role: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
         """A call to a model group: the first attempt straight to the transport when it can be, else the Router."""
@@ -182,8 +226,8 @@ class LiteLLMClient:
                 model=role, messages=messages, request_kwargs={})
         except Exception:  # e.g. every deployment cooling down: the Router's own path says why
             deployment = None
-        params = deployment["litellm_params"] if deployment else None
-        if not params or not transport.is_fast(params.get("model", "")):
+        params = self._fast_params(deployment)
+        if params is None:
             return await self._router.acompletion(model=role, messages=messages, **kwargs)
         wire = {k: v for k, v in kwargs.items() if k != "timeout"}
         try:
