@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import threading
 import time
 import uuid
@@ -157,7 +156,7 @@ def chat_sync(deployment: dict, messages: list, params: dict, seconds: float | N
             connection.request("POST", path, body=body, headers=headers)
             response = connection.getresponse()
             status, text = response.status, response.read().decode("utf-8", "replace")
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             connection.close()
             raise litellm.Timeout(f"timed out after {seconds}s", model=model, llm_provider="openai") from None
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:

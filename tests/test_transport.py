@@ -6,6 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import litellm
 import pytest
@@ -23,10 +24,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     behaviour = "keep-alive"
-    connections: list[int] = []
+    connections: ClassVar[list[int]] = []
     delay = threading.Event()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.behaviour == "slow":
             self.delay.wait(5)
