@@ -76,6 +76,8 @@ WORKER_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
 }
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
+#: In bubblewrap's environment (never the worker's): the owning process as ``pid:start-time``.
+OWNER_ENV = "RLM_SANDBOX_OWNER"
 #: Protections the test suite may remove (see :func:`spawn`); never reachable from the CLI or config.
 WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid"})
 
@@ -243,6 +245,7 @@ def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: b
         bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes)
         policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker)
         env = {**os.environ, **WORKER_ENV} if "env" in weaken else dict(WORKER_ENV)
+        env[OWNER_ENV] = _owner_token()  # bwrap's own environment only: --clearenv keeps it from the worker
         argv = [shutil.which("bwrap") or "bwrap", "--", *_worker_command(python, worker, jailed=True)]
         return Launch(argv, env, JAIL_CONTEXT_PATH, bpf, tuple(policy))
     return Launch(_worker_command(python, worker, jailed=False), dict(WORKER_ENV), str(context_file))
@@ -446,6 +449,61 @@ def _check_weaken(weaken: frozenset[str]) -> None:
         raise ConfigError("a weakened sandbox exists for rlm's escape test suite only")
 
 
+def _owner_token(pid: int | None = None) -> str:
+    """``pid:start-time`` of a process (default: this one); a pid reused by another process differs."""
+    pid = os.getpid() if pid is None else pid
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    return f"{pid}:{int(fields[19])}"  # field 22 of stat: start time in clock ticks since boot
+
+
+def reap_orphans() -> int:
+    """Kill this user's bubblewrap sandboxes whose owning process is gone; returns how many.
+
+    ``--die-with-parent`` is not enough: a host killed while bubblewrap is still setting a
+    jail up leaves the jail's init waiting forever for a parent that is gone. Every sandbox
+    carries its owner's ``pid:start-time`` (:data:`OWNER_ENV`, in bubblewrap's environment);
+    a sandbox whose owner no longer runs serves nobody.
+    """
+    killed = 0
+    uid = os.getuid()
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/comm", "rb") as handle:
+                if handle.read().strip() != b"bwrap":
+                    continue
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        prefix = OWNER_ENV.encode() + b"="
+        owner = next((item[len(prefix):].decode() for item in environ if item.startswith(prefix)), None)
+        if owner is None or _owner_alive(owner):
+            continue
+        try:
+            os.kill(int(entry), signal.SIGKILL)
+            killed += 1
+        except OSError:
+            pass
+    return killed
+
+
+def _owner_alive(owner: str) -> bool:
+    pid, _, _ = owner.partition(":")
+    try:
+        return _owner_token(int(pid)) == owner
+    except (OSError, ValueError):
+        return False
+
+
 @functools.lru_cache(maxsize=1)
 def check_bwrap() -> None:
     """Fail closed, with a fix, when bubblewrap cannot create the namespaces here."""
@@ -464,3 +522,4 @@ def check_bwrap() -> None:
     if done.returncode != 0:
         detail = done.stderr.decode("utf-8", "replace").strip()[:300]
         raise SandboxUnavailable(f"bubblewrap cannot create namespaces here: {detail}. {hint}")
+    reap_orphans()  # once per process, before its first sandbox: what earlier processes left behind

@@ -64,7 +64,7 @@ def test_closed_pooled_sandboxes_are_torn_down_later_and_all_at_pool_close(tmp_p
         first.close()
         assert first._proc is None  # the agent is done with it at once
         deadline = time.monotonic() + 20
-        while proc.poll() is None and time.monotonic() < deadline:
+        while (proc.poll() is None or placeholder.exists()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is not None, "a retired sandbox was never torn down on a quiet pool"
         assert not placeholder.exists()
@@ -148,3 +148,31 @@ def test_sandboxes_outlive_the_threads_that_started_them(tmp_path: Path):
         if pooled is not None:
             pooled.close()
         pool.close()
+
+
+def test_sandboxes_whose_owner_is_gone_are_reaped_and_no_others():
+    """A jail whose owning process died during bubblewrap's set-up outlives --die-with-parent; reap_orphans
+    finds it by the owner's pid:start-time in bubblewrap's environment."""
+    import os
+    import subprocess
+    import time
+
+    from rlm.sandbox import jail
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    argv = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid", "--die-with-parent",
+            "--", "sleep", "60"]
+    orphan = subprocess.Popen(argv, env={"PATH": os.environ["PATH"], jail.OWNER_ENV: f"{gone.pid}:12345"})
+    owned = subprocess.Popen(argv, env={"PATH": os.environ["PATH"], jail.OWNER_ENV: jail._owner_token()})
+    try:
+        time.sleep(0.5)  # both jails are up (bubblewrap and its pid-namespace init)
+        assert orphan.poll() is None and owned.poll() is None
+        assert jail.reap_orphans() >= 1
+        assert orphan.wait(timeout=10) == -9
+        time.sleep(0.2)
+        assert owned.poll() is None  # its owner (this process) is alive: left alone
+    finally:
+        for proc in (orphan, owned):
+            proc.kill()
+            proc.wait()
