@@ -24,7 +24,7 @@ Teardown is deferred the same way. Closing a pooled sandbox hands it to the
 pool's teardown thread and returns at once; the worker (idle: its agent is done)
 is killed once no sandbox was taken for :data:`TEARDOWN_QUIET_S`, or after
 :data:`TEARDOWN_MAX_DELAY_S`, or at once when more than
-:data:`TEARDOWN_MAX_WAITING` wait. Killing a jail costs the kernel a few
+:data:`TEARDOWN_MAX_WAITING` (or the pool's target, if larger) wait. Killing a jail costs the kernel a few
 milliseconds of CPU (the address space, the namespaces); during a burst that CPU
 goes to the children still running. Closing the pool kills everything at once.
 """
@@ -59,7 +59,7 @@ BOOTING_AT_ONCE = 2
 BOOT_TIMEOUT_S = 30.0
 #: A closed sandbox is torn down once no sandbox was taken for this long ...
 TEARDOWN_QUIET_S = 0.3
-#: ... or once it has waited this long, or when more than this many wait.
+#: ... or once it has waited this long, or when more than this many (or the pool's target, if larger) wait.
 TEARDOWN_MAX_DELAY_S = 5.0
 TEARDOWN_MAX_WAITING = 64
 TEARDOWN_POLL_S = 0.05
@@ -236,7 +236,7 @@ class SandboxPool:
                 with self._lock:
                     waiting, last_take = self._retired, self._last_take
                 if (now - last_take >= TEARDOWN_QUIET_S or now - retired.closed_at >= TEARDOWN_MAX_DELAY_S
-                        or waiting > TEARDOWN_MAX_WAITING):
+                        or waiting > max(TEARDOWN_MAX_WAITING, self.target)):
                     break
                 time.sleep(TEARDOWN_POLL_S)
             retired.tear_down()

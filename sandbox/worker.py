@@ -15,7 +15,8 @@ from __future__ import annotations
 # and signal) is imported when the context is loaded, and cells are parsed with ``_ast``, the C module
 # behind ``ast`` (ast.py adds helpers this worker does not use, and contextlib). ``traceback`` stays
 # here: importing it only when a cell failed would fail (and kill the worker) exactly when the cell
-# has used up the memory or descriptor limits.
+# has used up the memory or descriptor limits. ``resource`` is imported here, before the worker says it
+# has booted, so a pre-started worker does not pay for it when its agent's ``init`` arrives.
 import _ast
 import codecs
 import errno
@@ -24,6 +25,7 @@ import json
 import linecache
 import mmap
 import os
+import resource
 import sys
 import traceback
 
@@ -336,8 +338,6 @@ def apply_rlimits(limits: dict) -> None:
     Inside the jail the worker has no CAP_SYS_RESOURCE in the host's user
     namespace, so model code cannot raise them again.
     """
-    import resource
-
     for name, value in limits.items():
         which = getattr(resource, "RLIMIT_" + name)
         if name == "CPU":  # soft < hard: SIGXCPU first, then SIGKILL
