@@ -37,7 +37,7 @@ LEASE_SAFETY = 8
 
 
 class Hub:
-    """Budgets, events and host-call relay of one driver session (run as a threaded Ray actor)."""
+    """Budgets, events and host-call relay of one driver session (run as an asyncio Ray actor)."""
 
     def __init__(self) -> None:
         self._budgets: dict[str, Budget] = {}

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.agents.queue_thread import QueueThread
-from rlm.sandbox.host import Handler, Sandbox, _wait_readable
+from rlm.sandbox.host import Handler, Sandbox, _wait_readable, terminate
 
 from rlm.config import SandboxConfig
 from rlm.errors import SandboxError
@@ -144,16 +144,7 @@ class Retired:
 
     def tear_down(self) -> None:
         """Kill the whole pid namespace, close the pipes, wait for bubblewrap, delete the context copy."""
-        self.worker.kill()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except Exception:  # noqa: BLE001 - a process that will not die: kill its group harder
-            self.proc.kill()
+        terminate(self.worker, self.proc)
         self.placeholder.unlink(missing_ok=True)
 
 
@@ -170,6 +161,7 @@ class SandboxPool:
         self._last_take = 0.0
         self._retired = 0
         self._launching = 0
+        self._settled = threading.Condition(self._lock)  # notified when a teardown or a launch ends
         self._teardown: QueueThread[Retired] = QueueThread("rlm-sandbox-teardown", self._tear_down)
 
     @staticmethod
@@ -243,6 +235,7 @@ class SandboxPool:
         finally:
             with self._lock:
                 self._retired -= 1
+                self._settled.notify_all()
 
     def _add(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> PooledSandbox:
         """Launch one worker into the pool (it boots in the background) and return it."""
@@ -265,6 +258,7 @@ class SandboxPool:
         finally:
             with self._lock:
                 self._launching -= 1
+                self._settled.notify_all()
 
     def _refill_later(self, key: Any, config: SandboxConfig, extra_functions: dict[str, list[str]]) -> None:
         with self._lock:
@@ -302,12 +296,6 @@ class SandboxPool:
             self._idle.clear()
         for sandbox in sandboxes:
             sandbox.close()
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while (self._retired or self._launching) and time.monotonic() < deadline:
-                self._lock.release()
-                try:
-                    time.sleep(TEARDOWN_POLL_S)
-                finally:
-                    self._lock.acquire()
+            self._settled.wait_for(lambda: not (self._retired or self._launching), timeout)
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -150,9 +150,9 @@ class LiteLLMClient:
                  timeout: float | None = None) -> Completion:
         """One call from the calling thread. A routed call to an OpenAI-compatible deployment is sent from
         this thread (:func:`rlm.transport.chat_sync`); anything else runs on the client's event loop."""
-        kwargs = self._kwargs(role, timeout)
         if model and model not in self.models.values():
             return self._loop.run(self.acomplete(messages, role=role, model=model, timeout=timeout))
+        kwargs = self._kwargs(role, timeout)
         started = time.monotonic()
         try:
             response = self._routed_sync(role, messages, kwargs)

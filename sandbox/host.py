@@ -209,24 +209,8 @@ class Sandbox:
         """Kill the worker (and, for bubblewrap, its whole pid namespace)."""
         proc, self._proc = self._proc, None
         worker, self._worker = self._worker, None
-        if proc is None:
-            return
-        if worker is not None:
-            worker.kill()
-        else:  # started by a subclass without jail.spawn (e.g. a pre-started pool): kill its process group
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()  # type: ignore[union-attr]
-            except OSError:
-                pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc is not None:
+            terminate(worker, proc)
 
     def restart(self) -> None:
         """Kill and respawn the worker: a fresh namespace with ``context`` loaded again."""
@@ -370,6 +354,26 @@ class Sandbox:
 
     def _stderr_text(self) -> str:
         return escape_controls(self._stderr_tail.decode("utf-8", "replace").strip()[-500:])
+
+
+def terminate(worker: jail.WorkerProcess | None, proc: subprocess.Popen[bytes]) -> None:
+    """Kill a worker (for bubblewrap, its whole pid namespace), close its pipes and wait for it."""
+    if worker is not None:
+        worker.kill()
+    else:  # started by a subclass without jail.spawn (e.g. a pre-started pool): kill its process group
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            stream.close()  # type: ignore[union-attr]
+        except OSError:
+            pass
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def _wait_readable(fd: int, timeout: float) -> bool:

@@ -467,6 +467,7 @@ def reap_orphans() -> int:
     """
     killed = 0
     uid = os.getuid()
+    prefix = OWNER_ENV.encode() + b"="
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -484,7 +485,6 @@ def reap_orphans() -> int:
                 environ = handle.read().split(b"\0")
         except OSError:
             continue
-        prefix = OWNER_ENV.encode() + b"="
         owner = next((item[len(prefix):].decode() for item in environ if item.startswith(prefix)), None)
         if owner is None or _owner_alive(owner):
             continue
