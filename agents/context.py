@@ -15,6 +15,13 @@ node: the original file when the agent runs on the node that made it, otherwise
 temporary name, then renamed) and shared by every agent of that node. A
 :class:`SharedContext` travels inside the agent's spec; its reference sits in a
 list so that Ray passes the reference, not the bytes, to the agent's host.
+
+A small child context (:data:`INLINE_MAX_CHARS` or less, as ``rlm_query_batched``
+chunks usually are) travels instead as an :class:`InlineContext`: the text itself,
+inside the spec. The host that runs the child writes its file, on the child's own
+thread: a parent sending a shard of 100 children to another host no longer writes
+100 files before the shard can leave, and the spec runs on any node, as a retry
+may need.
 """
 
 from __future__ import annotations
@@ -46,6 +53,24 @@ class SharedContext:
     refs: list[Any]
     payload: ContextPayload
     origin_node: str
+
+
+#: Child contexts of at most this many characters travel inside the agent's spec.
+INLINE_MAX_CHARS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class InlineContext:
+    """A small child context sent as the value itself (a ``str``, or a list of documents)."""
+
+    value: Any
+
+
+def inline(context: Any) -> InlineContext | None:
+    """``context`` as an :class:`InlineContext` when it is a small enough ``str``; else ``None``."""
+    if isinstance(context, str) and len(context) <= INLINE_MAX_CHARS:
+        return InlineContext(context)
+    return None
 
 
 def cache_root() -> Path:

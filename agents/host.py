@@ -41,7 +41,7 @@ from rlm.agents.spawn import Spawner, actor_died_errors
 from rlm.agents.specs import AgentSpec, RunSpec
 from rlm.sandbox.host import HostCallError
 
-from rlm.agent import Agent, AgentResult, HostFunction, RunServices
+from rlm.agent import Agent, AgentResult, HostFunction, RunServices, context_payload
 from rlm.config import RLMConfig
 from rlm.events import AgentStarted, Event
 from rlm.fanout import ShardResult, serve_shard
@@ -249,7 +249,10 @@ class AgentHost:
     def _run(self, state: _RunState, spec: AgentSpec) -> AgentResult:
         run_id = state.services.run_id
         with state.working():
-            payload = contexts.materialize(spec.context, self.node)
+            if isinstance(spec.context, contexts.InlineContext):  # its file is written here, deleted after
+                payload = context_payload(spec.context.value, state.workdir)
+            else:
+                payload = contexts.materialize(spec.context, self.node)
             agent = Agent(state.services, prompt=spec.prompt, payload=payload, depth=spec.depth,
                           parent_id=spec.parent_id, agent_id=spec.agent_id)
             with self._lock:
@@ -259,6 +262,8 @@ class AgentHost:
             finally:
                 with self._lock:
                     self._running.pop(spec.agent_id, None)
+                if isinstance(spec.context, contexts.InlineContext):
+                    payload.cleanup()
 
     async def agent_batch(self, run_spec: RunSpec, children: list[AgentSpec],
                           concurrency: int) -> AsyncIterator[tuple[int, AgentResult]]:
@@ -403,8 +408,8 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
                     triples: list[tuple[str, Any, str]], concurrency: int) -> Any:
     """Send children ``(prompt, context, id)`` of ``parent`` to host ``index`` as one streaming call.
 
-    Their context files are written here first (the host reads them on this node, or from the
-    object store on another). The waiter collects the children's results as they finish; if the
+    A small context travels inside the child's spec and the host writes its file; a big one is
+    written here first (the host reads it on this node, or from the object store on another). The waiter collects the children's results as they finish; if the
     host dies, the children it had not finished are recorded as retried and run again through
     the spawner (on a live host), as a lost single child is.
     """
@@ -413,11 +418,16 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
     payloads, specs = [], []
     try:
         for prompt, context, child_id in triples:
-            payload = parent.child_payload(context)
-            payloads.append(payload)
-            child = Agent(parent.services, prompt=prompt, payload=payload, depth=parent.depth + 1,
-                          parent_id=parent.agent_id, agent_id=child_id)
-            spec = spawner.spec_for(child)
+            small = contexts.inline(context)
+            if small is not None:  # the host writes its file, as the child starts
+                spec = AgentSpec(agent_id=child_id, parent_id=parent.agent_id, depth=parent.depth + 1,
+                                 prompt=prompt, context=small)
+            else:
+                payload = parent.child_payload(context)
+                payloads.append(payload)
+                spec = spawner.spec_for(Agent(parent.services, prompt=prompt, payload=payload,
+                                              depth=parent.depth + 1, parent_id=parent.agent_id,
+                                              agent_id=child_id))
             spawner.ship(spec, index)
             specs.append(spec)
         events.flush()  # the parent's events so far reach the hub before its children's (pushed by that host)

@@ -31,7 +31,7 @@ from typing import Callable
 from rlm.agent import Agent, AgentResult
 from rlm.events import AgentFinished, Event
 
-from rlm.agents.context import share, store
+from rlm.agents.context import InlineContext, share, store
 from rlm.agents.specs import AgentSpec, RunSpec
 
 _counter = itertools.count(random.randrange(1 << 16))
@@ -90,7 +90,9 @@ class Spawner:
         return following if isinstance(following, AgentResult) else self.run(following, avoid=dead)
 
     def ship(self, spec: AgentSpec, index: int) -> None:
-        """Put ``spec``'s context in the object store unless host ``index`` is on the context's node."""
+        """Put ``spec``'s context in the object store unless host ``index`` is on its node (or it is inline)."""
+        if isinstance(spec.context, InlineContext):
+            return  # it travels inside the spec
         nodes = self.run_spec.host_nodes
         if not (index < len(nodes) and nodes[index] == spec.context.origin_node):
             store(spec.context)  # another node (or unknown): the host reads it from the object store

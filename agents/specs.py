@@ -7,7 +7,7 @@ from typing import Any
 
 from rlm.config import RLMConfig
 
-from rlm.agents.context import SharedContext
+from rlm.agents.context import InlineContext, SharedContext
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,15 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """One agent to run on a host: who it is, what it is asked, on which context."""
+    """One agent to run on a host: who it is, what it is asked, on which context.
+
+    ``context`` is a shared file (the parent's payload, or a big chunk), or a small
+    chunk inline (:mod:`rlm.agents.context`).
+    """
 
     agent_id: str
     parent_id: str | None
     depth: int
     prompt: str
-    context: SharedContext
+    context: SharedContext | InlineContext
     attempt: int = 0

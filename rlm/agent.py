@@ -447,15 +447,7 @@ class Agent:
         """The child's own context file (``None``: the parent's, shared read-only, no copy)."""
         if context is None:
             return self.payload
-        workdir = self.services.workdir
-        try:
-            if isinstance(context, str):
-                return payload_from_text(context, workdir=workdir)
-            if isinstance(context, list) and context and all(isinstance(d, dict) for d in context):
-                return payload_from_documents(context, workdir=workdir)
-            return payload_from_text(_context_text(context), workdir=workdir)
-        except InputError as exc:
-            raise HostCallError(f"rlm_query: unusable context: {exc}") from None
+        return context_payload(context, self.services.workdir)
 
     def _llm_query_fanout(self, prompts_: list[str], model: str | None) -> list[dict[str, str]]:
         """``llm_query_batched`` as coroutines on LM client loops: no thread per call.
@@ -551,6 +543,23 @@ def _list_arg(args: dict[str, Any], name: str) -> list[Any]:
     if not isinstance(value, list):
         raise HostCallError(f"{name} must be a list")
     return value
+
+
+
+def context_payload(context: Any, workdir: Path) -> ContextPayload:
+    """A new context file in ``workdir`` for a child's ``context`` (a str, documents, or anything printable).
+
+    Raises:
+        HostCallError: the context cannot be written as a payload.
+    """
+    try:
+        if isinstance(context, str):
+            return payload_from_text(context, workdir=workdir)
+        if isinstance(context, list) and context and all(isinstance(d, dict) for d in context):
+            return payload_from_documents(context, workdir=workdir)
+        return payload_from_text(_context_text(context), workdir=workdir)
+    except InputError as exc:
+        raise HostCallError(f"rlm_query: unusable context: {exc}") from None
 
 
 def _context_text(context: Any) -> str:

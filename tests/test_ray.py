@@ -97,6 +97,31 @@ def test_children_run_on_both_nodes_with_their_own_chunks(server_factory, ray_co
         assert threads < 300, f"agent host {info['index']} runs {threads} threads"
 
 
+def test_big_and_small_chunks_reach_children_on_both_nodes(server_factory, ray_config, text_file, cluster):
+    """Chunks over INLINE_MAX_CHARS go through files and the object store; small ones inside the spec."""
+    from rlm.agents.context import INLINE_MAX_CHARS
+
+    big = INLINE_MAX_CHARS + 1000
+
+    def policy(messages):
+        if not is_agent_prompt(messages):
+            return "unused"
+        if "Question: CHILD" in first_user(messages):
+            return repl("FINAL(f'{len(context)}:{context[:4]}:{context[-4:]}')")
+        if turn(messages) == 0:
+            return repl(f"kids = rlm_query_batched(['CHILD'] * 6, [f'{{i:04d}}' + 'x' * ({big} if i % 2 else 4) "
+                        "+ f'{i:04d}' for i in range(6)])\nprint(kids)")
+        return repl("FINAL(' | '.join(kids))")
+
+    server = server_factory(policy=policy)
+    config = ray_config(server)
+    result = run("ROOT", text_file("doc\n"), config)
+    assert result.status == "ok", result.error
+    assert result.answer.split(" | ") == [f"{(big if i % 2 else 4) + 8}:{i:04d}:{i:04d}" for i in range(6)]
+    children = [row for row in agents_of(config, result.run_id) if row[2] == 1]
+    assert {row[3] for row in children} == {node.node_id for node in cluster.list_all_nodes()}
+
+
 def test_the_call_cap_holds_across_nodes(server_factory, ray_config, text_file):
     """Children on both nodes race for 12 calls: never more are sent, and the run says why it stopped."""
 
