@@ -66,8 +66,10 @@ def ensure_ray(config: RLMConfig, *, num_cpus: int | None = None) -> Any:
             return ray
         directory = temp_dir(config.home)
         directory.mkdir(parents=True, exist_ok=True)
+        # Ray starts workers at nice 15, below its own daemons and the driver; in an embedded cluster the
+        # agent hosts are the user's foreground job (an external cluster keeps its own setting).
         ray.init(include_dashboard=False, num_cpus=num_cpus if num_cpus is not None else os.cpu_count(),
-                 _temp_dir=str(directory), **common)
+                 _temp_dir=str(directory), _system_config={"worker_niceness": 0}, **common)
     return ray
 
 

@@ -79,6 +79,13 @@ def test_tasks_run_concurrently_and_every_result_is_written(server_factory, batc
     assert stats.done == 6 and stats.failed == 0
     assert max(seen) == 3
     assert "6/6 done" in ProgressLine.render(stats)
+    # The embedded cluster's agent hosts run at the driver's priority, not at Ray's default nice 15.
+    from rlm.agents.session import RaySession
+
+    session = RaySession.current()
+    assert session is not None and session.host_info
+    assert {os.getpriority(os.PRIO_PROCESS, info["pid"]) for info in session.host_info} == {os.getpriority(
+        os.PRIO_PROCESS, 0)}
 
 
 def test_a_failing_task_is_recorded_and_the_batch_goes_on(server_factory, batch_config, tmp_path):
