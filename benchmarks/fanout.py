@@ -90,8 +90,7 @@ def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, warm_
             ScriptedServer(policy=_fanout_policy(code), latency_ms=latency_ms) as server:
         home = Path(tmp)
         config = _config(server, home, concurrency=concurrency, executor=executor, **extra)
-        if executor == "ray":
-            _warm(config, warm_sandboxes)
+        warm_per_host = _warm(config, warm_sandboxes) if executor == "ray" else 0
         doc = home / "doc.txt"
         doc.write_text("benchmark root context\n", encoding="utf-8")
         result = run("ROOT", doc, config)
@@ -100,16 +99,26 @@ def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, warm_
         numbers = json.loads(result.answer)
         numbers.update(server_max_concurrency=server.max_concurrency(), requests=len(server.requests),
                        executor=executor)
+        if warm_sandboxes:
+            numbers.update(warm_per_host=warm_per_host)
         return numbers
 
 
-def _warm(config: RLMConfig, sandboxes: int) -> None:
-    """Start the session, load litellm in every host, and pre-start sandboxes (not timed)."""
+def _warm(config: RLMConfig, sandboxes: int) -> int:
+    """Start the session, load litellm in every host, and pre-start sandboxes (not timed).
+
+    Each host gets as many sandboxes as the largest shard a batch of ``sandboxes``
+    children would give one host (:func:`rlm.fanout.plan`; the shards are uneven
+    when the batch takes several waves). Returns that number.
+    """
     from rlm.agents.session import RaySession
+    from rlm.fanout import plan
 
     session = RaySession.get(config)
-    per_host = -(-sandboxes // len(session.hosts)) if sandboxes else 0
+    shards = plan(sandboxes, config.max_concurrency, len(session.hosts) - 1, min_shard=1)
+    per_host = max((stop - start for start, stop, _ in shards), default=0)
     session.ray.get([host.warm.remote(config, {}, per_host) for host in session.hosts])
+    return per_host
 
 
 def measure_latency_bound(n: int = 1000, latency_ms: float = 500, concurrency: int = 64,

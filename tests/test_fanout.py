@@ -32,6 +32,26 @@ def test_the_plan_covers_every_prompt_once_within_the_concurrency(n, concurrency
         assert all(stop - start >= MIN_SHARD for start, stop, _ in shards)
 
 
+@pytest.mark.parametrize("n,concurrency,helpers", [(200, 16, 1), (1000, 64, 1), (1000, 64, 7), (97, 8, 2),
+                                                    (33, 16, 1), (5000, 64, 3), (250, 16, 3)])
+def test_no_shard_takes_more_waves_than_the_batch_needs(n, concurrency, helpers):
+    shards = plan(n, concurrency, helpers, min_shard=1)
+    waves = -(-n // sum(gate for _, _, gate in shards))
+    assert max(-(-(stop - start) // gate) for start, stop, gate in shards) == waves
+    assert sum(stop - start for start, stop, _ in shards) == n
+
+
+def test_the_local_shard_takes_the_remainder_of_the_last_wave():
+    # 200 children at 16 in flight need 13 waves: the remote shard gets 12 full waves of 8,
+    # the local one (it starts first) the rest; an even split would give both 13 waves.
+    assert plan(200, 16, 1, min_shard=1) == [(0, 104, 8), (104, 200, 8)]
+    # The remainder that does not fit the local shard's waves goes back one partial wave each.
+    assert [stop - start for start, stop, _ in plan(250, 16, 3, min_shard=1)] == [64, 64, 62, 60]
+    # One wave (or a shard that would be too small): an even split.
+    assert plan(16, 16, 1, min_shard=1) == [(0, 8, 8), (8, 16, 8)]
+    assert plan(40, 16, 1, min_shard=17) == [(0, 20, 8), (20, 40, 8)]
+
+
 def test_small_batches_stay_in_one_piece():
     assert plan(2 * MIN_SHARD - 1, 64, 5) == [(0, 2 * MIN_SHARD - 1, 64)]
     assert plan(0, 64, 5) == []
