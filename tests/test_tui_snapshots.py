@@ -16,7 +16,7 @@ from rlm.tui.document import DocumentPane
 from rlm.tui.history import QuestionHistory
 from rlm.tui.memory import MemoryEntry, MemoryPane
 from test_tui_helpers import synthetic_run
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Footer, Input
 
 from rlm.config import RLMConfig
 from rlm.runlog import RunLog
@@ -50,14 +50,42 @@ def app_factory(rlm_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 async def _steady(pilot) -> None:
-    """No blinking cursor in a snapshot: it would be on or off depending on timing."""
+    """No blinking cursor, and nothing still settling, when the snapshot is taken.
+
+    A blinking cursor would be on or off depending on timing; a layout or recompose still
+    queued on a slow machine would be caught half done. So wait (at most 10 s) until two
+    screenshots 0.1 s apart are the same.
+    """
     for screen in pilot.app.screen_stack:
         for box in screen.query(Input):
             box.cursor_blink = False
     await pilot.pause()
+    shot = pilot.app.export_screenshot()
+    for _ in range(100):
+        await pilot.pause(0.1)
+        shot, previous = pilot.app.export_screenshot(), shot
+        if shot == previous:
+            return
+    raise AssertionError("the screen kept changing for 10 s")
+
+
+async def _footer_ready(pilot) -> None:
+    """Wait for the main screen's footer to show its keys before pressing any.
+
+    Textual's Footer composes its keys only after the screen first publishes its bindings
+    and a refresh has passed. A key that pushes a modal screen before then leaves the
+    footer behind the modal blank on a slow machine (a CI snapshot mismatch).
+    """
+    footer = pilot.app.screen.query_one(Footer)
+    for _ in range(200):
+        if footer.children:
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("the footer showed no keys within 10 s")
 
 
 async def _document_ready(pilot) -> None:
+    await _footer_ready(pilot)
     pane = pilot.app.query_one(DocumentPane)
     while pane.index is None or not pane.index.complete:
         await pilot.pause(0.05)
@@ -101,6 +129,7 @@ def test_runs_screen(snap_compare, app_factory, rlm_home):
                 log.record(event)
 
     async def open_runs(pilot) -> None:
+        await _footer_ready(pilot)
         await pilot.press("ctrl+r")
         while len(getattr(pilot.app.screen, "run_ids", [])) < 2:
             await pilot.pause(0.05)
@@ -115,6 +144,7 @@ def test_runs_screen(snap_compare, app_factory, rlm_home):
 
 def test_settings_screen(snap_compare, app_factory):
     async def settings(pilot) -> None:
+        await _footer_ready(pilot)
         await pilot.press("f2")
         await _steady(pilot)
 
