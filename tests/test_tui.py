@@ -58,6 +58,19 @@ def test_open_ask_and_see_the_answer(server_factory, make_config, text_file):
     assert summary.status == "ok" and summary.question == "What is the answer?"
 
 
+def test_a_selection_still_queued_when_the_app_closes_is_dropped(server_factory, make_config, text_file):
+    """Selecting a tree node posts a message; one dispatched after the screen's widgets are
+    gone (the app closing) must not raise (it did, intermittently, at the end of a test)."""
+    app = RLMApp(make_config(server_factory(script=[])), text_file(DOC), memory=None)
+
+    async def scenario(pilot):
+        await wait_for(pilot, lambda: app.query_one(AgentDetail) is not None, what="the detail pane")
+
+    drive(app, scenario)
+    app.on_swarm_tree_agent_selected(SwarmTree.AgentSelected("agent-that-was-never-shown"))
+    assert app._selected == "agent-that-was-never-shown"
+
+
 @pytest.mark.slow
 def test_sub_agents_appear_in_the_tree_and_selecting_one_shows_its_code(server_factory, make_config, text_file):
     server = server_factory(policy=fan_out_policy)

@@ -26,6 +26,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
 from rlm.budget import Budget
@@ -286,7 +287,11 @@ class RLMApp(App[None]):
     def _show_selected(self) -> None:
         agent_id = self._selected or self.state.root_id
         agent = self.state.agents.get(agent_id) if agent_id else None
-        self.query_one(AgentDetail).show(agent, self.state)
+        try:
+            detail = self.query_one(AgentDetail)
+        except NoMatches:  # a selection still queued while the app closes: nothing left to show it in
+            return
+        detail.show(agent, self.state)
 
     def _live_stats(self) -> None:
         budget = self._budget
