@@ -58,6 +58,25 @@ def test_open_ask_and_see_the_answer(server_factory, make_config, text_file):
     assert summary.status == "ok" and summary.question == "What is the answer?"
 
 
+def test_closing_the_app_during_a_run_stops_the_run(server_factory, make_config, text_file):
+    """Not only ctrl+q: however the app closes (here the pilot's own shutdown, as after an error
+    in the UI), the run is told to stop. Before, the process waited for all 50 iterations."""
+    server = server_factory(policy=looping, latency_ms=300)
+    app = RLMApp(make_config(server, max_iterations=50), text_file(DOC), memory=None)
+
+    async def scenario(pilot):
+        await ask(pilot, "Loop forever")
+        await wait_for(pilot, lambda: any(it.cells for a in app.state.agents.values() for it in a.iterations),
+                       what="a first cell")
+        assert app.running
+
+    drive(app, scenario)  # returns once the app and its run thread are done
+    with RunLog(app.config.runlog_path) as log:
+        (summary,) = log.list_runs()
+    assert summary.status == "cancelled"
+    assert summary.llm_calls < 10
+
+
 def test_a_selection_still_queued_when_the_app_closes_is_dropped(server_factory, make_config, text_file):
     """Selecting a tree node posts a message; one dispatched after the screen's widgets are
     gone (the app closing) must not raise (it did, intermittently, at the end of a test)."""
@@ -119,7 +138,8 @@ def test_cancel_stops_the_run_promptly_and_it_is_recorded_as_cancelled(server_fa
                        what="a first cell")
         assert app.running and app.query_one(StatusBar).stats.status == "running"
         await pilot.press("ctrl+x")
-        assert app.query_one(StatusBar).stats.status == "cancelling"
+        # the key takes effect at once; the run may even have stopped before press() returns
+        assert app.query_one(StatusBar).stats.status == ("cancelling" if app.running else "cancelled")
         timings["cancel"] = await wait_for(pilot, lambda: not app.running, timeout=20, what="the cancel")
         assert app.last_result.status == "cancelled"
         assert app.query_one(StatusBar).stats.status == "cancelled"

@@ -349,6 +349,14 @@ class RLMApp(App[None]):
         self._live_stats()
         self.notify("Cancelling: the run stops after the step in progress.")
 
+    def on_unmount(self) -> None:
+        """However the app closes, a run still going is told to stop: its thread would otherwise
+        keep the closing process alive until the run ended on its own."""
+        if self.running:
+            self._cancel_requested = True
+            if self._budget is not None:
+                self._budget.stop("cancelled")
+
     async def action_quit(self) -> None:
         if self.running:  # let the run wind down instead of leaving a thread working
             self.action_cancel_run()
