@@ -83,7 +83,7 @@ def test_a_selection_still_queued_when_the_app_closes_is_dropped(server_factory,
     app = RLMApp(make_config(server_factory(script=[])), text_file(DOC), memory=None)
 
     async def scenario(pilot):
-        await wait_for(pilot, lambda: app.query_one(AgentDetail) is not None, what="the detail pane")
+        assert app.query_one(AgentDetail).agent_id is None  # mounted, nothing selected yet
 
     drive(app, scenario)
     app.on_swarm_tree_agent_selected(SwarmTree.AgentSelected("agent-that-was-never-shown"))

@@ -15,7 +15,7 @@ from rlm.tui.app import RLMApp
 from rlm.tui.document import DocumentPane
 from rlm.tui.history import QuestionHistory
 from rlm.tui.memory import MemoryEntry, MemoryPane
-from test_tui_helpers import synthetic_run
+from test_tui_helpers import synthetic_run, wait_for
 from textual.widgets import DataTable, Footer, Input
 
 from rlm.config import RLMConfig
@@ -77,11 +77,7 @@ async def _footer_ready(pilot) -> None:
     footer behind the modal blank on a slow machine (a CI snapshot mismatch).
     """
     footer = pilot.app.screen.query_one(Footer)
-    for _ in range(200):
-        if footer.children:
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("the footer showed no keys within 10 s")
+    await wait_for(pilot, lambda: bool(footer.children), timeout=10, what="the footer's keys")
 
 
 async def _document_ready(pilot) -> None:

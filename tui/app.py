@@ -342,20 +342,22 @@ class RLMApp(App[None]):
         if not self.running:
             self.notify("No run in progress.")
             return
-        self._cancel_requested = True
-        budget = self._budget
-        if budget is not None:
-            budget.stop("cancelled")
+        self._request_cancel()
         self._live_stats()
         self.notify("Cancelling: the run stops after the step in progress.")
+
+    def _request_cancel(self) -> None:
+        """Every agent stops at its next step (before the run has a budget: as soon as it does)."""
+        self._cancel_requested = True
+        budget = self._budget  # set from the run's thread
+        if budget is not None:
+            budget.stop("cancelled")
 
     def on_unmount(self) -> None:
         """However the app closes, a run still going is told to stop: its thread would otherwise
         keep the closing process alive until the run ended on its own."""
         if self.running:
-            self._cancel_requested = True
-            if self._budget is not None:
-                self._budget.stop("cancelled")
+            self._request_cancel()
 
     async def action_quit(self) -> None:
         if self.running:  # let the run wind down instead of leaving a thread working
