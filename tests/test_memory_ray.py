@@ -23,10 +23,12 @@ NOTES = 500
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    from rlm.agents.cluster import use_private_cluster
+
     temp = tmp_path_factory.mktemp("ray")
+    use_private_cluster(temp)  # loopback and token auth, as rlm's embedded cluster
     ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(temp), log_to_driver=False,
-             runtime_env={"env_vars": {"RAY_AUTH_MODE": "disabled", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
+             runtime_env={"env_vars": {"PYTHONPATH": os.environ.get("PYTHONPATH", "")}})
     yield
     ray.shutdown()
 

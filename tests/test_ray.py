@@ -19,14 +19,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two Ray nodes on this machine; one agent host per node."""
+def cluster(tmp_path_factory):
+    """Two Ray nodes on this machine (loopback, token auth as rlm sets up its own); one agent host per node."""
     from ray.cluster_utils import Cluster
 
-    from rlm.agents.cluster import ray_module
+    from rlm.agents.cluster import ray_module, use_private_cluster
     from rlm.agents.session import RaySession
 
     ray = ray_module()
+    use_private_cluster(tmp_path_factory.mktemp("ray-home"))
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     made.add_node(num_cpus=1)
     made.wait_for_nodes()
