@@ -1,5 +1,8 @@
 """The Ray executor of :func:`rlm.runner.run` (``RLMConfig.executor == "ray"``).
 
+Registered under the entry-point group ``rlm.executors`` as ``ray`` (pyproject.toml),
+the way any third-party executor would be: the core never imports this module.
+
 Per run it opens the run's ledger on the hub, hands the driver a
 :class:`~rlm.agents.ledger.LeasedBudget` (so ``budget.stop("cancelled")`` from a
 UI reaches every node), runs the root agent on an agent host, and at the end
@@ -12,8 +15,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rlm.agent import Agent, AgentResult, RunServices
+from rlm.agent import Agent
 from rlm.config import RLMConfig
+from rlm.results import AgentResult
+from rlm.services import LocalPlacement, Placement, RunServices
 
 from rlm.agents import context as contexts
 from rlm.agents.ledger import LeasedBudget
@@ -43,6 +48,10 @@ class RayExecutor:
         self.limits = run_limits(config)
         self.session.ray.get(self.session.hub.open_run.remote(run_id, self.limits))
         return LeasedBudget(self.session.hub, run_id, self.limits)
+
+    def placement(self) -> Placement:
+        """The driver's own agents: only the root, which :meth:`run_root` ships to a host."""
+        return LocalPlacement()
 
     def run_root(self, services: RunServices, root: Agent) -> AgentResult:
         session = self.session

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import os
 import secrets
 import shutil
@@ -39,13 +40,16 @@ from rlm.agents.ledger import LeasedBudget
 from rlm.agents.sandbox_pool import SandboxPool
 from rlm.agents.spawn import Spawner, actor_died_errors
 from rlm.agents.specs import AgentSpec, RunSpec
-from rlm.sandbox.host import HostCallError
 
-from rlm.agent import Agent, AgentResult, HostFunction, RunServices, context_payload
+from rlm.agent import Agent
 from rlm.config import RLMConfig
+from rlm.errors import HostCallError
 from rlm.events import AgentStarted, Event
-from rlm.fanout import ShardResult, serve_shard
+from rlm.fanout import serve_shard
 from rlm.lm import LiteLLMClient
+from rlm.results import AgentResult
+from rlm.services import AgentLike, FanoutHelper, HostFunction, RunServices, ShardResult
+from rlm.subcalls import context_payload
 
 FLUSH_INTERVAL_S = 0.1
 #: A remote shard of children reports finished children at most this often (the last one at once).
@@ -338,7 +342,7 @@ class AgentHost:
             with state.working():
                 stand_in = Agent(state.services, prompt="", payload=None, depth=caller["depth"],  # type: ignore[arg-type]
                                  parent_id=caller["parent_id"], agent_id=caller["agent_id"])
-                return serve_shard(stand_in, prompts, model, concurrency)
+                return serve_shard(stand_in.subcalls, prompts, model, concurrency)
         finally:
             self.events.flush()
 
@@ -374,25 +378,12 @@ class AgentHost:
         spawner = Spawner(run_spec, self.events.emit, self.node, own_host=self.index, run_here=self._run_here)
         services = RunServices(
             run_id=run_spec.run_id, config=config, lm=self._lm(config), budget=budget, emit=self.events.emit,
-            workdir=workdir, node_id=self.node, prompt_extra=run_spec.prompt_extra,
+            workdir=workdir, placement=HostPlacement(self, run_spec, spawner), prompt_extra=run_spec.prompt_extra,
             root_prompt_extra=run_spec.root_prompt_extra,
-            id_prefix=f"{self.incarnation}.",
-            spawn=spawner,
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
-            sandbox_factory=self._sandbox_factory,
-            fanout_helpers=[_shard_helper(run_spec, i, spawner, self.events)
-                            for i in range(len(run_spec.hosts)) if i != self.index],
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
-
-    def _sandbox_factory(self, agent: Agent, handler: Any, extra: dict[str, list[str]]) -> Any:
-        """A pre-started sandbox from this host's pool; ``None``: the agent starts one cold.
-
-        The agent calls it on a helper thread as it starts, so a take (or the cold start)
-        overlaps its first model call.
-        """
-        return self.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
 
     def _lm(self, config: RLMConfig) -> LiteLLMClient:
         key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
@@ -404,14 +395,55 @@ class AgentHost:
             return client
 
 
-def _shard_helper(run_spec: RunSpec, index: int, spawner: Spawner, events: EventForwarder) -> Any:
+class HostPlacement:
+    """The :class:`~rlm.services.Placement` of a run's agents on this host.
+
+    Ids carry the host's incarnation (agents of one run are made in many processes);
+    children go through the :class:`Spawner` (round-robin over the cluster's hosts);
+    sandboxes come from this host's pool; big batches are shared with the other hosts.
+    """
+
+    def __init__(self, host: AgentHost, run_spec: RunSpec, spawner: Spawner) -> None:
+        self._host = host
+        self._spawner = spawner
+        self._prefix = f"{host.incarnation}."
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._helpers: list[FanoutHelper] = [_shard_helper(run_spec, i, spawner, host.events)
+                                             for i in range(len(run_spec.hosts)) if i != host.index]
+
+    @property
+    def node_id(self) -> str:
+        return self._host.node
+
+    def new_agent_id(self, prefix: str) -> str:
+        with self._lock:
+            return f"{prefix}{self._prefix}{next(self._ids)}"
+
+    def run_child(self, child: AgentLike, *, here: bool = False) -> AgentResult:
+        return self._spawner(child, here=here)
+
+    def sandbox_for(self, agent: AgentLike, handler: Any, extra: dict[str, list[str]]) -> Any:
+        """A pre-started sandbox from this host's pool; ``None``: the agent starts one cold.
+
+        The agent calls it on a helper thread as it starts, so a take (or the cold start)
+        overlaps its first model call.
+        """
+        return self._host.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+
+    def fanout_helpers(self) -> list[FanoutHelper]:
+        return self._helpers
+
+
+def _shard_helper(run_spec: RunSpec, index: int, spawner: Spawner, events: EventForwarder) -> FanoutHelper:
     """A :data:`rlm.fanout.FanoutHelper` that runs a shard on agent host ``index``."""
     host = run_spec.hosts[index]
 
-    def start(agent: Agent, kind: str, items: list[Any], model: str | None, concurrency: int) -> Any:
+    def start(agent: AgentLike, kind: str, items: list[Any], model: str | None, concurrency: int) -> Any:
         import ray
 
         if kind == "rlm":
+            assert isinstance(agent, Agent)  # a host's placement serves its own agents only
             return _start_children(run_spec, index, spawner, events, agent, items, concurrency)
         caller = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth}
         ref = host.llm_batch.remote(run_spec, caller, items, model, concurrency)
@@ -439,11 +471,9 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
                 spec = AgentSpec(agent_id=child_id, parent_id=parent.agent_id, depth=parent.depth + 1,
                                  prompt=prompt, context=small)
             else:
-                payload = parent.child_payload(context)
+                payload = parent.subcalls.child_payload(context)
                 payloads.append(payload)
-                spec = spawner.spec_for(Agent(parent.services, prompt=prompt, payload=payload,
-                                              depth=parent.depth + 1, parent_id=parent.agent_id,
-                                              agent_id=child_id))
+                spec = spawner.spec_for(parent.child(prompt, payload, child_id))
             spawner.ship(spec, index)
             specs.append(spec)
         events.flush()  # the parent's events so far reach the hub before its children's (pushed by that host)
@@ -465,14 +495,14 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
                         done[position] = spawner.retry(spec, exc, index)
         finally:
             _cleanup(parent, payloads)
-        return ShardResult(items=[parent.child_item(done[position]) for position in range(len(specs))])
+        return ShardResult(items=[parent.subcalls.child_item(done[position]) for position in range(len(specs))])
 
     return wait
 
 
 def _cleanup(parent: Agent, payloads: list[Any]) -> None:
     for payload in payloads:
-        parent.release_child_payload(payload)
+        parent.subcalls.release_child_payload(payload)
 
 
 def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:

@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rlm.agent import RunServices
+from rlm.services import RunServices
 from rlm.config import RLMConfig
 from rlm.events import AgentStarted, Event
-from rlm.sandbox.host import HostCallError
+from rlm.errors import HostCallError
 
 from rlm.agents.cluster import alive_nodes, ensure_ray, node_id
 
@@ -146,7 +146,7 @@ class RaySession:
         if registered is None:
             return  # a late event of a finished run (e.g. an abandoned child)
         if isinstance(event, AgentStarted):
-            registered.services.reached(event.depth)
+            registered.services.tracker.reached(event.depth)
         registered.emit(event)
 
     def _relay(self) -> None:

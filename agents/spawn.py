@@ -1,7 +1,7 @@
 """Running an agent on an agent host, retrying when the host dies under it.
 
-:class:`Spawner` is the ``RunServices.spawn`` hook of a Ray run (and the way
-the driver starts the root): it ships the agent's spec to a host — round-robin
+:class:`Spawner` places the children of a Ray run (through the host's
+:class:`~rlm.services.Placement`) and is the way the driver starts the root: it ships the agent's spec to a host — round-robin
 over the session's hosts, which spread over the cluster's nodes, avoiding the
 caller's own host when there is another — and waits for its
 :class:`~rlm.agent.AgentResult`.
@@ -28,7 +28,8 @@ import random
 import threading
 from typing import Callable
 
-from rlm.agent import Agent, AgentResult
+from rlm.results import AgentResult
+from rlm.services import AgentLike
 from rlm.events import AgentFinished, Event
 
 from rlm.agents.context import InlineContext, share, store
@@ -48,7 +49,7 @@ def actor_died_errors() -> tuple[type[BaseException], ...]:
 
 
 class Spawner:
-    """``spawn(agent) -> AgentResult`` on the cluster, with retries of agents whose host died."""
+    """``spawner(agent) -> AgentResult`` on the cluster, with retries of agents whose host died."""
 
     def __init__(self, run_spec: RunSpec, emit: Callable[[Event], None], node: str, own_host: int | None = None,
                  run_here: Callable[[RunSpec, AgentSpec], tuple[AgentResult, list[Event]]] | None = None):
@@ -60,14 +61,14 @@ class Spawner:
         self._informed: set[int] = set()  # hosts that have this run's RunSpec
         self._informed_lock = threading.Lock()
 
-    def __call__(self, agent: Agent, *, here: bool = False) -> AgentResult:
+    def __call__(self, agent: AgentLike, *, here: bool = False) -> AgentResult:
         """Run ``agent`` on a host (round-robin), or in this process when ``here`` and this is a host."""
         spec = self.spec_for(agent)
         if here and self.run_here is not None:
             return self.run_here(self.run_spec, spec)[0]
         return self.run(spec)
 
-    def spec_for(self, agent: Agent) -> AgentSpec:
+    def spec_for(self, agent: AgentLike) -> AgentSpec:
         return AgentSpec(agent_id=agent.agent_id, parent_id=agent.parent_id, depth=agent.depth, prompt=agent.prompt,
                          context=share(agent.payload, self.run_spec.run_id, self.node))
 

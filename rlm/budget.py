@@ -6,6 +6,10 @@ its tokens and cost are *recorded* when it returns. Token and cost caps are
 checked before each call, so they are exceeded by at most the calls already in
 flight. Once any limit trips, :attr:`Budget.stop_reason` is set and every agent
 of the tree winds down with that status.
+
+:class:`Ledger` is what the agent loop needs of a budget; :class:`Budget` is the
+in-process ledger, and the Ray executor's ``LeasedBudget`` (``rlm.agents``)
+implements the same protocol over a cluster-wide one.
 """
 
 from __future__ import annotations
@@ -13,8 +17,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from rlm.errors import LimitReached
+
+__all__ = ["Usage", "Ledger", "Budget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +39,39 @@ class Usage:
 
     def to_dict(self) -> dict[str, int]:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "llm_calls": self.llm_calls}
+
+
+class Ledger(Protocol):
+    """The tree-wide budget as the agent loop uses it (in-process or across a cluster)."""
+
+    max_llm_calls: int
+    max_tokens: int | None
+    max_cost_usd: float | None
+    stop_reason: str | None
+
+    def remaining_time(self) -> float | None:
+        """Seconds left before the run's deadline, or ``None`` without a timeout."""
+        ...
+
+    def check(self) -> None:
+        """Raise :class:`LimitReached` if the run must stop."""
+        ...
+
+    def stop(self, reason: str) -> None:
+        """Stop the whole tree with ``reason``; the first reason wins."""
+        ...
+
+    def reserve_call(self) -> None:
+        """Claim one LM call; raises :class:`LimitReached` when none may be made."""
+        ...
+
+    def record(self, input_tokens: int, output_tokens: int, cost_usd: float | None) -> None:
+        """Add a finished call's tokens and cost (``None``: price unknown)."""
+        ...
+
+    def usage(self) -> Usage:
+        """The run's totals so far."""
+        ...
 
 
 class Budget:

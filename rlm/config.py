@@ -78,14 +78,14 @@ class RLMConfig:
     sub_calls: bool = True
     # what the model sees
     max_observation_chars: int = 4_000
-    preview_chars: int = 300
     # swarm memory (None: off) and learning after a run ("always", "success", "never")
     memory_namespace: str | None = None
     reflect: str = "success"
     memory_budget_tokens: int = 800  # hard cap on the memories block in the prompt
     # Ray: None starts an embedded local cluster when Ray is used
     ray_address: str | None = None
-    #: Where agents run: "local" (threads of this process) or "ray" (agent actors on a cluster).
+    #: Where agents run: "local" (threads of this process), "ray" (agent actors on a cluster), or the
+    #: name of another executor registered under the ``rlm.executors`` entry-point group.
     executor: str = "local"
     #: Ray: times an agent whose host actor died is run again.
     agent_retries: int = 2
@@ -109,7 +109,7 @@ class RLMConfig:
             (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
             (self.lm_retries >= 0, "lm_retries must be >= 0"),
-            (self.executor in ("local", "ray"), f"executor must be 'local' or 'ray', not {self.executor!r}"),
+            (self.executor.isidentifier(), f"executor must be a name such as 'local' or 'ray', not {self.executor!r}"),
             (self.agent_retries >= 0, "agent_retries must be >= 0"),
             (self.ray_hosts_per_node >= 1, "ray_hosts_per_node must be >= 1"),
             (self.sandbox_pool_size >= 0, "sandbox_pool_size must be >= 0"),

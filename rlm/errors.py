@@ -7,12 +7,24 @@ an infrastructure fault or bad input from the user::
     RLMError                      root of everything rlm raises
     ├── ConfigError               an invalid option or environment value
     ├── InputError                the context path is missing, empty, unreadable...
-    ├── LMError                   the model endpoint failed after litellm's retries
+    ├── LMError                   the model endpoint failed after retries
+    ├── HostCallError             a host function failed in a way the model should see
     ├── SandboxError              the REPL worker could not be started or talked to
     │   └── SandboxUnavailable    no isolation available here (bubblewrap missing...)
+    │       └── UnsupportedArch   no seccomp syscall table for this CPU (rlm.sandbox.seccomp)
     ├── LocalModelError           the embedded llama.cpp server could not start
     ├── RunLogError               the DuckDB run log cannot be opened or migrated
-    └── LimitReached              a tree-wide budget limit ended the run
+    ├── LimitReached              a tree-wide budget limit ended the run
+    ├── MemoryStoreError          swarm memory (rlm.memory.records)
+    │   ├── InvalidMemoryRequest  a bad request (also an InputError)
+    │   ├── EntryNotFound         no such entry (also an InputError)
+    │   └── MemoryConflict        an edit raced another one
+    ├── FTSUnavailable            DuckDB's full-text-search extension cannot load (rlm.memory.fts)
+    └── PeerError                 a peer library of the benchmarks cannot run (rlm.benchmarks.peers)
+
+``HostCallError`` is raised by host functions (``llm_query``, ``note``, an
+extension's own) and caught by the sandbox host, which hands its message to the
+model's code as an exception; it never reaches a caller of :func:`rlm.run`.
 
 A worker that breaks the protocol (malformed or oversized frames) is not an
 exception: the host kills and restarts it and tells the model, like a crash.
@@ -23,6 +35,9 @@ the lower-level pieces directly.
 """
 
 from __future__ import annotations
+
+__all__ = ["RLMError", "ConfigError", "InputError", "LMError", "HostCallError", "SandboxError", "SandboxUnavailable",
+           "LocalModelError", "RunLogError", "LimitReached"]
 
 
 class RLMError(Exception):
@@ -47,6 +62,10 @@ class LMError(RLMError):
     def __init__(self, message: str, *, model: str = "") -> None:
         super().__init__(message)
         self.model = model
+
+
+class HostCallError(RLMError):
+    """A host function failed in a way the model should see (e.g. a sub-call failed); see the module docstring."""
 
 
 class SandboxError(RLMError):

@@ -3,7 +3,7 @@
 A process runs its agents and LM calls under one GIL, so a big batch is
 CPU-bound in that process long before the provider is the limit. When the run
 has other processes that can work for it (on Ray, the other agent hosts:
-:attr:`rlm.agent.RunServices.fanout_helpers`), a batch is cut into contiguous
+:meth:`rlm.services.Placement.fanout_helpers`), a batch is cut into contiguous
 shards: one runs here, each other on a helper, each with its share of
 ``max_concurrency`` (so the run never has more calls or children in flight than
 the user allowed), and the first shard takes the remainder of the last wave
@@ -25,32 +25,34 @@ retries the others itself (see ``rlm.agents.host``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from rlm.agent import Agent
+from rlm.calls import CallMeter, Totals
+from rlm.services import AgentLike, FanoutHelper, ShardResult
+
+__all__ = ["MIN_SHARD", "ShardResult", "FanoutHelper", "BatchOwner", "plan", "run_sharded", "serve_shard"]
 
 log = logging.getLogger(__name__)
 
 #: Below this many prompts per shard, shipping a shard costs more than it saves.
 MIN_SHARD = 32
 
-
-@dataclass(frozen=True)
-class ShardResult:
-    """What a helper sends back: one entry per prompt, and the calls' usage."""
-
-    items: list[dict[str, str]]
-    input_tokens: int = 0
-    output_tokens: int = 0
-    llm_calls: int = 0
+Items = list[dict[str, str]]
 
 
-#: ``helper(agent, kind, items, model, concurrency)`` starts a shard of a ``kind`` batch
-#: elsewhere and returns a waiter; the waiter blocks for the :class:`ShardResult` (it raises
-#: if the helper died).
-FanoutHelper = Callable[["Agent", str, list[Any], "str | None", int], Callable[[], ShardResult]]
+class BatchOwner(AgentLike, Protocol):
+    """The agent a batch belongs to: its calls are counted on its meter."""
+
+    calls: CallMeter
+
+
+class ShardServer(Protocol):
+    """A stand-in of the calling agent on a helper's process (see :func:`serve_shard`)."""
+
+    calls: CallMeter
+
+    def llm_batch(self, prompts: list[str], model: str | None, concurrency: int) -> Items: ...
 
 
 def plan(n: int, concurrency: int, helpers: int, min_shard: int = MIN_SHARD) -> list[tuple[int, int, int]]:
@@ -100,11 +102,10 @@ def _sizes(n: int, gates: list[int], min_shard: int) -> list[int]:
     return sizes if min(sizes) >= min_shard else even
 
 
-def run_sharded(agent: "Agent", kind: str, items: list[Any], model: str | None,
-                local: Callable[[list[Any], int], list[dict[str, str]]],
-                min_shard: int = MIN_SHARD) -> list[dict[str, str]]:
+def run_sharded(agent: BatchOwner, kind: str, items: list[Any], model: str | None,
+                local: Callable[[list[Any], int], Items], min_shard: int = MIN_SHARD) -> Items:
     """Run a ``kind`` batch over this process (``local(items, concurrency)``) and the run's helpers."""
-    helpers: list[FanoutHelper] = list(agent.services.fanout_helpers)
+    helpers: list[FanoutHelper] = list(agent.services.placement.fanout_helpers())
     shards = plan(len(items), agent.config.max_concurrency, len(helpers), min_shard)
     if len(shards) <= 1:
         return local(items, agent.config.max_concurrency)
@@ -117,7 +118,7 @@ def run_sharded(agent: "Agent", kind: str, items: list[Any], model: str | None,
             log.warning("fan-out helper could not start (%s); running its shard here", exc)
             waiters.append((shard, None))
     start, stop, gate = shards[0]
-    results: list[dict[str, str]] = local(items[start:stop], gate)
+    results: Items = local(items[start:stop], gate)
     for (start, stop, gate), wait in waiters:
         shard_result = None
         if wait is not None:
@@ -128,14 +129,15 @@ def run_sharded(agent: "Agent", kind: str, items: list[Any], model: str | None,
         if shard_result is None:
             results.extend(local(items[start:stop], gate))
             continue
-        agent.add_usage(shard_result.input_tokens, shard_result.output_tokens, shard_result.llm_calls)
+        agent.calls.add(Totals(shard_result.input_tokens, shard_result.output_tokens, shard_result.llm_calls))
         results.extend(shard_result.items)
     return results
 
 
-def serve_shard(agent: "Agent", prompts: list[str], model: str | None, concurrency: int) -> ShardResult:
-    """A helper's side of an ``"llm"`` shard: on this process's LM loop, as calls of ``agent`` (a stand-in)."""
-    items = agent.llm_fanout_local(prompts, model, concurrency)
-    input_tokens, output_tokens, calls = agent.own_usage()
-    return ShardResult(items=items, input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls)
+def serve_shard(stand_in: ShardServer, prompts: list[str], model: str | None, concurrency: int) -> ShardResult:
+    """A helper's side of an ``"llm"`` shard: on this process's LM loop, as calls of the caller's ``stand_in``."""
+    items = stand_in.llm_batch(prompts, model, concurrency)
+    totals = stand_in.calls.totals()
+    return ShardResult(items=items, input_tokens=totals.input_tokens, output_tokens=totals.output_tokens,
+                       llm_calls=totals.llm_calls)
 

@@ -24,7 +24,8 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
 
 # litellm fetches its price map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -33,6 +34,7 @@ from rlm.config import RLMConfig  # noqa: E402
 from rlm.errors import LMError  # noqa: E402
 
 Message = dict[str, str]
+T = TypeVar("T")
 ROLES = ("root", "sub")
 
 
@@ -49,11 +51,32 @@ class Completion:
 
 
 class LM(Protocol):
-    """What the agent loop needs from a language model."""
+    """What the agent loop needs from a language model client.
+
+    ``role`` names a model group (``"root"`` or ``"sub"``); ``model`` overrides it with an
+    explicit model string. Failures raise :class:`LMError`.
+    """
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None) -> Completion:
-        """Send ``messages`` to the ``role`` group (or an explicit ``model``); raise :class:`LMError` on failure."""
+        """One call, blocking the calling thread."""
+        ...
+
+    async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+                        timeout: float | None = None) -> Completion:
+        """One call as a coroutine; it must run on :meth:`run_async`'s loop."""
+        ...
+
+    def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` (e.g. a fan-out of :meth:`acomplete` calls) on the client's loop; block for it."""
+        ...
+
+    def model_for(self, role: str) -> str:
+        """The model string a ``role`` group calls."""
+        ...
+
+    def close(self) -> None:
+        """Release what the client holds."""
         ...
 
 
@@ -248,7 +271,12 @@ class LiteLLMClient:
         status = getattr(exc, "status_code", None)
         return status is None or bool(litellm.should_retry(status))
 
-    def run_async(self, coro: Any) -> Any:
+    def model_for(self, role: str) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown model role {role!r}")
+        return self.models[role]
+
+    def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine (e.g. a fan-out of :meth:`acomplete` calls) on the client's loop; block for it."""
         return self._loop.run(coro)
 

@@ -29,17 +29,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from rlm.config import SandboxConfig
-from rlm.errors import LimitReached, SandboxError
+from rlm.errors import HostCallError, LimitReached, SandboxError
 from rlm.inputs import text_facts
 from rlm.sandbox import protocol
 from rlm.sandbox import jail
 
 #: Names the worker may always call on the host; ``extra_functions`` add more per sandbox.
 HOST_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
-
-
-class HostCallError(Exception):
-    """Raised by a handler for a failure the model should see (e.g. a sub-call failed)."""
 
 
 Handler = Callable[[str, dict[str, Any]], Any]

@@ -29,6 +29,8 @@ import platform
 import struct
 from dataclasses import dataclass
 
+from rlm.errors import SandboxUnavailable
+
 # BPF opcodes (linux/filter.h) and seccomp return values (linux/seccomp.h).
 _LD_W_ABS = 0x20
 _JEQ_K = 0x15
@@ -105,7 +107,7 @@ _COMMON = dict(io_uring_setup=425, io_uring_enter=426, io_uring_register=427, op
 ARCHES = {"x86_64": _X86_64, "amd64": _X86_64, "aarch64": _AARCH64, "arm64": _AARCH64}
 
 
-class UnsupportedArch(Exception):
+class UnsupportedArch(SandboxUnavailable):
     """No syscall table for this machine's architecture."""
 
 

@@ -1,10 +1,11 @@
 """Spreading one big ``llm_query_batched`` over several processes (rlm/fanout.py).
 
 The plan is checked directly; the sharded path runs inside real runs (scripted
-server, real sandbox) with helpers plugged in through a run extension: one
-that serves its shard from another thread as a stand-in of the caller (what an
-agent host does on Ray; tests/test_ray.py covers the Ray one), and one whose
-process "died", whose shard must be redone locally.
+server, real sandbox) with helpers plugged in through an executor's placement
+(the seam the Ray executor uses): one that serves its shard from another thread
+as a stand-in of the caller (what an agent host does on Ray; tests/test_ray.py
+covers the Ray one), and one whose process "died", whose shard must be redone
+locally.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import threading
 import pytest
 from conftest import ordered_batch_policy
 
-from rlm import runner
 from rlm.agent import Agent
+from rlm.executors import LocalExecutor
 from rlm.fanout import MIN_SHARD, ShardResult, plan, serve_shard
 from rlm.runner import run
+from rlm.services import LocalPlacement
 
 
 @pytest.mark.parametrize("n,concurrency,helpers", [(1, 16, 3), (40, 16, 3), (64, 16, 1), (1000, 64, 1),
@@ -57,61 +59,60 @@ def test_small_batches_stay_in_one_piece():
     assert plan(0, 64, 5) == []
 
 
-class Helpers:
-    """A run extension that gives the run fan-out helpers: threads, or ones that fail."""
+class HelperPlacement(LocalPlacement):
+    """Agents in this process, with fan-out helpers: threads, or ones that fail."""
 
     def __init__(self, kind: str, count: int) -> None:
+        super().__init__()
         self.kind, self.count, self.served = kind, count, []
 
-    def setup(self, services, question):
-        services.fanout_helpers = [self.helper(services) for _ in range(self.count)]
+    def fanout_helpers(self):
+        return [self.helper for _ in range(self.count)]
 
-    def helper(self, services):
-        def start(agent: Agent, kind, prompts, model, concurrency):
-            assert kind == "llm"
-            if self.kind == "refuses":
-                raise ConnectionError("helper host unreachable")
-            box: dict[str, ShardResult | BaseException] = {}
+    def helper(self, agent, kind, prompts, model, concurrency):
+        assert kind == "llm"
+        if self.kind == "refuses":
+            raise ConnectionError("helper host unreachable")
+        box: dict[str, ShardResult | BaseException] = {}
 
-            def work():
-                try:
-                    if self.kind == "dies":
-                        raise RuntimeError("the helper's process died")
-                    stand_in = Agent(services, prompt="", payload=None, depth=agent.depth,  # type: ignore[arg-type]
-                                     parent_id=agent.parent_id, agent_id=agent.agent_id)
-                    box["result"] = serve_shard(stand_in, prompts, model, concurrency)
-                    self.served.append(len(prompts))
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiter
-                    box["result"] = exc
+        def work():
+            try:
+                if self.kind == "dies":
+                    raise RuntimeError("the helper's process died")
+                stand_in = Agent(agent.services, prompt="", payload=None, depth=agent.depth,  # type: ignore[arg-type]
+                                 parent_id=agent.parent_id, agent_id=agent.agent_id)
+                box["result"] = serve_shard(stand_in.subcalls, prompts, model, concurrency)
+                self.served.append(len(prompts))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiter
+                box["result"] = exc
 
-            thread = threading.Thread(target=work)
-            thread.start()
+        thread = threading.Thread(target=work)
+        thread.start()
 
-            def wait():
-                thread.join()
-                if isinstance(box["result"], BaseException):
-                    raise box["result"]
-                return box["result"]
+        def wait():
+            thread.join()
+            if isinstance(box["result"], BaseException):
+                raise box["result"]
+            return box["result"]
 
-            return wait
+        return wait
 
-        return start
 
-    def finish(self, services, result):
-        pass
+class HelperExecutor(LocalExecutor):
+    def __init__(self, placement: HelperPlacement) -> None:
+        super().__init__()
+        self._placement = placement
 
-    def close(self):
-        pass
+    def placement(self):
+        return self._placement
 
 
 @pytest.mark.parametrize("kind", ["serves", "dies", "refuses"])
-def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_factory, make_config, text_file,
-                                                                   monkeypatch):
-    helpers = Helpers(kind, count=3)
-    monkeypatch.setattr(runner, "EXTENSION_FACTORIES", [lambda config: helpers])
+def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_factory, make_config, text_file):
+    helpers = HelperPlacement(kind, count=3)
     server = server_factory(policy=ordered_batch_policy(200), latency_ms=5)
     config = make_config(server, max_concurrency=8, max_llm_calls=1000)
-    result = run("ROOT", text_file("doc\n"), config)
+    result = run("ROOT", text_file("doc\n"), config, executor=HelperExecutor(helpers))
     assert result.status == "ok", result.error
     assert result.answer == "200 in order"
     assert result.usage.llm_calls == 202  # each prompt called once, even when a helper failed

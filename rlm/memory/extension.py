@@ -1,9 +1,9 @@
 """Swarm memory as a run extension: ``note``/``recall``/``memories`` in every REPL, memories in the prompt.
 
 The runner builds :class:`MemoryExtension` when ``RLMConfig.memory_namespace``
-is set (see :data:`rlm.runner.EXTENSION_FACTORIES`). ``setup`` opens the store,
-adds the three host functions, puts the namespace's memories block into
-``services.root_prompt_extra`` and starts recording the root's trajectory;
+is set (see :func:`rlm.runner.default_extensions`). ``setup`` opens the store
+and contributes the three host functions, the namespace's memories block for
+the root's prompt, and an observer that records the run's trajectory;
 ``finish`` reflects on the run (``config.reflect``: ``always``, ``success`` —
 the default, when the run's status is ``ok`` — or ``never``); ``close`` closes
 the store if the extension opened it.
@@ -20,21 +20,22 @@ import itertools
 import logging
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from rlm.config import RLMConfig
+from rlm.errors import HostCallError
 from rlm.events import LMCalled
+from rlm.extensions import Contribution
 from rlm.lm import Completion
 from rlm.memory.prompt import MEMORIES_DOC, NOTE_DOC, RECALL_DOC, MemoryBlock, render_block
 from rlm.memory.records import KINDS, Entry, Hit, MemoryStoreError, Provenance, Version, check_namespace
 from rlm.memory.reflect import Outcome, ReflectionReport, Reflector
 from rlm.memory.store import MemoryStore, memory_path
 from rlm.memory.trajectory import TrajectoryRecorder
-from rlm.sandbox.host import HostCallError
+from rlm.results import RunResult
+from rlm.services import AgentLike, HostFunction, RunServices
 
-if TYPE_CHECKING:
-    from rlm.agent import Agent, RunServices
-    from rlm.runner import RunResult
+__all__ = ["MemoryExtension", "MemoryBackend", "REFLECT_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -95,31 +96,19 @@ class MemoryExtension:
         return self._store
 
     # -- RunExtension -------------------------------------------------------------
-    def setup(self, services: "RunServices", question: str) -> None:
-        from rlm.agent import HostFunction
-
+    def setup(self, run_id: str, question: str) -> Contribution:
         self.question = question
         store = self.store
-        services.host_functions["note"] = HostFunction("note", ("text", "tags", "span"), NOTE_DOC,
-                                                       lambda agent, args: self._note(services, agent, args))
-        services.host_functions["recall"] = HostFunction("recall", ("query", "k", "kind", "tags"), RECALL_DOC,
-                                                         lambda agent, args: self._recall(services, args))
-        services.host_functions["memories"] = HostFunction("memories", (), MEMORIES_DOC,
-                                                           lambda agent, args: self._memories())
+        functions = (HostFunction("note", ("text", "tags", "span"), NOTE_DOC, self._note),
+                     HostFunction("recall", ("query", "k", "kind", "tags"), RECALL_DOC, self._recall),
+                     HostFunction("memories", (), MEMORIES_DOC, lambda agent, args: self._memories()))
         memories = store.list(self.namespace, kind="memory", include_quarantined=False)
         docs = len(store.list(self.namespace, kind="doc", include_quarantined=False))
         self.block = render_block(self.namespace, memories, docs=docs, budget_tokens=budget_tokens(self.config),
                                   semantic=store.semantic)
-        services.root_prompt_extra = f"{services.root_prompt_extra}\n\n{self.block.text}".strip()
-        original_emit = services.emit
+        return Contribution(host_functions=functions, root_prompt_extra=self.block.text, observer=self.trajectory)
 
-        def emit(event: Any) -> None:
-            self.trajectory(event)
-            original_emit(event)
-
-        services.emit = emit
-
-    def finish(self, services: "RunServices", result: "RunResult") -> None:
+    def finish(self, services: RunServices, result: RunResult) -> None:
         mode = self.config.reflect
         if mode == "never" or (mode == "success" and result.status != "ok"):
             return
@@ -131,7 +120,7 @@ class MemoryExtension:
             self._store.close()
             self._store = None
 
-    def reflect(self, services: "RunServices", outcome: Outcome) -> ReflectionReport:
+    def reflect(self, services: RunServices, outcome: Outcome) -> ReflectionReport:
         """Run one reflection with this run's trajectory; its LM calls are charged and emitted as events."""
 
         def on_call(completion: Completion, purpose: str) -> None:
@@ -150,7 +139,8 @@ class MemoryExtension:
             return ReflectionReport(error=str(exc))
 
     # -- host functions (run on agents' threads) -------------------------------------
-    def _note(self, services: "RunServices", agent: "Agent", args: dict[str, Any]) -> str:
+    def _note(self, agent: AgentLike, args: dict[str, Any]) -> str:
+        services = agent.services
         text, tags, span = args.get("text"), args.get("tags"), args.get("span")
         if not isinstance(text, str) or not text.strip():
             raise HostCallError("note: text must be a non-empty str")
@@ -167,7 +157,8 @@ class MemoryExtension:
             raise HostCallError(f"note: {exc}") from None
         return entry_id
 
-    def _recall(self, services: "RunServices", args: dict[str, Any]) -> list[dict[str, Any]]:
+    def _recall(self, agent: AgentLike, args: dict[str, Any]) -> list[dict[str, Any]]:
+        services = agent.services
         query, k, kind, tags = args.get("query"), args.get("k", 5), args.get("kind"), args.get("tags")
         if kind is not None and kind not in KINDS:
             raise HostCallError(f"recall: kind must be None or one of {', '.join(KINDS)}")

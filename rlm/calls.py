@@ -1,0 +1,105 @@
+"""One agent's model calls: claimed from the tree-wide budget, made, counted and recorded.
+
+:class:`CallMeter` is the only way an agent reaches its LM. Every call reserves
+its place in the run's :class:`~rlm.budget.Ledger` first (so the call cap holds
+across the tree), is sent with the time left before the run's deadline as its
+timeout, and on return adds its tokens and cost to the ledger and to the
+agent's own totals and emits one :class:`~rlm.events.LMCalled` event (also for a
+failed call).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rlm.errors import LMError
+from rlm.events import LMCalled
+from rlm.lm import Completion, Message
+
+if TYPE_CHECKING:
+    from rlm.services import RunServices
+
+__all__ = ["CallMeter", "Totals", "PREVIEW_CHARS"]
+
+#: Characters of prompts, replies and outputs kept in events.
+PREVIEW_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """An agent's own input tokens, output tokens and LM calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    llm_calls: int = 0
+
+
+class CallMeter:
+    """The LM calls of agent ``agent_id`` (thread-safe: batched sub-calls run concurrently)."""
+
+    def __init__(self, services: "RunServices", agent_id: str) -> None:
+        self.services = services
+        self.agent_id = agent_id
+        self._lock = threading.Lock()
+        self._totals = [0, 0, 0]
+
+    def call(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
+        """One call from this thread; raises :class:`LMError` or :class:`~rlm.errors.LimitReached`."""
+        remaining, call_id = self._before()
+        try:
+            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining)
+        except LMError as exc:
+            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
+            raise
+        return self._done(completion, call_id, messages, role=role, purpose=purpose)
+
+    async def acall(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
+        """:meth:`call` as a coroutine, for fan-outs on the LM client's event loop."""
+        remaining, call_id = self._before()
+        try:
+            completion = await self.services.lm.acomplete(messages, role=role, model=model, timeout=remaining)
+        except LMError as exc:
+            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
+            raise
+        return self._done(completion, call_id, messages, role=role, purpose=purpose)
+
+    def add(self, totals: Totals) -> None:
+        """Count calls made for this agent elsewhere (a fan-out shard on another process) as its own."""
+        with self._lock:
+            self._totals[0] += totals.input_tokens
+            self._totals[1] += totals.output_tokens
+            self._totals[2] += totals.llm_calls
+
+    def totals(self) -> Totals:
+        """This agent's own tokens and calls so far."""
+        with self._lock:
+            return Totals(*self._totals)
+
+    def _before(self) -> tuple[float | None, str]:
+        """Claim the call from the tree-wide budget (raises LimitReached); its timeout and id."""
+        budget = self.services.budget
+        budget.reserve_call()
+        return budget.remaining_time(), uuid.uuid4().hex[:12]
+
+    def _failed(self, exc: LMError, call_id: str, messages: list[Message], *, role: str, purpose: str,
+                model: str | None) -> None:
+        self._emit(LMCalled, call_id=call_id, model=model or self.services.lm.model_for(role), role=role,
+                   purpose=purpose, ok=False, error=str(exc), prompt_preview=messages[-1]["content"][:PREVIEW_CHARS])
+        self.services.budget.check()  # a call cut off by the run's deadline is a timeout, not an error
+
+    def _done(self, completion: Completion, call_id: str, messages: list[Message], *, role: str,
+              purpose: str) -> Completion:
+        self.services.budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
+        self.add(Totals(completion.input_tokens, completion.output_tokens, 1))
+        self._emit(LMCalled, call_id=call_id, model=completion.model, role=role, purpose=purpose,
+                   input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
+                   cost_usd=completion.cost_usd, latency_s=completion.latency_s,
+                   prompt_preview=messages[-1]["content"][:PREVIEW_CHARS],
+                   response_preview=completion.text[:PREVIEW_CHARS])
+        return completion
+
+    def _emit(self, event_type: type[LMCalled], **fields: object) -> None:
+        self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))  # type: ignore[arg-type]
