@@ -46,7 +46,7 @@ from rlm.config import RLMConfig
 from rlm.errors import HostCallError
 from rlm.events import AgentStarted, Event
 from rlm.fanout import serve_shard
-from rlm.lm import LiteLLMClient
+from rlm.lm import LMClient
 from rlm.results import AgentResult
 from rlm.services import AgentLike, FanoutHelper, HostFunction, RunServices, ShardResult
 from rlm.subcalls import context_payload
@@ -180,7 +180,7 @@ class AgentHost:
         self.events = EventForwarder(hub)
         self.sandboxes = SandboxPool(pool_size)
         self._runs: dict[str, _RunState] = {}
-        self._lms: dict[tuple[Any, ...], LiteLLMClient] = {}
+        self._lms: dict[tuple[Any, ...], LMClient] = {}
         self._running: dict[str, str] = {}
         self.shards_served = 0  # fan-out shards run here for agents on other hosts
         self._threads = ThreadPoolExecutor(max_workers=MAX_HOST_THREADS, thread_name_prefix="rlm-host")
@@ -385,13 +385,13 @@ class AgentHost:
         )
         return _RunState(services=services, budget=budget, workdir=workdir)
 
-    def _lm(self, config: RLMConfig) -> LiteLLMClient:
+    def _lm(self, config: RLMConfig) -> LMClient:
         key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
                config.lm_timeout_s, config.timeout_s is None, config.max_completion_tokens, config.temperature)
         with self._lm_lock:
             client = self._lms.get(key)
             if client is None:
-                client = self._lms[key] = LiteLLMClient(config)
+                client = self._lms[key] = LMClient(config)
             return client
 
 
@@ -544,14 +544,14 @@ def _preload() -> None:
 
 
 def _first_call() -> None:
-    from rlm.lm import LiteLLMClient
+    from rlm.lm import LMClient
     from rlm.testing import ScriptedServer
 
     with tempfile.TemporaryDirectory(prefix="rlm-warm-") as home, \
             ScriptedServer(policy=lambda messages: "ok", latency_ms=0) as server:
         config = RLMConfig(model="openai/rlm-warm-up", api_base=server.base_url, api_key="sk-warm-up",
                            lm_retries=0, lm_timeout_s=30, home=Path(home), record_run=False)
-        client = LiteLLMClient(config)
+        client = LMClient(config)
         try:
             client.complete([{"role": "system", "content": "warm-up"}, {"role": "user", "content": "ok?"}],
                             role="sub")

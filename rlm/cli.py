@@ -55,12 +55,13 @@ def _memory_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
-    """``--executor`` (default: Ray, or env RLM_EXECUTOR) and ``--ray-address`` (env RAY_ADDRESS)."""
+    """``--executor`` (env RLM_EXECUTOR) and ``--ray-address`` (env RAY_ADDRESS)."""
     group = parser.add_argument_group("execution")
     group.add_argument("--executor", choices=("ray", "local"),
-                       help="where agents run: ray (default; an embedded local cluster without an address) "
-                            "or local (threads of this process); env RLM_EXECUTOR")
-    group.add_argument("--ray-address", help="join this Ray cluster instead of starting one (env RAY_ADDRESS)")
+                       help="where agents run: local (threads and sandboxes of this process; the default) or ray "
+                            "(a Ray cluster: the one --ray-address names, else an embedded one); default: ray "
+                            "when a cluster address is given, else local; env RLM_EXECUTOR")
+    group.add_argument("--ray-address", help="run on this Ray cluster (env RAY_ADDRESS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,13 +122,14 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig
 
 
 def _executor_overrides(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
-    """Commands with executor options run on Ray unless told otherwise; others keep the library default."""
+    """In-process unless told otherwise: Ray is started or joined only when asked for or given an address."""
     if not hasattr(args, "executor"):
         return {}
-    executor = args.executor or env.get("RLM_EXECUTOR") or "ray"
+    address = args.ray_address or env.get("RAY_ADDRESS") or None
+    executor = args.executor or env.get("RLM_EXECUTOR") or ("ray" if address else "local")
     if executor not in ("ray", "local"):
         raise ConfigError(f"RLM_EXECUTOR must be 'ray' or 'local', not {executor!r}")
-    return {"executor": executor, "ray_address": args.ray_address or env.get("RAY_ADDRESS") or None}
+    return {"executor": executor, "ray_address": address}
 
 
 class Progress:
@@ -170,6 +172,9 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
     from rlm.runner import run
 
     config = config_from_args(args, env)
+    from rlm.preflight import check
+
+    check(config, env)
     if config.sandbox.mode == "unsafe":
         print("[rlm] WARNING: --unsafe-no-sandbox: model-written code runs on this machine WITHOUT isolation "
               "(no namespaces, only rlimits). Never use it with untrusted input.", file=sys.stderr)
@@ -240,10 +245,21 @@ def cmd_show(args: argparse.Namespace, env: dict[str, str]) -> int:
 COMMANDS = {"ask": cmd_ask, "runs": cmd_runs, "show": cmd_show}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that a run ends as on Ctrl-C (recorded, cleaned up)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     env = dict(os.environ)
     handler = getattr(args, "func", None) or COMMANDS[args.command]
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return handler(args, env)
     except RLMError as exc:
@@ -251,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False) and args.command == "ask":
             print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
         return 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
+    except Terminated:
+        print("rlm: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("rlm: interrupted", file=sys.stderr)
         return 130

@@ -1,20 +1,28 @@
-"""Language-model access: one small interface over litellm's Router.
+"""Language-model access: one small interface, the lean transport first, litellm's Router for the rest.
 
 :class:`LM` is the seam the agent loop talks to: ``complete(messages, role=...)``
 returns a :class:`Completion` with the text, token counts, cost (``None`` when
 the provider's price is unknown — never invented) and latency. Model groups are
-``root`` and ``sub``; retries, timeouts and fallbacks are litellm Router
-settings, not hand-written loops. Any litellm model string works.
+``root`` and ``sub``.
 
-The first attempt of a call to an OpenAI-compatible server (``openai/<model>``
-with an ``api_base``, carried by :mod:`rlm.transport`) skips the Router's
-per-call machinery: the Router still chooses the deployment
-(``async_get_available_deployment``, ~0.07 ms), then the request goes straight
-to the transport. ``Router.acompletion`` costs ~4 ms of CPU per call on top of
-the HTTP round trip (logging payloads, parameter walks, model-info copies), which
-bounded every large fan-out. A failed first attempt that the Router would retry
-is handed to ``Router.acompletion`` with one retry fewer, so retry counts,
-the retry policy, cooldowns and fallbacks stay litellm's.
+:class:`LMClient` is the production one, built so that a run pays only for what
+it uses:
+
+* A call to an OpenAI-compatible server (``openai/<model>`` with an
+  ``api_base``: vLLM, llama.cpp, the scripted test server) goes straight through
+  :mod:`rlm.transport` from the calling thread (or the client's event loop for
+  fan-outs). No litellm, no Router: ``import litellm`` alone costs seconds, and
+  ``Router.acompletion`` ~4 ms of CPU per call.
+* A first attempt that failed in a way another attempt could fix (429, 5xx, a
+  dropped connection, a timeout without a run deadline) is handed to a
+  ``litellm.Router`` with one retry fewer, so retries, back-off, cooldowns and
+  fallbacks are litellm's and a call is tried ``1 + lm_retries`` times. 400, 401,
+  403 and 404 are not retried.
+* Any other provider (``anthropic/...``, ``openai/gpt-4.1-mini`` without an
+  ``api_base``, ``ollama/...``) goes through the Router from the start.
+
+The Router and litellm are imported the first time one of the last two cases
+happens. Prices and context windows come from :mod:`rlm.model_info`.
 """
 
 from __future__ import annotations
@@ -23,15 +31,19 @@ import asyncio
 import os
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 # litellm fetches its price map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from rlm import model_info  # noqa: E402
 from rlm.config import RLMConfig  # noqa: E402
-from rlm.errors import LMError  # noqa: E402
+from rlm.errors import ConfigError, LMError  # noqa: E402
+from rlm.transport import Endpoint, TransportError, chat, chat_sync, is_lean  # noqa: E402
+
+__all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
 
 Message = dict[str, str]
 T = TypeVar("T")
@@ -90,12 +102,7 @@ def _litellm() -> Any:
 
 
 class _EventLoopThread:
-    """One asyncio loop per process, on a daemon thread, shared by every client.
-
-    litellm's synchronous ``Router.completion`` runs its async path in a *new*
-    event loop per call (~10 ms of CPU); awaiting ``Router.acompletion`` on one
-    long-lived loop costs about half, and many threads can share it.
-    """
+    """One asyncio loop per process, on a daemon thread, shared by every client."""
 
     _instance: "_EventLoopThread | None" = None
     _lock = threading.Lock()
@@ -112,181 +119,178 @@ class _EventLoopThread:
                 cls._instance = cls()
             return cls._instance
 
-    def run(self, coro: Any) -> Any:
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
-class LiteLLMClient:
-    """The production :class:`LM`: a ``litellm.Router`` with ``root`` and ``sub`` groups."""
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call's target: the model string, the group it belongs to (``None``: a model outside the groups)."""
+
+    model: str
+    group: str | None
+    endpoint: Endpoint | None
+
+
+class LMClient:
+    """The production :class:`LM` (see the module docstring)."""
 
     def __init__(self, config: RLMConfig) -> None:
         self.config = config
         self.models = {"root": config.model, "sub": config.effective_sub_model}
-        litellm = _litellm()
-        self._litellm = litellm
-        # Decide which models have a known price *before* the Router registers
-        # its deployments (it adds zero-cost entries for unknown models).
-        self._priced = {model: _has_price(litellm, model) for model in self.models.values()}
-        from litellm.types.router import RetryPolicy
+        self._router: Any = None
+        self._router_lock = threading.Lock()
+        model_info.preload()  # the first call's cost is known when it returns, not parsed then
 
-        from rlm import transport
-
-        transport.register()
-
-        self._router = litellm.Router(
-            model_list=[self._deployment(group, model) for group, model in self.models.items()],
-            num_retries=config.lm_retries,
-            timeout=config.lm_timeout_s,
-            retry_after=0,
-            # With a run deadline, each call's timeout is the time left: retrying it cannot succeed.
-            retry_policy=RetryPolicy(TimeoutErrorRetries=0) if config.timeout_s is not None else None,
-        )
-        # The Router registers success callbacks that count tokens/requests per deployment for
-        # tpm/rpm limits; our deployments set none, and the callbacks cost ~1.5 ms of CPU per call.
-        # Failure callbacks (cooldowns) stay.
-        manager = litellm.logging_callback_manager
-        manager.remove_callback_from_list_by_object(litellm._async_success_callback, self._router)
-        manager.remove_callback_from_list_by_object(litellm.success_callback, self._router)
-        self._loop = _EventLoopThread.get()
-
-    def close(self) -> None:
-        """Unhook the Router from litellm's global callback lists (they grow with every Router)."""
-        self._router.discard()
-
-    def _deployment(self, group: str, model: str) -> dict[str, Any]:
-        from rlm.transport import fast_model
-
-        params: dict[str, Any] = {"model": fast_model(model, self.config.api_base) or model}
-        if self.config.api_base:
-            params["api_base"] = self.config.api_base
-            # OpenAI-compatible servers often need no key, but the client insists on one.
-            params["api_key"] = self.config.api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
-        elif self.config.api_key:
-            params["api_key"] = self.config.api_key
-        deployment: dict[str, Any] = {"model_name": group, "litellm_params": params}
-        if not self._priced.get(model, True):
-            deployment["model_info"] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                        "cache_creation_input_token_cost": 0.0, "cache_read_input_token_cost": 0.0}
-        return deployment
+    # -- the LM protocol ------------------------------------------------------------------
+    def model_for(self, role: str) -> str:
+        if role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
+        return self.models[role]
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None) -> Completion:
-        """One call from the calling thread. A routed call to an OpenAI-compatible deployment is sent from
-        this thread (:func:`rlm.transport.chat_sync`); anything else runs on the client's event loop."""
-        if model and model not in self.models.values():
-            return self._loop.run(self.acomplete(messages, role=role, model=model, timeout=timeout))
-        kwargs = self._kwargs(role, timeout)
+        target = self._target(role, model)
         started = time.monotonic()
         try:
-            response = self._routed_sync(role, messages, kwargs)
+            if target.endpoint is not None:
+                response = self._lean_sync(target, messages, timeout)
+            else:
+                response = self.run_async(self._litellm_call(target, messages, timeout, self.config.lm_retries))
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
-            raise self._failed(exc, self.models[role]) from exc
-        return self._completion(response, self.models[role], time.monotonic() - started)
+            raise self._failed(exc, target.model) from exc
+        return self._completion(response, target.model, time.monotonic() - started)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                         timeout: float | None = None) -> Completion:
-        """:meth:`complete` as a coroutine; it must run on :meth:`run_async`'s loop."""
-        kwargs = self._kwargs(role, timeout)
+        target = self._target(role, model)
         started = time.monotonic()
         try:
-            if model and model not in self.models.values():
-                response = await self._direct(model, messages, kwargs)
+            if target.endpoint is not None:
+                response = await self._lean(target, messages, timeout)
             else:
-                response = await self._routed(role, messages, kwargs)
+                response = await self._litellm_call(target, messages, timeout, self.config.lm_retries)
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
-            raise self._failed(exc, model or self.models[role]) from exc
-        return self._completion(response, model or self.models[role], time.monotonic() - started)
+            raise self._failed(exc, target.model) from exc
+        return self._completion(response, target.model, time.monotonic() - started)
 
-    def _kwargs(self, role: str, timeout: float | None) -> dict[str, Any]:
-        if role not in ROLES:
-            raise ValueError(f"unknown model role {role!r}")
-        kwargs: dict[str, Any] = {}
+    def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
+        return _EventLoopThread.get().run(coro)
+
+    def close(self) -> None:
+        """Unhook the Router, if one was made, from litellm's global callback lists (they grow with every Router)."""
+        if self._router is not None:
+            self._router.discard()
+
+    # -- routing a call ---------------------------------------------------------------------
+    def _target(self, role: str, model: str | None) -> _Call:
+        name = model or self.model_for(role)
+        group = next((g for g, m in self.models.items() if m == name), None) if model else role
+        endpoint = (Endpoint.of(name, self.config.api_base, self._api_key())
+                    if self.config.api_base and is_lean(name, self.config.api_base) else None)
+        return _Call(name, group, endpoint)
+
+    def _api_key(self) -> str:
+        # OpenAI-compatible servers often need no key, but clients insist on one.
+        return self.config.api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+
+    def _wire(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
         if self.config.max_completion_tokens:
-            kwargs["max_tokens"] = self.config.max_completion_tokens
+            params["max_tokens"] = self.config.max_completion_tokens
         if self.config.temperature is not None:
-            kwargs["temperature"] = self.config.temperature
+            params["temperature"] = self.config.temperature
+        return params
+
+    def _seconds(self, timeout: float | None) -> float:
+        return self.config.lm_timeout_s if timeout is None else timeout
+
+    def _lean_sync(self, target: _Call, messages: list[Message], timeout: float | None) -> Any:
+        assert target.endpoint is not None
+        try:
+            return chat_sync(target.endpoint, messages, self._wire(), self._seconds(timeout))
+        except TransportError as exc:
+            if not self._worth_retrying(exc):
+                raise
+        return self.run_async(self._litellm_call(target, messages, timeout, self.config.lm_retries - 1))
+
+    async def _lean(self, target: _Call, messages: list[Message], timeout: float | None) -> Any:
+        assert target.endpoint is not None
+        try:
+            return await chat(target.endpoint, messages, self._wire(), self._seconds(timeout))
+        except TransportError as exc:
+            if not self._worth_retrying(exc):
+                raise
+        return await self._litellm_call(target, messages, timeout, self.config.lm_retries - 1)
+
+    def _worth_retrying(self, exc: TransportError) -> bool:
+        """Whether the Router should try again (a timeout under a run deadline cannot succeed)."""
+        if self.config.lm_retries <= 0 or not exc.retryable:
+            return False
+        return not (exc.kind == "timeout" and self.config.timeout_s is not None)
+
+    async def _litellm_call(self, target: _Call, messages: list[Message], timeout: float | None,
+                            retries: int) -> Any:
+        kwargs: dict[str, Any] = {**self._wire(), "num_retries": retries}
         if timeout is not None:
             kwargs["timeout"] = timeout
-        return kwargs
+        if target.group is not None:
+            return await self._get_router().acompletion(model=target.group, messages=messages, **kwargs)
+        params = self._litellm_params(target.model)
+        return await _litellm().acompletion(messages=messages, **params, **kwargs)
 
+    # -- litellm, when it is needed ---------------------------------------------------------
+    def _litellm_params(self, model: str) -> dict[str, Any]:
+        params: dict[str, Any] = {"model": model}
+        if self.config.api_base and is_lean(model, self.config.api_base):
+            from rlm import litellm_provider
+
+            litellm_provider.register()
+            params["model"] = litellm_provider.provider_model(model)
+        if self.config.api_base:
+            params["api_base"] = self.config.api_base
+            params["api_key"] = self._api_key()
+        elif self.config.api_key:
+            params["api_key"] = self.config.api_key
+        return params
+
+    def _get_router(self) -> Any:
+        with self._router_lock:
+            if self._router is None:
+                self._router = self._make_router()
+            return self._router
+
+    def _make_router(self) -> Any:
+        litellm = _litellm()
+        from litellm.types.router import RetryPolicy
+
+        deployments = []
+        for group, model in self.models.items():
+            deployment: dict[str, Any] = {"model_name": group, "litellm_params": self._litellm_params(model)}
+            if not model_info.info(model).priced:  # unknown price: the Router must not invent one
+                deployment["model_info"] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                            "cache_creation_input_token_cost": 0.0,
+                                            "cache_read_input_token_cost": 0.0}
+            deployments.append(deployment)
+        router = litellm.Router(
+            model_list=deployments, num_retries=self.config.lm_retries, timeout=self.config.lm_timeout_s,
+            retry_after=0,
+            # With a run deadline, each call's timeout is the time left: retrying it cannot succeed.
+            retry_policy=RetryPolicy(TimeoutErrorRetries=0) if self.config.timeout_s is not None else None)
+        # The Router registers success callbacks that count tokens/requests per deployment for
+        # tpm/rpm limits; our deployments set none, and the callbacks cost ~1.5 ms of CPU per call.
+        manager = litellm.logging_callback_manager
+        manager.remove_callback_from_list_by_object(litellm._async_success_callback, router)
+        manager.remove_callback_from_list_by_object(litellm.success_callback, router)
+        return router
+
+    # -- results ------------------------------------------------------------------------------
     @staticmethod
     def _failed(exc: Exception, name: str) -> LMError:
         return LMError(f"model call to {name} failed: {_short(exc)}", model=name)
 
-    def _fast_params(self, deployment: Any) -> dict[str, Any] | None:
-        """The deployment's ``litellm_params`` when our transport carries it, else ``None`` (the Router does)."""
-        from rlm import transport
-
-        params = deployment["litellm_params"] if deployment else None
-        return params if params and transport.is_fast(params.get("model", "")) else None
-
-    def _routed_sync(self, role: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
-        """:meth:`_routed` from the calling thread: the first attempt on this thread, retries through the Router."""
-        from rlm import transport
-
-        try:
-            deployment = self._router.get_available_deployment(model=role, messages=messages, request_kwargs={})
-        except Exception:  # e.g. every deployment cooling down: the Router's own path says why
-            deployment = None
-        params = self._fast_params(deployment)
-        if params is None:
-            return self._loop.run(self._router.acompletion(model=role, messages=messages, **kwargs))
-        wire = {k: v for k, v in kwargs.items() if k != "timeout"}
-        try:
-            return transport.chat_sync(params, messages, wire, kwargs.get("timeout", self.config.lm_timeout_s))
-        except Exception as exc:
-            if self.config.lm_retries <= 0 or not self._retryable(exc):
-                raise
-            return self._loop.run(self._router.acompletion(model=role, messages=messages,
-                                                           num_retries=self.config.lm_retries - 1, **kwargs))
-
-    async def _routed(self, role: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
-        """A call to a model group: the first attempt straight to the transport when it can be, else the Router."""
-        from rlm import transport
-
-        try:
-            deployment = await self._router.async_get_available_deployment(
-                model=role, messages=messages, request_kwargs={})
-        except Exception:  # e.g. every deployment cooling down: the Router's own path says why
-            deployment = None
-        params = self._fast_params(deployment)
-        if params is None:
-            return await self._router.acompletion(model=role, messages=messages, **kwargs)
-        wire = {k: v for k, v in kwargs.items() if k != "timeout"}
-        try:
-            return await transport.chat(params, messages, wire, kwargs.get("timeout", self.config.lm_timeout_s))
-        except Exception as exc:
-            if self.config.lm_retries <= 0 or not self._retryable(exc):
-                raise
-            return await self._router.acompletion(model=role, messages=messages,
-                                                  num_retries=self.config.lm_retries - 1, **kwargs)
-
-    def _retryable(self, exc: BaseException) -> bool:
-        """Whether the Router would retry ``exc`` on a one-deployment group under our retry policy."""
-        litellm = self._litellm
-        if isinstance(exc, litellm.Timeout):
-            return self.config.timeout_s is None  # RetryPolicy(TimeoutErrorRetries=0) under a run deadline
-        if isinstance(exc, (litellm.NotFoundError, litellm.AuthenticationError, litellm.PermissionDeniedError)):
-            return False
-        status = getattr(exc, "status_code", None)
-        return status is None or bool(litellm.should_retry(status))
-
-    def model_for(self, role: str) -> str:
-        if role not in ROLES:
-            raise ValueError(f"unknown model role {role!r}")
-        return self.models[role]
-
-    def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine (e.g. a fan-out of :meth:`acomplete` calls) on the client's loop; block for it."""
-        return self._loop.run(coro)
-
-    async def _direct(self, model: str, messages: list[Message], kwargs: dict[str, Any]) -> Any:
-        """A call to a model outside the groups (``llm_query(..., model=...)``); same retries."""
-        params = self._deployment("direct", model)["litellm_params"]
-        return await self._litellm.acompletion(messages=messages, num_retries=self.config.lm_retries, **params, **kwargs)
-
     def _completion(self, response: Any, model: str, latency: float) -> Completion:
-        """A :class:`Completion` from litellm's ``ModelResponse`` or the transport's parsed body."""
+        """A :class:`Completion` from the transport's parsed body or litellm's ``ModelResponse``."""
         if isinstance(response, dict):
             usage = response.get("usage") or {}
             message = response["choices"][0].get("message") or {}
@@ -298,35 +302,13 @@ class LiteLLMClient:
             input_tokens = getattr(usage, "prompt_tokens", 0)
             output_tokens = getattr(usage, "completion_tokens", 0)
         input_tokens, output_tokens = _count(input_tokens), _count(output_tokens)
-        return Completion(
-            text=text if isinstance(text, str) else "",
-            model=model,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=self._cost(model, input_tokens, output_tokens),
-            latency_s=latency,
-        )
-
-    def _cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
-        """litellm's price for the call, or ``None`` when the model is not in its price map."""
-        if model not in self._priced:
-            self._priced[model] = _has_price(self._litellm, model)
-        if not self._priced[model]:
-            return None
-        try:  # priced by the model string the user gave, whichever transport carried the call
-            prompt_cost, completion_cost = self._litellm.cost_per_token(
-                model=model, prompt_tokens=input_tokens, completion_tokens=output_tokens)
-        except Exception:
-            return None
-        return float(prompt_cost + completion_cost)
+        return Completion(text=text if isinstance(text, str) else "", model=model, input_tokens=input_tokens,
+                          output_tokens=output_tokens, cost_usd=model_info.cost(model, input_tokens, output_tokens),
+                          latency_s=latency)
 
 
-def _has_price(litellm: Any, model: str) -> bool:
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:
-        return False
-    return bool(info.get("input_cost_per_token") or info.get("output_cost_per_token"))
+#: The name this client had when litellm carried every call; kept for existing imports.
+LiteLLMClient = LMClient
 
 
 def _count(value: Any) -> int:

@@ -29,7 +29,7 @@ from rlm.events import Event, EventBus, RunFinished, RunStarted
 from rlm.executors import Executor, executor_for
 from rlm.extensions import Contribution, RunExtension
 from rlm.inputs import ContextPayload, load_context, payload_from_documents, payload_from_text
-from rlm.lm import LM, LiteLLMClient
+from rlm.lm import LM, LMClient
 from rlm.results import RunResult
 from rlm.sandbox.jail import check_bwrap
 from rlm.services import RunServices
@@ -136,7 +136,7 @@ def _run(question: str, payload: ContextPayload, config: RLMConfig, run_id: str,
          parts: _RunParts) -> RunResult:
     # Set-up that may be slow (the LM client) or fail (a locked memory file) happens
     # before the run's clock starts and before anything is recorded as running.
-    lm: LM = LiteLLMClient(config)
+    lm: LM = LMClient(config)
     try:
         return _execute(question, payload, config, run_id, workdir, bus, record, lm, on_start, parts)
     finally:

@@ -1,23 +1,23 @@
-"""A lean HTTP transport for OpenAI-compatible servers, plugged into litellm as a provider.
+"""A lean HTTP transport for OpenAI-compatible servers (vLLM, llama.cpp, LM Studio, the scripted test server).
 
-Why: behind ``litellm`` the ``openai`` SDK walks every message of the request
-through its type-driven ``transform`` on every call. An agent's history grows
-with each iteration, so that walk made a root iteration cost 60-80 ms of CPU at
-100 messages (measured: 17.7 ms/call at 4 messages, 81.8 ms at 200, 83% of it in
-``openai._utils._transform``). This provider sends the same JSON with one
-``aiohttp`` session per event loop instead (httpx's connection pool spent ~18 ms of
-CPU per request assigning requests to connections at 64 in flight).
+Why it exists:
 
-It is used for ``openai/<model>`` with an explicit ``api_base`` (vLLM,
-llama.cpp, LM Studio, the scripted test server); every other provider keeps
-litellm's own client. Deployments are still ``litellm.Router`` deployments: the
-Router chooses them, and HTTP errors are raised as litellm's own exception types,
-so its retries, retry policy, cooldowns and fallbacks apply. :func:`chat` is the
-same request without litellm's per-call machinery, for the first attempt of a
-call (see :class:`rlm.lm.LiteLLMClient`). :func:`chat_sync` sends it from the
-calling thread over a kept-alive ``http.client`` connection of that thread: an
-agent's own model call needs no event loop, and going through one cost two thread
-hand-offs and ~1.6 ms of the loop thread's CPU per call on a busy host.
+* **Cost per call.** Behind ``litellm`` the ``openai`` SDK walks every message of
+  the request through its type-driven ``transform`` on every call; an agent's
+  history grows with each iteration, so a root iteration cost 60-80 ms of CPU
+  at 100 messages. This transport sends the history as JSON as it is.
+* **Cost per process.** ``import litellm`` takes seconds. A run whose models are
+  all OpenAI-compatible servers never needs it: the first attempt of every call
+  goes through here, and litellm's Router is imported only to retry a failed
+  call (:mod:`rlm.lm`) or to reach another provider.
+
+:func:`chat_sync` sends one request from the calling thread over a kept-alive
+``http.client`` connection of that thread (an agent's own model call needs no
+event loop); :func:`chat` sends it from an event loop with one ``aiohttp``
+session per loop (fan-outs of thousands of calls; aiohttp is imported on first
+use). Both return the parsed response body or raise :class:`TransportError`,
+which says whether retrying could help. Nothing here imports litellm: the
+Router's retries reach this transport through :mod:`rlm.litellm_provider`.
 """
 
 from __future__ import annotations
@@ -26,96 +26,96 @@ import asyncio
 import http.client
 import json
 import threading
-import time
-import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-import litellm
-from litellm import CustomLLM
+from rlm.errors import LMError
 
-PROVIDER = "rlm-openai"
+__all__ = ["Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
 
-_ERRORS: dict[int, Any] = {
-    400: litellm.BadRequestError,
-    401: litellm.AuthenticationError,
-    403: litellm.PermissionDeniedError,
-    404: litellm.NotFoundError,
-    408: litellm.Timeout,
-    429: litellm.RateLimitError,
-    503: litellm.ServiceUnavailableError,
-}
+#: HTTP statuses worth another attempt (the rest of 4xx is the request's own fault).
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
 
-def fast_model(model: str, api_base: str | None) -> str | None:
-    """The provider-prefixed model name when the fast transport applies, else ``None``."""
-    if api_base and model.startswith("openai/"):
-        return f"{PROVIDER}/{model.split('/', 1)[1]}"
-    return None
+def is_lean(model: str, api_base: str | None) -> bool:
+    """Whether this transport carries ``model``: an ``openai/<name>`` model with an explicit ``api_base``."""
+    return bool(api_base) and model.startswith("openai/")
 
 
-class OpenAICompatible(CustomLLM):
-    """litellm custom provider: POST ``{api_base}/chat/completions`` with a pooled aiohttp session."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One OpenAI-compatible chat-completions endpoint: the model's wire name, its base URL and key."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._sessions: dict[int, aiohttp.ClientSession] = {}
+    model: str
+    api_base: str
+    api_key: str | None = None
 
-    def _session(self) -> aiohttp.ClientSession:
-        loop_id = id(asyncio.get_running_loop())
-        session = self._sessions.get(loop_id)
-        if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=1024, limit_per_host=1024)
-            session = self._sessions[loop_id] = aiohttp.ClientSession(connector=connector)
-        return session
+    @classmethod
+    def of(cls, model: str, api_base: str, api_key: str | None = None) -> "Endpoint":
+        """The endpoint of a litellm-style ``openai/<name>`` model string."""
+        return cls(model.split("/", 1)[1] if model.startswith("openai/") else model, api_base, api_key)
 
-    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
-                          model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                          optional_params: dict, acompletion: Any = None, litellm_params: Any = None,
-                          logger_fn: Any = None, headers: Any = None, timeout: Any = None,
-                          client: Any = None) -> Any:
-        data = await self.chat(model, messages, api_base, api_key, _wire_params(optional_params), _seconds(timeout))
-        return _model_response(data, model)
+    @property
+    def url(self) -> str:
+        return self.api_base.rstrip("/") + "/chat/completions"
 
-    async def chat(self, model: str, messages: list, api_base: str, api_key: str | None, params: dict,
-                   seconds: float | None) -> dict:
-        """POST one chat completion; return the parsed body (it has ``choices``) or raise litellm's error type."""
-        body = {"model": model, "messages": messages, **params}
-        url = api_base.rstrip("/") + "/chat/completions"
-        request_headers = {"Authorization": f"Bearer {api_key or 'sk-no-key'}"}
-        try:
-            async with self._session().post(url, json=body, headers=request_headers,
-                                            timeout=aiohttp.ClientTimeout(total=seconds)) as response:
-                status, text = response.status, await response.text()
-        except asyncio.TimeoutError:
-            raise litellm.Timeout(f"timed out after {seconds}s", model=model, llm_provider="openai") from None
-        except aiohttp.ClientError as exc:
-            raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider="openai",
-                                             model=model) from None
-        return _parse(status, text, model)
-
-    def completion(self, *args: Any, **kwargs: Any) -> Any:
-        raise litellm.BadRequestError("the rlm-openai transport is async only", model="", llm_provider="openai")
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key or 'sk-no-key'}", "Content-Type": "application/json"}
 
 
-def _parse(status: int, text: str, model: str) -> dict:
-    """The parsed body of a chat completion response, or litellm's exception for the failure."""
+class TransportError(LMError):
+    """A call that failed on the wire or was refused by the server.
+
+    Attributes:
+        status: the HTTP status, or ``None`` (no response: refused, reset, timed out).
+        kind: ``"http"``, ``"timeout"``, ``"connection"`` or ``"bad_response"``.
+        message: the server's error message (or what went wrong).
+    """
+
+    def __init__(self, kind: str, message: str, *, model: str, status: int | None = None) -> None:
+        super().__init__(f"{_label(kind, status)}: {message}", model=model)
+        self.kind = kind
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether another attempt could succeed (a timeout counts; the caller decides under a deadline)."""
+        if self.kind == "http":
+            return self.status in RETRYABLE_STATUSES
+        return True
+
+
+def _label(kind: str, status: int | None) -> str:
+    return {"http": f"HTTP {status}", "timeout": "Timeout", "connection": "ConnectionError",
+            "bad_response": "BadResponse"}.get(kind, kind)
+
+
+def parse(status: int, text: str, model: str) -> dict[str, Any]:
+    """The parsed body of a chat completion response, or the :class:`TransportError` for the failure."""
     if status != 200:
-        raise _error(status, text, model)
+        raise TransportError("http", _error_message(text), model=model, status=status)
     try:
         data = json.loads(text)
     except ValueError:
-        raise litellm.InternalServerError("the server returned a body that is not JSON",
-                                          llm_provider="openai", model=model) from None
+        raise TransportError("bad_response", "the server returned a body that is not JSON", model=model) from None
     if not isinstance(data, dict):
-        raise litellm.InternalServerError("the server returned JSON that is not an object",
-                                          llm_provider="openai", model=model)
+        raise TransportError("bad_response", "the server returned JSON that is not an object", model=model)
     choices = data.get("choices")
     if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
-        raise litellm.InternalServerError("the server returned no choices", llm_provider="openai", model=model)
+        raise TransportError("bad_response", "the server returned no choices", model=model)
     return data
 
+
+def _error_message(body: str) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:300]
+
+
+# -- blocking, from the calling thread ------------------------------------------------------
 
 class _Connections(threading.local):
     """Each thread's kept-alive connections, by (scheme, host, port)."""
@@ -127,19 +127,16 @@ class _Connections(threading.local):
 _connections = _Connections()
 
 
-def chat_sync(deployment: dict, messages: list, params: dict, seconds: float | None) -> dict:
-    """:func:`chat` from the calling thread, blocking: the parsed body, or litellm's exception types.
+def chat_sync(endpoint: Endpoint, messages: list[Any], params: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+    """POST one chat completion from this thread; the parsed body or :class:`TransportError`.
 
     ``seconds`` bounds each wait on the socket (connect, send, each read); a non-streamed
     completion arrives in one piece once the model is done, so that is the call's timeout.
     A kept-alive connection the server has closed in the meantime is replaced and the
     request sent again, once, if nothing of a response had arrived.
     """
-    model = deployment["model"].split("/", 1)[1]
-    url = urlsplit(deployment["api_base"].rstrip("/") + "/chat/completions")
-    body = json.dumps({"model": model, "messages": messages, **params}).encode()
-    headers = {"Authorization": f"Bearer {deployment.get('api_key') or 'sk-no-key'}",
-               "Content-Type": "application/json"}
+    url = urlsplit(endpoint.url)
+    body = json.dumps({"model": endpoint.model, "messages": messages, **params}).encode()
     key = (url.scheme, url.hostname or "", url.port)
     path = url.path + (f"?{url.query}" if url.query else "")
     for attempt in (1, 2):
@@ -148,99 +145,60 @@ def chat_sync(deployment: dict, messages: list, params: dict, seconds: float | N
         if connection is None:
             kind = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
             connection = kind(key[1], key[2], timeout=seconds)
-        else:
-            connection.timeout = seconds
-            if connection.sock is not None:
-                connection.sock.settimeout(seconds)
+        elif connection.sock is not None:
+            connection.sock.settimeout(seconds)
         try:
-            connection.request("POST", path, body=body, headers=headers)
+            connection.request("POST", path, body=body, headers=endpoint.headers())
             response = connection.getresponse()
             status, text = response.status, response.read().decode("utf-8", "replace")
         except TimeoutError:
             connection.close()
-            raise litellm.Timeout(f"timed out after {seconds}s", model=model, llm_provider="openai") from None
+            raise TransportError("timeout", f"no answer within {seconds}s", model=endpoint.model) from None
         except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
             connection.close()
             if reused and attempt == 1:
                 continue  # the server closed an idle kept-alive connection: a fresh one
-            raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider="openai",
-                                             model=model) from None
+            raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None
         except (OSError, http.client.HTTPException) as exc:
             connection.close()
-            raise litellm.APIConnectionError(f"{type(exc).__name__}: {exc}", llm_provider="openai",
-                                             model=model) from None
+            raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None
         if response.will_close:
             connection.close()
         else:
             _connections.open[key] = connection
-        return _parse(status, text, model)
+        return parse(status, text, endpoint.model)
     raise AssertionError("unreachable")
 
 
-def _wire_params(optional_params: dict) -> dict:
-    """The request fields litellm collected (max_tokens, temperature, ...), minus its own bookkeeping."""
-    return {k: v for k, v in optional_params.items() if k not in ("stream", "extra_body") and v is not None}
+# -- from an event loop ---------------------------------------------------------------------
+
+_sessions: dict[int, Any] = {}
 
 
-def _seconds(timeout: Any) -> float | None:
-    if timeout is None or isinstance(timeout, (int, float)):
-        return timeout
-    return getattr(timeout, "read", None) or getattr(timeout, "timeout", None)
+def _session() -> Any:
+    """This event loop's aiohttp session (pooled, up to 1,024 connections)."""
+    import aiohttp
+
+    loop_id = id(asyncio.get_running_loop())
+    session = _sessions.get(loop_id)
+    if session is None or session.closed:
+        connector = aiohttp.TCPConnector(limit=1024, limit_per_host=1024)
+        session = _sessions[loop_id] = aiohttp.ClientSession(connector=connector)
+    return session
 
 
-def _error(status: int, body: str, model: str) -> Exception:
+async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
+               seconds: float | None) -> dict[str, Any]:
+    """:func:`chat_sync` as a coroutine, on a pooled aiohttp session of the running loop."""
+    import aiohttp
+
+    body = {"model": endpoint.model, "messages": messages, **params}
     try:
-        message = json.loads(body)["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = body[:300]
-    error_type = _ERRORS.get(status)
-    text = f"HTTP {status}: {message}"
-    if error_type is litellm.Timeout:
-        return litellm.Timeout(text, model=model, llm_provider="openai")
-    if error_type is not None:
-        return error_type(text, model=model, llm_provider="openai")
-    if status >= 500:
-        return litellm.InternalServerError(text, llm_provider="openai", model=model)
-    return litellm.APIError(status, text, llm_provider="openai", model=model)
-
-
-def _model_response(data: dict, model: str) -> Any:
-    return litellm.ModelResponse(
-        id=data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-        created=data.get("created") or int(time.time()),
-        model=data.get("model") or model,
-        choices=data["choices"],
-        usage=data.get("usage") or {},
-    )
-
-
-_HANDLER: OpenAICompatible | None = None
-
-
-def is_fast(model: str) -> bool:
-    """Whether a deployment's ``model`` is carried by this transport."""
-    return model.startswith(PROVIDER + "/")
-
-
-async def chat(deployment: dict, messages: list, params: dict, seconds: float | None) -> dict:
-    """One call straight to a deployment of this transport (its Router ``litellm_params``), no litellm in between.
-
-    Returns the parsed body; errors are litellm's exception types, as through the Router.
-    """
-    register()
-    assert _HANDLER is not None
-    return await _HANDLER.chat(deployment["model"].split("/", 1)[1], messages, deployment["api_base"],
-                               deployment.get("api_key"), params, seconds)
-
-
-def register() -> None:
-    """Register the provider with litellm once per process."""
-    global _HANDLER
-    if _HANDLER is None:
-        _HANDLER = OpenAICompatible()
-        litellm.custom_provider_map = [*litellm.custom_provider_map,
-                                       {"provider": PROVIDER, "custom_handler": _HANDLER}]
-        # litellm reads the map into its provider registry when it is set at import time only
-        from litellm.utils import custom_llm_setup
-
-        custom_llm_setup()
+        async with _session().post(endpoint.url, json=body, headers=endpoint.headers(),
+                                   timeout=aiohttp.ClientTimeout(total=seconds)) as response:
+            status, text = response.status, await response.text()
+    except asyncio.TimeoutError:
+        raise TransportError("timeout", f"no answer within {seconds}s", model=endpoint.model) from None
+    except aiohttp.ClientError as exc:
+        raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None
+    return parse(status, text, endpoint.model)

@@ -23,9 +23,10 @@ def rlm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own RLM_HOME (run log, temp files) under tmp_path."""
     home = tmp_path / "rlm-home"
     monkeypatch.setenv("RLM_HOME", str(home))
-    # The CLI runs on Ray by default; tests of the CLI itself use the in-process executor
-    # (tests/test_ray.py and the Ray CLI test start clusters on purpose).
+    # Tests of the CLI run in-process (tests/test_ray.py and the Ray CLI tests start clusters on purpose),
+    # whatever the environment of the machine running them says.
     monkeypatch.setenv("RLM_EXECUTOR", "local")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return home
 
 

@@ -121,10 +121,10 @@ def test_runs_with_no_log_yet(rlm_home):
     (lambda tmp: (tmp / "empty.txt").write_text("") and tmp / "empty.txt" or tmp / "empty.txt", "is empty"),
     (lambda tmp: (tmp / "emptydir").mkdir() or tmp / "emptydir", "no readable text files"),
 ])
-def test_bad_input_is_a_clear_error(tmp_path, rlm_home, make, message):
+def test_bad_input_is_a_clear_error(tmp_path, rlm_home, server_factory, make, message):
     path = make(tmp_path)
-    done = rlm("ask", str(path), "q", "--model", "openai/scripted", "--api-base", "http://127.0.0.1:9/v1",
-               home=rlm_home)
+    server = server_factory(script=[])
+    done = rlm("ask", str(path), "q", *model_args(server), home=rlm_home)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
 
@@ -149,6 +149,29 @@ def test_directory_becomes_a_list_of_documents(server_factory, rlm_home, tmp_pat
     assert json.loads(done.stdout)["answer"] == "a.md=alpha, sub/b.txt=beta"
 
 
+def test_configuration_mistakes_fail_fast_in_one_line(rlm_home, doc):
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    done = rlm("ask", str(doc), "q", "--model", "openai/x", "--api-base", f"http://127.0.0.1:{port}/v1",
+               home=rlm_home)
+    assert done.returncode == 2, done.stderr
+    assert f"cannot reach the model server at http://127.0.0.1:{port}/v1" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    env = {"OPENAI_API_KEY": "", "RLM_API_KEY": ""}
+    done = rlm("ask", str(doc), "q", "--model", "openai/gpt-4.1-mini", home=rlm_home, env=env)
+    assert done.returncode == 2 and "needs OPENAI_API_KEY" in done.stderr, done.stderr
+    done = rlm("ask", str(doc), "q", "--model", "anthropic/claude-sonnet-4-5", home=rlm_home,
+               env={**env, "ANTHROPIC_API_KEY": ""})
+    assert done.returncode == 2 and "needs ANTHROPIC_API_KEY" in done.stderr, done.stderr
+    assert time.monotonic() - started < 20  # three whole commands; each fails before any run starts
+    assert not (rlm_home / "rlm.duckdb").exists()  # nothing was recorded as a run
+
+
 def test_bad_options_are_clear_errors(rlm_home, doc):
     done = rlm("ask", str(doc), "q", "--max-iterations", "0", "--model", "x/y", home=rlm_home)
     assert done.returncode == 2 and "max_iterations must be >= 1" in done.stderr
@@ -163,12 +186,26 @@ def test_unsafe_mode_warns_loudly(server_factory, rlm_home, doc):
     assert "WITHOUT isolation" in done.stderr
 
 
+def test_ask_runs_in_process_by_default_without_starting_ray(server_factory, rlm_home, doc):
+    import socket
+
+    server = server_factory(script=[repl("FINAL(context.count('line'))")])
+    done = rlm("ask", str(doc), "q", *model_args(server), "--json", home=rlm_home,
+               env={"RLM_EXECUTOR": "", "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["answer"] == "3"
+    tree = json.loads(rlm("show", result["run_id"], "--json", home=rlm_home).stdout)
+    assert tree["root"]["node_id"] == socket.gethostname()
+    assert not (rlm_home / "ray").exists() and not (rlm_home / "ray-auth-token").exists()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_ask_runs_on_an_embedded_ray_cluster_by_default(server_factory, rlm_home, doc):
+def test_ask_runs_on_an_embedded_ray_cluster_when_asked(server_factory, rlm_home, doc):
     server = server_factory(script=[repl("FINAL(context.count('line'))")])
-    done = rlm("ask", str(doc), "q", *model_args(server), "--json", home=rlm_home, env={"RLM_EXECUTOR": ""},
-               timeout=300)
+    done = rlm("ask", str(doc), "q", *model_args(server), "--json", "--executor", "ray", home=rlm_home,
+               env={"RLM_EXECUTOR": ""}, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["answer"] == "3"

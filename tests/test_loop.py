@@ -282,8 +282,8 @@ def test_malformed_bodies_and_hangs_are_retried(server_factory, make_config, tex
 
 def test_lean_transport_applies_to_openai_compatible_servers_only():
     """The lean transport sends the history as JSON as it is: no per-message typed walk."""
-    from rlm.transport import fast_model
+    from rlm.transport import is_lean
 
-    assert fast_model("openai/my-model", "http://127.0.0.1:1/v1") == "rlm-openai/my-model"
-    assert fast_model("openai/gpt-4.1-mini", None) is None  # the real OpenAI: litellm's own client
-    assert fast_model("anthropic/claude", "http://x") is None
+    assert is_lean("openai/my-model", "http://127.0.0.1:1/v1")
+    assert not is_lean("openai/gpt-4.1-mini", None)  # the real OpenAI: litellm's own client
+    assert not is_lean("anthropic/claude", "http://x")

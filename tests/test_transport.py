@@ -1,4 +1,4 @@
-"""The blocking fast path of the OpenAI-compatible transport (rlm.transport.chat_sync) against real loopback servers."""
+"""The lean OpenAI-compatible transport (rlm.transport) against real loopback servers, and its errors as litellm sees them."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
-import litellm
 import pytest
 
 from rlm import transport
+from rlm.transport import Endpoint, TransportError
 
 
 def _reply(text: str) -> bytes:
@@ -69,8 +69,8 @@ def server() -> Iterator[type[_Handler]]:
 
 
 def _call(handler: type[_Handler], text: str, seconds: float = 10.0) -> dict:
-    deployment = {"model": "rlm-openai/m", "api_base": handler.base, "api_key": "sk-test"}  # type: ignore[attr-defined]
-    return transport.chat_sync(deployment, [{"role": "user", "content": text}], {}, seconds)
+    endpoint = Endpoint("m", handler.base, "sk-test")  # type: ignore[attr-defined]
+    return transport.chat_sync(endpoint, [{"role": "user", "content": text}], {}, seconds)
 
 
 def test_calls_from_one_thread_share_one_kept_alive_connection(server):
@@ -86,13 +86,15 @@ def test_a_connection_the_server_closed_is_replaced_and_the_call_still_succeeds(
     assert len(server.connections) == 3  # a fresh connection each time, no error surfaced
 
 
-def test_http_errors_and_timeouts_are_litellms_exception_types(server):
+def test_http_errors_and_timeouts_say_whether_retrying_could_help(server):
     server.behaviour = "status-503"
-    with pytest.raises(litellm.ServiceUnavailableError, match="overloaded"):
+    with pytest.raises(TransportError, match="overloaded") as failed:
         _call(server, "q")
+    assert failed.value.status == 503 and failed.value.retryable
     server.behaviour = "slow"
-    with pytest.raises(litellm.Timeout):
+    with pytest.raises(TransportError) as timed_out:
         _call(server, "q", seconds=0.3)
+    assert timed_out.value.kind == "timeout" and timed_out.value.retryable
 
 
 def test_a_refused_connection_is_a_connection_error():
@@ -101,6 +103,33 @@ def test_a_refused_connection_is_a_connection_error():
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    deployment = {"model": "rlm-openai/m", "api_base": f"http://127.0.0.1:{port}/v1"}
-    with pytest.raises(litellm.APIConnectionError):
-        transport.chat_sync(deployment, [{"role": "user", "content": "q"}], {}, 5.0)
+    endpoint = Endpoint("m", f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(TransportError) as failed:
+        transport.chat_sync(endpoint, [{"role": "user", "content": "q"}], {}, 5.0)
+    assert failed.value.kind == "connection"
+
+
+@pytest.mark.parametrize("kind,status,expected", [
+    ("http", 400, "BadRequestError"), ("http", 401, "AuthenticationError"), ("http", 404, "NotFoundError"),
+    ("http", 429, "RateLimitError"), ("http", 500, "InternalServerError"), ("http", 503, "ServiceUnavailableError"),
+    ("timeout", None, "Timeout"), ("connection", None, "APIConnectionError"),
+    ("bad_response", None, "InternalServerError")])
+def test_the_routers_retries_see_litellms_own_exception_types(kind, status, expected):
+    """When litellm's Router retries a call it classifies the failure by litellm's types, as for any provider."""
+    import litellm
+
+    from rlm.litellm_provider import to_litellm_error
+
+    error = to_litellm_error(TransportError(kind, "boom", model="m", status=status))
+    assert type(error).__name__ == expected
+    assert litellm.should_retry(getattr(error, "status_code", 500)) == (status not in (400, 401, 404))
+
+
+def test_importing_the_lean_path_does_not_import_litellm():
+    import subprocess
+    import sys
+
+    code = ("import sys, rlm.lm, rlm.transport, rlm.runner, rlm.cli; "
+            "print(sorted(m for m in ('litellm', 'aiohttp', 'ray', 'duckdb', 'textual', 'numpy') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

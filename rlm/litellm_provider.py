@@ -1,0 +1,102 @@
+"""rlm's lean transport plugged into litellm as a custom provider, for the Router's retries.
+
+A call to an OpenAI-compatible server is first sent straight through
+:mod:`rlm.transport`. When it fails in a way another attempt could fix, the
+litellm Router takes over (its retry policy, back-off, cooldowns and
+fallbacks); its deployments of such servers name the provider ``rlm-openai``,
+which sends the request through the same transport and raises litellm's own
+exception types, so the Router classifies failures as it does for any provider.
+
+Importing this module imports litellm (seconds): only :mod:`rlm.lm` does, and
+only once the Router is needed.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import litellm
+from litellm import CustomLLM
+
+from rlm.transport import Endpoint, TransportError, chat
+
+__all__ = ["PROVIDER", "register", "provider_model", "to_litellm_error"]
+
+PROVIDER = "rlm-openai"
+
+_HTTP_ERRORS: dict[int, Any] = {
+    400: litellm.BadRequestError,
+    401: litellm.AuthenticationError,
+    403: litellm.PermissionDeniedError,
+    404: litellm.NotFoundError,
+    429: litellm.RateLimitError,
+    503: litellm.ServiceUnavailableError,
+}
+
+
+def provider_model(model: str) -> str:
+    """The Router's model string for an ``openai/<name>`` deployment carried by this provider."""
+    return f"{PROVIDER}/{model.split('/', 1)[1]}"
+
+
+def to_litellm_error(exc: TransportError) -> Exception:
+    """The litellm exception type the Router expects for ``exc``."""
+    model, text = exc.model, str(exc)
+    if exc.kind == "timeout" or exc.status == 408:
+        return litellm.Timeout(text, model=model, llm_provider="openai")
+    if exc.kind == "connection":
+        return litellm.APIConnectionError(text, llm_provider="openai", model=model)
+    if exc.kind == "bad_response":
+        return litellm.InternalServerError(text, llm_provider="openai", model=model)
+    error_type = _HTTP_ERRORS.get(exc.status or 0)
+    if error_type is not None:
+        return error_type(text, model=model, llm_provider="openai")
+    if (exc.status or 0) >= 500:
+        return litellm.InternalServerError(text, llm_provider="openai", model=model)
+    return litellm.APIError(exc.status or 500, text, llm_provider="openai", model=model)
+
+
+class _Provider(CustomLLM):
+    """POST ``{api_base}/chat/completions`` through :func:`rlm.transport.chat`."""
+
+    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+                          model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
+                          optional_params: dict, acompletion: Any = None, litellm_params: Any = None,
+                          logger_fn: Any = None, headers: Any = None, timeout: Any = None,
+                          client: Any = None) -> Any:
+        params = {k: v for k, v in optional_params.items() if k not in ("stream", "extra_body") and v is not None}
+        try:
+            data = await chat(Endpoint(model, api_base, api_key), messages, params, _seconds(timeout))
+        except TransportError as exc:
+            raise to_litellm_error(exc) from None
+        return litellm.ModelResponse(id=data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+                                     created=data.get("created") or int(time.time()),
+                                     model=data.get("model") or model, choices=data["choices"],
+                                     usage=data.get("usage") or {})
+
+    def completion(self, *args: Any, **kwargs: Any) -> Any:
+        raise litellm.BadRequestError("the rlm-openai provider is async only", model="", llm_provider="openai")
+
+
+def _seconds(timeout: Any) -> float | None:
+    if timeout is None or isinstance(timeout, (int, float)):
+        return timeout
+    return getattr(timeout, "read", None) or getattr(timeout, "timeout", None)
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register the provider with litellm once per process."""
+    global _registered
+    if not _registered:
+        litellm.custom_provider_map = [*litellm.custom_provider_map,
+                                       {"provider": PROVIDER, "custom_handler": _Provider()}]
+        # litellm reads the map into its provider registry when it is set at import time only
+        from litellm.utils import custom_llm_setup
+
+        custom_llm_setup()
+        _registered = True
