@@ -360,3 +360,11 @@ def test_codeqa_like_is_longbench_multiple_choice_with_one_right_answer():
         assert task.question.endswith('Format your response as follows: "The correct answer is (insert answer here)".')
         assert _right_choices(task) == [choices["ABCD".index(task.answer)]] == [task.meta["answer_text"]]
     assert len({t.answer for t in tasks}) >= 3  # the right letter moves around
+
+
+def test_sizes_report_measures_the_preset(tmp_path: Path):
+    from rlm.benchmarks.sizes import write_sizes
+
+    text = write_sizes(tmp_path / "sizes.md", seed=0).read_text()
+    assert "| oolong | 131,072 | 5 | 3,182 |" in text and "| oolong-pairs | 32,768 | 20 | 787 |" in text
+    assert text.count("| 262,144 |") == 2 and "| 20 |" in text
