@@ -274,7 +274,7 @@ def longbench_choice_score(prediction: str | None, gold: str) -> float:
     return 1.0 if longbench_extract_choice(prediction) == gold else 0.0
 
 
-# -- browsecomp-plus-like ------------------------------------------------------------------------
+# -- browsecomp-plus-like ------------------------------------------------------------
 def short_answer_match(prediction: str | None, gold: str, distractors: Iterable[str] = ()) -> float:
     """1.0 if the reply is the gold answer (normalised), or names it and no distractor answer."""
     part = normalize_text(answer_part(prediction))
