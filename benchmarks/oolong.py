@@ -1,22 +1,36 @@
-"""oolong: OOLONG-synth-style aggregation over many short labelled records.
+"""oolong: OOLONG-synth's trec_coarse task, regenerated offline (the RLM paper's OOLONG column).
 
-How it is built: the context is one record per line,
-``Date: Mar 04, 2023 || User: 48213 || Instance: What does KVR stand for?``.
-Each instance is a short general-knowledge question made from templates, one
-family per trec_coarse class (``abbreviation``, ``entity``, ``description and
-abstract concept``, ``human being``, ``location``, ``numeric value``); as in
-OOLONG-synth the label is *not* in the context and must be inferred from the
-instance's meaning. Users follow a skewed (Zipf) distribution; label
-frequencies are drawn per task. Questions (one per task, cycling through
-:data:`QUESTION_KINDS`) ask for counts, the most/least frequent label, label
-comparisons, per-user facts and timeline facts; gold answers are computed in
-code from the generated records (``meta["record_labels"]`` keeps every record's
-label index, so anyone can recompute them). Scoring follows OOLONG: numbers
-``0.75 ** |gold - pred|``, labels and user ids exact match, comparisons by phrase.
+Sources (facts transcribed, code written here):
 
-Differences from OOLONG: the instances are templated rather than drawn from the
-trec_coarse dataset (which cannot be downloaded here), so the classes are easier
-to tell apart; token counts are ``chars / 4`` rather than a real tokenizer.
+* OOLONG, Bertsch et al. 2025 (arXiv:2511.02817) and its harness
+  (github.com/abertsch72/oolong at ``adbf1cb56a0b0c7885649ac12589f7d6e215c841``). The
+  synth construction code is not published there (its README lists it as not yet
+  released); what is known of it: a window of ``L`` tokens holds
+  ``(L * 0.95 - 418) // 39`` records (95% of the length, room for the instructions,
+  ~39 tokens per trec_coarse record: 787 records at 32K, 3,182 at 131K); 80% of the
+  records belong to the 20% most common user ids; each record has a date and a user id;
+  the question kinds are OOLONG's task types (``MOST_FREQ``, ``LEAST_FREQ``,
+  ``SECOND_MOST_FREQ``, ``RELATIVE_FREQ``, ``NUMERIC_ONE_CLASS`` and the user and
+  timeline questions); "most common" and comparison questions are only asked when the
+  counts involved differ by more than 2% of the records.
+* The RLM paper (Zhang, Kraska, Khattab; arXiv:2512.24601v1, Appendix B.3) quotes an
+  OOLONG trec_coarse prompt verbatim: the introduction in :data:`INTRO` and the
+  comparison question with its answer format ``Answer: A is [X] B``.
+
+How it is built: the context is :data:`INTRO`, one record per line
+(``Date: Mar 04, 2023 || User: 48213 || Instance: What does KVR stand for?``) and a
+closing line reminding that labels must be inferred (:data:`CLOSING`, our wording).
+The question is ``Answer the following: In the above data, ...`` with an answer
+format of OOLONG's kinds: ``Label: ...``, ``User: ...``, ``Date: ...`` or
+``Answer: ...``. Gold answers are computed in code; ``meta["record_labels"]`` keeps
+every record's hidden label so anyone can recompute them. Scoring is OOLONG's
+official rule (:func:`rlm.benchmarks.scoring.oolong_official_score`); the older
+lenient rule is reported beside it as ``lenient``.
+
+Differences from OOLONG that remain: the instances are templated questions (one
+family per trec_coarse class) rather than the TREC questions themselves, which
+cannot be downloaded here; and the wording of the question kinds other than the
+comparison, and of the closing line, is ours.
 """
 
 from __future__ import annotations
@@ -27,11 +41,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
-from rlm.benchmarks.scoring import oolong_score
-from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Task
+from rlm.benchmarks.scoring import oolong_lenient_score, oolong_official_score
+from rlm.benchmarks.tasks import Task
 
 NAME = "oolong"
 DEFAULT_LENGTHS = [2 ** k for k in range(13, 18)]
+#: The RLM paper's OOLONG setting (Table 1): 50 tasks over 131K-token windows.
+PAPER_LENGTHS = [131_072]
+PAPER_TASKS = 50
 
 LABELS = ("abbreviation", "entity", "description and abstract concept", "human being", "location",
           "numeric value")
@@ -99,30 +116,56 @@ def _instance(label: str, rng: random.Random) -> str:
     return rng.choice(TEMPLATES[label]).format(**slots)
 
 
-def make_users(rng: random.Random, count: int) -> tuple[list[int], list[float]]:
-    """``count`` distinct 5-digit user ids with Zipf(1.1) weights (a few users own most records)."""
-    users = rng.sample(range(10_000, 100_000), count)
-    return users, [1.0 / (rank + 1) ** 1.1 for rank in range(count)]
+def records_for(length_tokens: int) -> int:
+    """OOLONG's record count for an ``L``-token window: ``(L * 0.95 - 418) // 39`` (at least 8)."""
+    return max(8, int((length_tokens * 0.95 - 418) // 39))
 
 
-def make_records(rng: random.Random, chars: int, n_users: int | None = None) -> list[Record]:
-    """Records whose rendered lines add up to about ``chars`` characters."""
+def make_users(rng: random.Random, n_records: int) -> tuple[list[int], list[int]]:
+    """(heavy users, light users): a pool of ``0.64 * n_records`` distinct 5-digit ids, the first 20% heavy.
+
+    Heavy users get 80% of the records (OOLONG's 80/20 rule). The pool size is set so that
+    a 32K window (787 records) shows about 230 distinct users, as the RLM paper's
+    OOLONG-Pairs windows do.
+    """
+    pool = rng.sample(range(10_000, 100_000), max(5, round(n_records * 0.64)))
+    heavy = max(1, len(pool) // 5)
+    return pool[:heavy], pool[heavy:]
+
+
+def make_records(rng: random.Random, n_records: int) -> list[Record]:
+    """``n_records`` records: per-task label weights, 80/20 users, dates over three years."""
     label_weights = [rng.uniform(0.3, 2.0) for _ in LABELS]
-    expected = max(8, chars // 85)
-    users, user_weights = make_users(rng, n_users or max(6, min(400, expected // 20)))
-    records: list[Record] = []
-    total = 0
-    while total < chars:
+    heavy, light = make_users(rng, n_records)
+    records = []
+    for _ in range(n_records):
         label = rng.choices(LABELS, label_weights)[0]
-        record = Record(FIRST_DATE + dt.timedelta(days=rng.randrange(DAYS)), rng.choices(users, user_weights)[0],
-                        label, _instance(label, rng))
-        records.append(record)
-        total += len(record.render()) + 1
+        user = rng.choice(heavy if rng.random() < 0.8 or not light else light)
+        records.append(Record(FIRST_DATE + dt.timedelta(days=rng.randrange(DAYS)), user, label,
+                              _instance(label, rng)))
     return records
+
+
+#: The data's introduction, as quoted from an OOLONG trec_coarse prompt in the RLM paper (App. B.3).
+INTRO = ("The following lines contain thousands of general-knowledge questions, one per line. Each line has a "
+         "User ID, which is not necessarily unique, i.e. each User ID can be associated with multiple questions. "
+         "Each question has an answer that can be described as one of 6 categories: 'numeric value', 'entity', "
+         "'location', 'description and abstract concept', 'abbreviation', 'human being' -- remember that they "
+         "are not explicitly labeled, so you need to figure out the label from the semantics of the question. "
+         "You will be asked to answer questions about the aggregate label statistics across all examples in "
+         "this dataset. Do not try to guess, estimate, or approximate the result.")
+#: The closing recall line (our wording: OOLONG's own is not published).
+CLOSING = ("Recall: each question above has exactly one of the 6 category labels, which is not shown and must "
+           "be figured out from the semantics of the question.")
 
 
 def render_records(records: list[Record]) -> str:
     return "".join(record.render() + "\n" for record in records)
+
+
+def render_context(records: list[Record]) -> str:
+    """The whole context: introduction, one record per line, closing line."""
+    return f"{INTRO}\n\n{render_records(records)}\n{CLOSING}\n"
 
 
 def labels_code(records: list[Record]) -> str:
@@ -133,138 +176,150 @@ def labels_code(records: list[Record]) -> str:
 # -- questions -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Question:
-    """A question, its gold answer and OOLONG answer type (``number``, ``label``, ``comparison``, ``user``)."""
+    """A question, its gold answer, OOLONG answer type and OOLONG task type."""
 
     kind: str
     text: str
     answer: str
-    answer_type: str
+    answer_type: str  # number, label, comparison, user, date
+    oolong_task: str
 
 
-def _unique_extreme(counts: Counter, pick: Callable[..., int]) -> str | None:
-    if not counts:
+def _gap_ok(a: int, b: int, n_records: int) -> bool:
+    """OOLONG's filter: counts must differ by more than 2% of the records."""
+    return abs(a - b) > 0.02 * n_records
+
+
+def _label_counts(records: list[Record]) -> list[tuple[str, int]]:
+    """Every label with its count, most common first (ties in :data:`LABELS` order)."""
+    counts = Counter(r.label for r in records)
+    return sorted(((label, counts[label]) for label in LABELS), key=lambda item: -item[1])
+
+
+_LABEL_FORM = ("Give your final answer in the form 'Label: answer', where answer is one of the labels: "
+               + ", ".join(LABELS) + ".")
+
+
+def _ranked(records: list[Record], rank: int, kind: str, task: str, word: str) -> Question | None:
+    ranked = _label_counts(records)
+    n = len(records)
+    neighbours = [ranked[i][1] for i in (rank - 1, rank + 1) if 0 <= i < len(ranked)]
+    if not all(_gap_ok(ranked[rank][1], other, n) for other in neighbours):
         return None
-    best = pick(counts.values())
-    winners = [key for key, value in counts.items() if value == best]
-    return str(winners[0]) if len(winners) == 1 else None
+    return Question(kind, f"In the above data, which of the labels is the {word}? {_LABEL_FORM}",
+                    ranked[rank][0], "label", task)
 
 
-def _compare(a: int, b: int) -> str:
-    return "more common than" if a > b else "less common than" if a < b else "same frequency as"
+def _q_most(records: list[Record], rng: random.Random) -> Question | None:
+    return _ranked(records, 0, "most_common", "MOST_FREQ", "most common")
 
 
-def _full_label_counts(records: list[Record]) -> Counter:
-    return Counter({label: sum(1 for r in records if r.label == label) for label in LABELS})
+def _q_second(records: list[Record], rng: random.Random) -> Question | None:
+    return _ranked(records, 1, "second_most_common", "SECOND_MOST_FREQ", "second most common")
+
+
+def _q_least(records: list[Record], rng: random.Random) -> Question | None:
+    return _ranked(records, len(LABELS) - 1, "least_common", "LEAST_FREQ", "least common")
+
+
+def _comparison(a: str, b: str, na: int, nb: int, n: int, where: str, kind: str) -> Question | None:
+    if not _gap_ok(na, nb, n):
+        return None
+    text = (f"In the above data{where}, is label '{a}' more common, less common, or the same frequency as label "
+            f"'{b}'? Give your final answer in the form 'Answer: {a} is [X] {b}', where [X] is 'more common "
+            "than', 'less common than', or 'same frequency as'.")
+    return Question(kind, text, "more common than" if na > nb else "less common than", "comparison",
+                    "RELATIVE_FREQ")
+
+
+def _q_compare(records: list[Record], rng: random.Random) -> Question | None:
+    a, b = rng.sample(LABELS, 2)
+    counts = Counter(r.label for r in records)
+    return _comparison(a, b, counts[a], counts[b], len(records), "", "compare")
 
 
 def _q_count(records: list[Record], rng: random.Random) -> Question | None:
     label = rng.choice(LABELS)
     count = sum(1 for r in records if r.label == label)
-    return Question("count", f"How many instances should be labelled as '{label}'?", str(count), "number")
-
-
-def _q_most(records: list[Record], rng: random.Random) -> Question | None:
-    best = _unique_extreme(_full_label_counts(records), max)
-    return best and Question("most_common", "Which label is the most common among all instances?", best, "label")
-
-
-def _q_least(records: list[Record], rng: random.Random) -> Question | None:
-    worst = _unique_extreme(_full_label_counts(records), min)
-    return worst and Question("least_common", "Which label is the least common among all instances?", worst,
-                              "label")
-
-
-def _q_compare(records: list[Record], rng: random.Random) -> Question | None:
-    a, b = rng.sample(LABELS, 2)
-    counts = _full_label_counts(records)
-    return Question("compare", f"Is the label '{a}' more common than, less common than, or the same frequency as "
-                    f"the label '{b}'?", _compare(counts[a], counts[b]), "comparison")
-
-
-def _busy_users(records: list[Record], minimum: int) -> list[int]:
-    counts = Counter(r.user for r in records)
-    return sorted(user for user, n in counts.items() if n >= minimum)
-
-
-def _q_user_most(records: list[Record], rng: random.Random) -> Question | None:
-    users = _busy_users(records, 3)
-    for user in rng.sample(users, k=len(users)):
-        best = _unique_extreme(Counter(r.label for r in records if r.user == user), max)
-        if best:
-            return Question("user_most_common", f"For user {user}, which label is the most common among that "
-                            "user's instances?", best, "label")
-    return None
-
-
-def _q_user_count(records: list[Record], rng: random.Random) -> Question | None:
-    users = _busy_users(records, 2)
-    if not users:
-        return None
-    user, label = rng.choice(users), rng.choice(LABELS)
-    count = sum(1 for r in records if r.user == user and r.label == label)
-    return Question("user_count", f"How many instances of user {user} should be labelled as '{label}'?",
-                    str(count), "number")
-
-
-def _q_after(records: list[Record], rng: random.Random) -> Question | None:
-    cut = FIRST_DATE + dt.timedelta(days=rng.randrange(DAYS // 4, 3 * DAYS // 4))
-    label = rng.choice(LABELS)
-    count = sum(1 for r in records if r.date > cut and r.label == label)
-    return Question("count_after_date", f"How many instances dated after {format_date(cut)} should be labelled "
-                    f"as '{label}'?", str(count), "number")
+    return Question("count", f"In the above data, how many data points should be classified as label '{label}'? "
+                    "Give your final answer in the form 'Answer: number'.", str(count), "number",
+                    "NUMERIC_ONE_CLASS")
 
 
 def _q_top_user(records: list[Record], rng: random.Random) -> Question | None:
     label = rng.choice(LABELS)
-    best = _unique_extreme(Counter(r.user for r in records if r.label == label), max)
-    return best and Question("top_user", f"Which user has the most instances labelled as '{label}'? "
-                             "Answer with the user id.", best, "user")
+    ranked = Counter(r.user for r in records if r.label == label).most_common(2)
+    if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
+        return None
+    return Question("top_user", f"In the above data, which user has the most data points with label '{label}'? "
+                    "Give your final answer in the form 'User: user_id'.", str(ranked[0][0]), "user", "USER_MOST_FREQ")
+
+
+def _q_user_count(records: list[Record], rng: random.Random) -> Question | None:
+    user, label = rng.choice(records).user, rng.choice(LABELS)
+    count = sum(1 for r in records if r.user == user and r.label == label)
+    return Question("user_count", f"In the above data, how many data points of user {user} should be classified "
+                    f"as label '{label}'? Give your final answer in the form 'Answer: number'.", str(count),
+                    "number", "USER_NUMERIC_ONE_CLASS")
+
+
+def _cut_date(rng: random.Random) -> dt.date:
+    return FIRST_DATE + dt.timedelta(days=rng.randrange(DAYS // 4, 3 * DAYS // 4))
+
+
+def _q_after(records: list[Record], rng: random.Random) -> Question | None:
+    cut, label = _cut_date(rng), rng.choice(LABELS)
+    count = sum(1 for r in records if r.date > cut and r.label == label)
+    return Question("count_after_date", f"In the above data, how many data points dated after "
+                    f"{format_date(cut)} should be classified as label '{label}'? Give your final answer in the "
+                    "form 'Answer: number'.", str(count), "number", "TIMELINE_NUMERIC_ONE_CLASS")
 
 
 def _q_before_compare(records: list[Record], rng: random.Random) -> Question | None:
-    cut = FIRST_DATE + dt.timedelta(days=rng.randrange(DAYS // 4, 3 * DAYS // 4))
+    cut = _cut_date(rng)
     a, b = rng.sample(LABELS, 2)
-    early = [r for r in records if r.date < cut]
-    na, nb = sum(r.label == a for r in early), sum(r.label == b for r in early)
-    return Question("compare_before_date", f"Among instances dated before {format_date(cut)}, is the label '{a}' "
-                    f"more common than, less common than, or the same frequency as the label '{b}'?",
-                    _compare(na, nb), "comparison")
+    early = Counter(r.label for r in records if r.date < cut)
+    return _comparison(a, b, early[a], early[b], len(records), f" dated before {format_date(cut)}",
+                       "compare_before_date")
+
+
+def _q_first_date(records: list[Record], rng: random.Random) -> Question | None:
+    user, label = rng.choice(records).user, rng.choice(LABELS)
+    dates = [r.date for r in records if r.user == user and r.label == label]
+    if not dates:
+        return None
+    return Question("user_first_date", f"In the above data, what is the earliest date of a data point of user "
+                    f"{user} that should be classified as label '{label}'? Give your final answer in the form "
+                    "'Date: answer'.", min(dates).isoformat(), "date", "TIMELINE_USER_FIRST")
 
 
 QUESTION_KINDS: tuple[Callable[[list[Record], random.Random], Question | None], ...] = (
-    _q_count, _q_most, _q_compare, _q_user_most, _q_after, _q_least, _q_top_user, _q_user_count,
-    _q_before_compare,
+    _q_count, _q_most, _q_compare, _q_second, _q_top_user, _q_after, _q_least, _q_user_count,
+    _q_before_compare, _q_first_date,
 )
 
 
-def context_preamble(n_records: int) -> str:
-    """The part of every question that explains the data (OOLONG-synth states the labels in the question)."""
-    return (f"The context holds {n_records} lines, each 'Date: ... || User: ... || Instance: <a question>'. "
-            "Each instance can be labelled with exactly one of these labels: "
-            + ", ".join(f"'{label}'" for label in LABELS)
-            + ". The labels are not given: infer each instance's label from its meaning.")
-
-
-def make_question(records: list[Record], index: int, rng: random.Random) -> Question:
-    """The ``index``-th kind, or the next kind that has an unambiguous answer for these records."""
+def make_question(records: list[Record], index: int, rng: random.Random, draws: int = 12) -> Question:
+    """The ``index``-th kind (up to ``draws`` draws of its labels, users and dates), else the next kind."""
     for step in range(len(QUESTION_KINDS)):
-        question = QUESTION_KINDS[(index + step) % len(QUESTION_KINDS)](records, rng)
-        if question is not None:
-            return question
+        kind = QUESTION_KINDS[(index + step) % len(QUESTION_KINDS)]
+        for _ in range(draws):
+            if (question := kind(records, rng)) is not None:
+                return question
     raise AssertionError("the count question always has an answer")
 
 
 def make_task(index: int, length_tokens: int, rng: random.Random) -> Task:
-    records = make_records(rng, length_tokens * CHARS_PER_TOKEN)
+    from rlm.benchmarks.tokens import count_tokens
+
+    records = make_records(rng, records_for(length_tokens))
     question = make_question(records, index, rng)
-    text = (f"{context_preamble(len(records))}\n\n{question.text}\n\n"
-            + ("Answer with one of the phrases 'more common than', 'less common than' or 'same frequency as'. "
-               if question.answer_type == "comparison" else "")
-            + "Give your final answer in the form 'Answer: ...'.")
-    return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=text, answer=question.answer,
-                context=render_records(records), length_tokens=length_tokens,
-                meta={"kind": question.kind, "answer_type": question.answer_type, "labels": list(LABELS),
-                      "n_records": len(records), "record_labels": labels_code(records)})
+    context = render_context(records)
+    return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=f"Answer the following: {question.text}",
+                answer=question.answer, context=context, length_tokens=length_tokens,
+                meta={"kind": question.kind, "oolong_task": question.oolong_task, "answer_type": question.answer_type,
+                      "labels": list(LABELS), "n_records": len(records), "n_users": len({r.user for r in records}),
+                      "context_tokens": count_tokens(context), "record_labels": labels_code(records)})
 
 
 def generate(n: int, lengths: list[int], seed: int) -> list[Task]:
@@ -273,5 +328,11 @@ def generate(n: int, lengths: list[int], seed: int) -> list[Task]:
 
 
 def score(task: Task, prediction: str | None) -> float:
-    """OOLONG's rule for the task's answer type."""
-    return oolong_score(prediction, str(task.answer), task.meta["answer_type"], task.meta.get("labels", LABELS))
+    """OOLONG's official rule for the task's answer type."""
+    return oolong_official_score(prediction, str(task.answer), task.meta["answer_type"])
+
+
+def extra_scores(task: Task, prediction: str | None) -> dict[str, float]:
+    """The lenient rule as a second, clearly named column (not comparable with OOLONG's numbers)."""
+    return {"lenient": oolong_lenient_score(prediction, str(task.answer), task.meta["answer_type"],
+                                            task.meta.get("labels", LABELS))}

@@ -1,21 +1,25 @@
-"""oolong-pairs: pair-of-users queries over OOLONG-style records (the RLM paper's OOLONG-Pairs).
+"""oolong-pairs: the RLM paper's OOLONG-Pairs, its 20 queries over OOLONG trec_coarse windows.
 
-How it is built: the records are :mod:`rlm.benchmarks.oolong`'s (date, user id,
-a templated instance whose trec_coarse label is hidden), with a smaller user
-pool so that pairs stay countable. Each task asks one of the 20 queries in
-:data:`QUERIES`: list every pair of user ids that satisfies a condition on the
-two users' labels (and sometimes dates). The RLM paper's appendix lists 20 such
-queries; we could not reproduce their exact wording here, so these are 20
-templates written in the same style and covering the same shapes: symmetric
-conditions ("both users have at least one ... or ..."), symmetric conditions with a
-date restriction ("... and all of their 'human being' instances are after ..."),
-and asymmetric ones ("one user has ..., and the other has exactly ..."). A
-condition "all X instances are after D" holds vacuously for a user with none.
+Source: Zhang, Kraska, Khattab, "Recursive Language Models", arXiv:2512.24601v1
+(31 Dec 2025), Appendix E.1 lists the 20 tasks; §2.1 and Table 1 evaluate them over
+32K-token windows and report F1. :data:`QUERIES` transcribes the 20 conditions in the
+paper's order and wording, and every question ends with the paper's fixed suffix
+(:data:`SUFFIX`; the appendix's PDF text shows the format as "(user id 1, user id
+2)", which its Appendix B.2 trajectory prints as ``(user_id_1, user_id_2)``).
 
-Answers are pairs ``(lower id, higher id)``, one per line; the gold answer is the
-sorted list of such strings (possibly empty). Scoring: F1 over the set of
-unordered pairs (:func:`rlm.benchmarks.scoring.pairs_f1`: an empty gold set scores
-1.0 for an answer with no pair and 0.0 otherwise; lines without a pair are ignored).
+How it is built: the window is :mod:`rlm.benchmarks.oolong`'s for the same length
+(``(L * 0.95 - 418) // 39`` records, 787 at 32K, about 230 distinct users, no cap),
+with the same introduction and closing line; the question is ``Answer the
+following: In the above data, list all pairs ... <suffix>``. Task ``i`` asks query
+``i % 20 + 1``. A condition "all instances that are X ... must be after D" holds
+vacuously for a user with no X instance (the paper does not say otherwise);
+"after"/"before" are strict. Answers are pairs ``(lower id, higher id)``; the gold
+answer is the sorted list of such strings (possibly empty). Scoring: F1 over the set
+of unordered pairs (:func:`rlm.benchmarks.scoring.pairs_f1`).
+
+Differences that remain: the instances are :mod:`~rlm.benchmarks.oolong`'s templated
+questions, not TREC's; the paper does not publish its windows, so gold pair counts
+differ from the paper's (its Appendix B.2 example has 406 gold pairs).
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from typing import Callable
 from rlm.benchmarks import oolong
 from rlm.benchmarks.oolong import LABELS, Record
 from rlm.benchmarks.scoring import pairs_f1
-from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Task
+from rlm.benchmarks.tasks import Task
 
 NAME = "oolong-pairs"
 DEFAULT_LENGTHS = [2 ** k for k in range(13, 18)]
+#: The RLM paper's OOLONG-Pairs setting (Table 1): the 20 queries over 32K-token windows.
+PAPER_LENGTHS = [32_768]
+PAPER_TASKS = 20
 
 ABBR, ENTITY, DESC, HUMAN, LOC, NUM = LABELS
 
@@ -91,57 +98,71 @@ class PairQuery:
         return (self.first(a) and self.second(b)) or (self.second(a) and self.first(b))
 
 
-D1, D2, D3, D4 = dt.date(2023, 1, 6), dt.date(2023, 3, 15), dt.date(2023, 7, 1), dt.date(2023, 10, 20)
-_F = oolong.format_date
+def _day(month: int, day: int) -> dt.date:
+    return dt.date(2023, month, day)
 
-#: The 20 pair queries (our wording; see the module docstring).
+
+def _f(day: dt.date) -> str:
+    """The paper's date style: ``January 6, 2023``."""
+    return f"{day:%B} {day.day}, {day.year}"
+
+
+#: The paper's fixed suffix after each condition (Appendix E.1).
+SUFFIX = ("Each of the questions can be labelled as one of the labels (the data does not provide the labels, you "
+          "need to figure out the label from the semantics of the question): description and abstract concept, "
+          "entity, human being, numeric value, location, abbreviation. In your answer, list all pairs in the format "
+          "(user_id_1, user_id_2), separated by newlines.")
+_BOTH = "where both users have at least one instance with"
+_ONE = "such that one user has"
+
+#: The paper's 20 OOLONG-Pairs conditions, in its order (Appendix E.1).
 QUERIES: tuple[PairQuery, ...] = (
-    PairQuery(f"both users have at least one instance with a '{NUM}' or '{LOC}' label", any_of(NUM, LOC)),
-    PairQuery(f"both users have at least one instance with an '{ENTITY}' or '{HUMAN}' label", any_of(ENTITY, HUMAN)),
-    PairQuery(f"both users have at least one instance with a '{DESC}' or '{ABBR}' label", any_of(DESC, ABBR)),
-    PairQuery(f"both users have at least one instance with a '{HUMAN}' or '{LOC}' label, and all instances "
-              f"labelled '{HUMAN}' of both users are dated after {_F(D1)}",
-              both(any_of(HUMAN, LOC), all_after(HUMAN, D1))),
-    PairQuery(f"both users have at least one instance with an '{ENTITY}' or '{NUM}' label, and all instances "
-              f"labelled '{ENTITY}' of both users are dated before {_F(D3)}",
-              both(any_of(ENTITY, NUM), all_before(ENTITY, D3))),
-    PairQuery(f"both users have at least one instance with a '{LOC}' or '{ABBR}' label", any_of(LOC, ABBR)),
-    PairQuery(f"both users have at least one instance with a '{DESC}' or '{NUM}' label, and all instances "
-              f"labelled '{NUM}' of both users are dated after {_F(D2)}",
-              both(any_of(DESC, NUM), all_after(NUM, D2))),
-    PairQuery(f"both users have at least one instance with a '{HUMAN}' or '{DESC}' label", any_of(HUMAN, DESC)),
-    PairQuery(f"both users have at least one instance with an '{ENTITY}' or '{LOC}' label, and all instances "
-              f"labelled '{LOC}' of both users are dated after {_F(D1)}",
-              both(any_of(ENTITY, LOC), all_after(LOC, D1))),
-    PairQuery(f"both users have at least one instance with a '{NUM}' or '{ABBR}' label, and all instances "
-              f"labelled '{ABBR}' of both users are dated before {_F(D4)}",
-              both(any_of(NUM, ABBR), all_before(ABBR, D4))),
-    PairQuery(f"both users have exactly one instance labelled '{HUMAN}'", exactly(HUMAN, 1)),
-    PairQuery(f"both users have at least one instance labelled '{NUM}' and no instance labelled '{LOC}'",
-              both(at_least(NUM), none_of(LOC))),
-    PairQuery(f"one user has at least one instance labelled '{ENTITY}' and at least one labelled '{ABBR}', and "
-              f"the other user has exactly one instance labelled '{ENTITY}'",
-              both(at_least(ENTITY), at_least(ABBR)), exactly(ENTITY, 1)),
-    PairQuery(f"one user has at least two instances labelled '{NUM}', and the other user has at least one "
-              f"instance labelled '{LOC}' and at least one labelled '{HUMAN}'",
+    PairQuery(f"{_BOTH} a numeric value or location", any_of(NUM, LOC)),
+    PairQuery(f"{_BOTH} an entity or human being", any_of(ENTITY, HUMAN)),
+    PairQuery(f"{_BOTH} a description and abstract concept or abbreviation", any_of(DESC, ABBR)),
+    PairQuery(f"{_BOTH} a human being or location, and all instances that are a human being for both users must "
+              f"be after {_f(_day(1, 6))}", both(any_of(HUMAN, LOC), all_after(HUMAN, _day(1, 6)))),
+    PairQuery(f"{_BOTH} an entity or numeric value, and all instances that are an entity for both users must be "
+              f"before {_f(_day(3, 15))}", both(any_of(ENTITY, NUM), all_before(ENTITY, _day(3, 15)))),
+    PairQuery(f"{_BOTH} a location or abbreviation", any_of(LOC, ABBR)),
+    PairQuery(f"{_BOTH} a description and abstract concept or numeric value, and all instances that are a numeric "
+              f"value for both users must be after {_f(_day(2, 1))}",
+              both(any_of(DESC, NUM), all_after(NUM, _day(2, 1)))),
+    PairQuery(f"{_BOTH} a human being or description and abstract concept", any_of(HUMAN, DESC)),
+    PairQuery(f"{_BOTH} an entity or location, and all instances that are a location for both users must be after "
+              f"{_f(_day(4, 10))}", both(any_of(ENTITY, LOC), all_after(LOC, _day(4, 10)))),
+    PairQuery(f"{_BOTH} a numeric value or abbreviation, and all instances that are an abbreviation for both users "
+              f"must be before {_f(_day(5, 20))}", both(any_of(NUM, ABBR), all_before(ABBR, _day(5, 20)))),
+    PairQuery(f"{_ONE} at least one instance with entity and one with abbreviation, and the other user has exactly "
+              "one instance with entity", both(at_least(ENTITY), at_least(ABBR)), exactly(ENTITY, 1)),
+    PairQuery(f"{_ONE} at least two instances with numeric value, and the other user has at least one instance "
+              "with location and at least one instance with human being",
               at_least(NUM, 2), both(at_least(LOC), at_least(HUMAN))),
-    PairQuery(f"one user has exactly one instance labelled '{DESC}', and the other user has at least one "
-              f"instance labelled '{ABBR}' and at least one labelled '{ENTITY}'",
+    PairQuery(f"{_ONE} exactly one instance with description and abstract concept, and the other user has at least "
+              "one instance with abbreviation and at least one instance with entity",
               exactly(DESC, 1), both(at_least(ABBR), at_least(ENTITY))),
-    PairQuery(f"one user has at least one instance labelled '{HUMAN}' and at least one labelled '{NUM}', and "
-              f"the other user has exactly two instances labelled '{LOC}'",
+    PairQuery(f"{_ONE} at least one instance with human being and at least one instance with numeric value, and "
+              "the other user has exactly two instances with location",
               both(at_least(HUMAN), at_least(NUM)), exactly(LOC, 2)),
-    PairQuery(f"one user has at least one instance labelled '{ENTITY}', one labelled '{LOC}' and one labelled "
-              f"'{ABBR}', and the other user has exactly one instance labelled '{NUM}'",
+    PairQuery(f"{_ONE} at least one instance with entity, at least one instance with location, and at least one "
+              "instance with abbreviation, and the other user has exactly one instance with numeric value",
               both(at_least(ENTITY), at_least(LOC), at_least(ABBR)), exactly(NUM, 1)),
-    PairQuery(f"one user has at least one instance labelled '{DESC}' and at least one labelled '{HUMAN}', and "
-              f"the other user has at least two instances labelled '{ABBR}' and exactly one labelled '{ENTITY}'",
-              both(at_least(DESC), at_least(HUMAN)), both(at_least(ABBR, 2), exactly(ENTITY, 1))),
-    PairQuery(f"one user has at least one instance labelled '{LOC}', all of them dated after {_F(D2)}, and the "
-              f"other user has at least one instance labelled '{ENTITY}', all of them dated before {_F(D3)}",
-              both(at_least(LOC), all_after(LOC, D2)), both(at_least(ENTITY), all_before(ENTITY, D3))),
-    PairQuery(f"one user has no instance labelled '{ABBR}', and the other user has at least three instances "
-              f"labelled '{DESC}'", none_of(ABBR), at_least(DESC, 3)),
+    PairQuery(f"{_ONE} at least one instance with description and abstract concept and at least one instance with "
+              "human being, and the other user has at least two instances with entity and exactly one instance "
+              "with abbreviation", both(at_least(DESC), at_least(HUMAN)), both(at_least(ENTITY, 2), exactly(ABBR, 1))),
+    PairQuery(f"{_ONE} exactly one instance with numeric value, and the other user has at least one instance with "
+              "location and at least one instance with description and abstract concept",
+              exactly(NUM, 1), both(at_least(LOC), at_least(DESC))),
+    PairQuery(f"{_ONE} at least one instance with abbreviation and exactly one instance with human being, and the "
+              "other user has at least one instance with entity and at least one instance with numeric value",
+              both(at_least(ABBR), exactly(HUMAN, 1)), both(at_least(ENTITY), at_least(NUM))),
+    PairQuery(f"{_ONE} at least two instances with location and at least one instance with entity, and the other "
+              "user has exactly one instance with description and abstract concept and exactly one instance with "
+              "abbreviation", both(at_least(LOC, 2), at_least(ENTITY)), both(exactly(DESC, 1), exactly(ABBR, 1))),
+    PairQuery(f"{_ONE} at least one instance with numeric value and at least one instance with human being, and the "
+              "other user has at least one instance with location, at least one instance with entity, and exactly "
+              "one instance with abbreviation", both(at_least(NUM), at_least(HUMAN)),
+              both(at_least(LOC), at_least(ENTITY), exactly(ABBR, 1))),
 )
 
 
@@ -161,26 +182,28 @@ def gold_pairs(records: list[Record], query: PairQuery) -> list[str]:
     return [f"({a}, {b})" for a, b in itertools.combinations(sorted(users), 2) if query.holds(users[a], users[b])]
 
 
-def question_text(query: PairQuery, n_records: int) -> str:
-    return (f"{oolong.context_preamble(n_records)}\n\nIn the data, list all pairs of user IDs (no duplicate "
-            f"pairs, list the lower ID first) where {query.text}. List one pair per line in the format "
-            "(user_id_1, user_id_2). If no pair qualifies, answer 'none'.")
+def question_text(query: PairQuery) -> str:
+    """The paper's question: the pairs request, the condition and the fixed suffix."""
+    return ("Answer the following: In the above data, list all pairs of user IDs (no duplicate pairs, list lower ID "
+            f"first) {query.text}. {SUFFIX}")
 
 
 def make_task(index: int, length_tokens: int, rng: random.Random) -> Task:
-    chars = length_tokens * CHARS_PER_TOKEN
-    records = oolong.make_records(rng, chars, n_users=max(8, min(60, chars // 85 // 30)))
+    from rlm.benchmarks.tokens import count_tokens
+
+    records = oolong.make_records(rng, oolong.records_for(length_tokens))
     number = index % len(QUERIES)
     query = QUERIES[number]
-    return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=question_text(query, len(records)),
-                answer=gold_pairs(records, query), context=oolong.render_records(records),
-                length_tokens=length_tokens,
-                meta={"query": number + 1, "n_records": len(records), "labels": list(LABELS),
+    context = oolong.render_context(records)
+    return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=question_text(query),
+                answer=gold_pairs(records, query), context=context, length_tokens=length_tokens,
+                meta={"query": number + 1, "n_records": len(records), "n_users": len({r.user for r in records}),
+                      "context_tokens": count_tokens(context), "labels": list(LABELS),
                       "record_labels": oolong.labels_code(records)})
 
 
 def generate(n: int, lengths: list[int], seed: int) -> list[Task]:
-    """Task ``i`` asks query ``i % 20 + 1``: ``--n 20`` covers all twenty."""
+    """Task ``i`` asks query ``i % 20 + 1``: ``--n 20`` covers all twenty, in the paper's order."""
     return [make_task(i, length, random.Random(f"{NAME}/{seed}/{length}/{i}"))
             for length in lengths for i in range(n)]
 

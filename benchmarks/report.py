@@ -1,6 +1,10 @@
 """``report.md`` and PNG plots from ``results.jsonl``.
 
-The report has, per suite: a table of mean score by method and context length, a
+When the results hold a suite of the RLM paper's Table 1 at the paper's length
+(OOLONG at 131K, OOLONG-Pairs at 32K), the report opens with that table's layout:
+our methods' mean scores in percent, with the paper's published GPT-5 numbers as
+labelled reference rows (:mod:`rlm.benchmarks.paper`). "-like" suites never appear
+there. Then, per suite: a table of mean score by method and context length, a
 table of mean cost (USD; tokens when a price is unknown), seconds and LM calls, the
 status counts, and two plots: score vs context length per method
 (``score_vs_length.png``) and cost vs length (``cost_vs_length.png``). matplotlib is
@@ -32,6 +36,48 @@ def _cost(rows: list[BenchResult]) -> float | None:
 
 def _tokens(rows: list[BenchResult]) -> float:
     return mean(r.input_tokens + r.output_tokens for r in rows)
+
+
+def paper_table(results: list[BenchResult], model: str | None) -> list[str]:
+    """Table 1's layout for the paper suites present at the paper's lengths (empty when none is)."""
+    from rlm.benchmarks.paper import CITATION, COLUMNS, REFERENCE_ROWS
+
+    grouped = _grouped(results)
+    columns = [c for c in COLUMNS if any(c.length in by_len for by_len in grouped.get(c.suite, {}).values())]
+    if not columns:
+        return []
+    lines = ["## Compared with the RLM paper", "",
+             f"Mean score in percent at the paper's lengths; reference rows are published numbers ({CITATION}), "
+             "not runs of this project.", "",
+             "| method | " + " | ".join(c.title for c in columns) + " |", "| --- |" + " ---: |" * len(columns)]
+    for method in sorted({m for c in columns for m in grouped[c.suite]}):
+        cells = [_percent(grouped[c.suite].get(method, {}).get(c.length)) for c in columns]
+        lines.append(f"| {method} ({model or 'this run'}) | " + " | ".join(cells) + " |")
+    for label, published in REFERENCE_ROWS:
+        lines.append(f"| *{label}* | " + " | ".join(f"{published[c.suite]:.2f}" for c in columns) + " |")
+    counts = {c.title: max(len(by_len.get(c.length, [])) for by_len in grouped[c.suite].values()) for c in columns}
+    return lines + ["", "Tasks per method: " + ", ".join(f"{t} {k}" for t, k in counts.items()) + ".", ""]
+
+
+def _percent(rows: list[BenchResult] | None) -> str:
+    return f"{100 * mean(r.score for r in rows):.2f}" if rows else "-"
+
+
+def _secondary_table(methods: dict[str, dict[int, list[BenchResult]]], lengths: list[int]) -> list[str]:
+    """Mean of each secondary score (e.g. oolong's lenient rule) by method and length."""
+    names = sorted({name for by_length in methods.values() for rows in by_length.values() for r in rows
+                    for name in r.scores})
+    if not names:
+        return []
+    lines = ["Secondary scores (not the suite's official rule; not comparable with published numbers):", "",
+             "| score | method | " + " | ".join(f"{n:,}" for n in lengths) + " |",
+             "| --- | --- |" + " ---: |" * len(lengths)]
+    for name in names:
+        for method, by_length in methods.items():
+            cells = [f"{mean(r.scores.get(name, 0.0) for r in by_length[n]):.3f}" if by_length.get(n) else "-"
+                     for n in lengths]
+            lines.append(f"| {name} | {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def _score_table(methods: dict[str, dict[int, list[BenchResult]]], lengths: list[int]) -> list[str]:
@@ -101,15 +147,17 @@ def plot_suite(suite: str, methods: dict[str, dict[int, list[BenchResult]]], out
 
 
 def write_report(results: list[BenchResult], out_dir: Path, *, title: str = "Benchmark report",
-                 command: str | None = None) -> Path:
+                 command: str | None = None, model: str | None = None) -> Path:
     """Write ``out_dir/report.md`` (and the plots) for ``results``."""
     lines = [f"# {title}", ""]
     if command:
         lines += ["Command:", "", "```", command, "```", ""]
+    lines += paper_table(results, model)
     for suite, methods in _grouped(results).items():
         lengths = sorted({n for by_length in methods.values() for n in by_length})
         lines += [f"## {suite}", "", "Mean score by context length (tokens):", ""]
-        lines += _score_table(methods, lengths) + ["", "Cost, tokens, calls and time:", ""]
+        lines += _score_table(methods, lengths) + [""] + _secondary_table(methods, lengths)
+        lines += ["Cost, tokens, calls and time:", ""]
         lines += _cost_table(methods, lengths) + [""]
         plots = plot_suite(suite, methods, out_dir)
         lines += [f"![{name}]({name})" for name in plots] or ["(matplotlib is not installed: no plots)"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, TextIO
 
-from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Context, Task, context_text, estimate_tokens, score_task
+from rlm.benchmarks.tasks import Context, Task, context_text, extra_scores, score_task
 from rlm.config import RLMConfig
 from rlm.errors import LMError, RLMError
 
@@ -47,6 +47,7 @@ class BenchSettings:
     peer_cache: Path | None = None
     peer_timeout_s: float = 1800.0
     log: TextIO | None = None  # where peer installation notes go
+    judge_model: str | None = None  # grades tasks with meta["grading"] == "judge" (same endpoint as config)
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class BenchResult:
     error: str | None = None
     run_id: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    #: Secondary scores, by name (oolong's ``lenient``, a judged suite's ``code_match``); never the official one.
+    scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,15 +108,22 @@ class Method(Protocol):
 
 # -- base ------------------------------------------------------------------------------
 def base_prompt(task: Task, context: Context, window_tokens: int, output_tokens: int) -> tuple[str, bool]:
-    """The direct prompt (preamble, context cut to fit the window, question) and whether it was cut."""
-    preamble = task.meta.get("preamble", "")
+    """The direct prompt (preamble, context cut to fit the window, question) and whether it was cut.
+
+    The window is counted in ``o200k_base`` tokens (:mod:`rlm.benchmarks.tokens`), the
+    tokenizer of the paper's GPT-5; the head of the context is kept.
+    """
+    from rlm.benchmarks.tokens import count_tokens, encoding
+
+    preamble, prefix = task.meta.get("preamble", ""), task.meta.get("answer_prefix", "")
     text = context_text(context)
     reserve = min(output_tokens, window_tokens // 4)  # room for the reply
-    room = (window_tokens - reserve - estimate_tokens(preamble + task.question) - 16) * CHARS_PER_TOKEN
-    truncated = len(text) > max(room, 0)
+    room = max(window_tokens - reserve - count_tokens("\n\n".join((preamble, task.question, prefix))) - 16, 0)
+    tokens = encoding().encode(text, disallowed_special=())
+    truncated = len(tokens) > room
     if truncated:
-        text = text[: max(room, 0)]
-    parts = [p for p in (preamble, text, task.question, task.meta.get("answer_prefix", "")) if p]
+        text = encoding().decode(tokens[:room])
+    parts = [p for p in (preamble, text, task.question, prefix) if p]
     return "\n\n".join(parts), truncated
 
 
@@ -251,11 +261,26 @@ def run_one(task: Task, method: Method, settings: BenchSettings) -> BenchResult:
         outcome = MethodOutcome(None, "error", error=f"{type(exc).__name__}: {exc}")
     if method.name in ("base", "peer-rlms"):
         _record_external_run(task, method.name, outcome, settings.config)
+    score, extra, notes = grade(task, outcome.answer, settings)
     return BenchResult(suite=task.suite, id=task.id, length=task.length_tokens, method=method.name,
-                       score=round(score_task(task, outcome.answer), 6), answer=outcome.answer, gold=task.answer,
+                       score=round(score, 6), answer=outcome.answer, gold=task.answer,
                        input_tokens=outcome.input_tokens, output_tokens=outcome.output_tokens,
                        llm_calls=outcome.llm_calls, cost_usd=outcome.cost_usd, seconds=round(outcome.seconds, 3),
-                       status=outcome.status, error=outcome.error, run_id=outcome.run_id, notes=outcome.notes)
+                       status=outcome.status, error=outcome.error, run_id=outcome.run_id,
+                       notes={**outcome.notes, **notes}, scores={k: round(v, 6) for k, v in extra.items()})
+
+
+def grade(task: Task, answer: str | None, settings: BenchSettings) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """(official score, secondary scores, notes): a judge model for judged suites when configured, else code."""
+    code_score = score_task(task, answer)
+    extra = extra_scores(task, answer)
+    if task.meta.get("grading") != "judge" or not settings.judge_model:
+        return code_score, extra, {}
+    from rlm.benchmarks.judge import judge
+
+    verdict = judge(task.question, answer, str(task.answer), settings.config, settings.judge_model)
+    notes = {"judge_model": settings.judge_model, "judge_reply": verdict.reply, "judge_error": verdict.error}
+    return verdict.score, {**extra, "code_match": code_score}, notes
 
 
 _runlog_lock = threading.Lock()

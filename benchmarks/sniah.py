@@ -1,15 +1,28 @@
-"""s-niah: RULER's single needle-in-a-haystack task, regenerated offline.
+"""s-niah: RULER's single needle-in-a-haystack task (``niah_single_1`` / ``niah_single_2``), offline.
 
-Recipe (RULER ``niah_single``): one needle sentence ``One of the special magic
-numbers for {key} is: {value}.`` is inserted at a seeded depth into a haystack of
-the target length; ``key`` is an English adjective-noun pair (``hollow-lantern``),
-``value`` a 7-digit number. Two haystacks, alternating by task index: ``noise``
-(RULER's repeated filler, "The grass is green. The sky is blue. ...") and
-``essay`` (templated essay-like prose standing in for RULER's Paul Graham essays,
-which cannot be downloaded here). The question is RULER's: "What is the special
-magic number for {key} mentioned in the provided text?". Scoring is RULER's
-``string_match_all``: the share of gold strings (here one) found in the reply,
-case-insensitive.
+Source: RULER (Hsieh et al. 2024), github.com/hsiehjackson/RULER at
+``e40fae14df4e439bb355d395b574ac4e7398036d``: ``scripts/data/synthetic/niah.py`` and
+the ``niah`` entries of ``scripts/data/synthetic/constants.py`` and
+``scripts/eval/synthetic/constants.py`` (facts transcribed, code written here).
+
+Recipe: one needle ``One of the special magic numbers for {key} is: {value}.``
+(``key`` an adjective-noun pair such as ``hollow-lantern``, ``value`` a 7-digit
+number). With one needle and one query RULER turns its plural template singular:
+"A special magic number is hidden within the following text. Make sure to memorize
+it. I will quiz you about the number afterwards." / "What is the special magic number
+for {key} mentioned in the provided text?" / answer prefix "The special magic number
+for {key} mentioned in the provided text is". Two haystacks alternate by task index:
+
+* ``noise`` (``niah_single_1``): RULER's repeated sentence, one per line (joined with
+  newlines), the needle inserted as a line at a random position;
+* ``essay`` (``niah_single_2``): sentences joined with spaces, the needle inserted at a
+  depth drawn from RULER's 40 depths (``linspace(0, 100, 40)`` rounded). RULER uses
+  Paul Graham's essays, which cannot be downloaded here; ours are templated essay-like
+  sentences.
+
+Length: the whole prompt (preamble, haystack, question, answer prefix) plus RULER's
+128 tokens to generate fits the target length, counted with the ``o200k_base``
+tokenizer (:mod:`rlm.benchmarks.tokens`). Scoring is RULER's ``string_match_all``.
 """
 
 from __future__ import annotations
@@ -17,17 +30,25 @@ from __future__ import annotations
 import random
 
 from rlm.benchmarks.scoring import string_match_all
-from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Task
+from rlm.benchmarks.tasks import Task
+from rlm.benchmarks.tokens import count_tokens
 
 NAME = "s-niah"
 DEFAULT_LENGTHS = [2 ** k for k in range(13, 21)]
+#: The RLM paper's S-NIAH setting: 50 tasks per length, 2^13 .. 2^18 tokens (Figure 1 of arXiv:2512.24601v1).
+PAPER_LENGTHS = [2 ** k for k in range(13, 19)]
+PAPER_TASKS = 50
 
-NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
-PREAMBLE = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
-            "I will quiz you about the numbers afterwards.")
-NEEDLE = "One of the special magic numbers for {key} is: {value}. "
+NOISE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+PREAMBLE = ("A special magic number is hidden within the following text. Make sure to memorize it. "
+            "I will quiz you about the number afterwards.")
+NEEDLE = "One of the special magic numbers for {key} is: {value}."
 QUESTION = "What is the special magic number for {key} mentioned in the provided text?"
 ANSWER_PREFIX = "The special magic number for {key} mentioned in the provided text is"
+#: RULER's ``tokens_to_generate`` for niah: room kept for the reply.
+TOKENS_TO_GENERATE = 128
+#: RULER's needle depths: ``np.round(np.linspace(0, 100, num=40)).astype(int)`` (no value is a rounding tie).
+DEPTHS = tuple(round(100 * i / 39) for i in range(40))
 
 ADJECTIVES = (
     "amber ancient brave brittle calm clever crimson curious daring dusty eager electric elegant faded fierce "
@@ -58,37 +79,65 @@ _TAILS = ("in their first year", "when the stakes are high", "until it is too la
 
 
 def _essay_sentence(rng: random.Random) -> str:
-    return f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}. "
+    return f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_TAILS)}."
 
 
-def _haystack(kind: str, chars: int, rng: random.Random) -> list[str]:
-    """Sentences adding up to at least ``chars`` characters."""
-    sentences: list[str] = []
-    total = 0
-    while total < chars:
-        sentence = NOISE if kind == "noise" else _essay_sentence(rng)
+def full_prompt(context: str, key: str) -> str:
+    """What a model reading the task directly gets (RULER's template with the answer prefix)."""
+    return f"{PREAMBLE}\n{context}\n{QUESTION.format(key=key)} {ANSWER_PREFIX.format(key=key)}"
+
+
+def _budget(length_tokens: int, key: str, needle: str) -> int:
+    """Tokens left for the haystack once the template, the needle and the reply are counted."""
+    return length_tokens - TOKENS_TO_GENERATE - count_tokens(full_prompt(needle, key)) - 2
+
+
+def _noise(budget: int, needle: str, rng: random.Random) -> tuple[list[str], int]:
+    lines = [NOISE] * max(0, budget // count_tokens(NOISE + "\n"))
+    position = rng.randrange(len(lines) + 1)
+    lines.insert(position, needle)
+    return lines, round(100 * position / max(len(lines) - 1, 1))
+
+
+def _essay(budget: int, needle: str, rng: random.Random) -> tuple[list[str], int]:
+    sentences, used, sizes = [], 0, {}
+    while True:
+        sentence = _essay_sentence(rng)
+        size = sizes.setdefault(sentence, count_tokens(" " + sentence))
+        if used + size > budget:
+            break
         sentences.append(sentence)
-        total += len(sentence)
-    return sentences
+        used += size
+    depth = rng.choice(DEPTHS)
+    sentences.insert(int(len(sentences) * depth / 100), needle)
+    return sentences, depth
+
+
+def _fit(joiner: str, units: list[str], needle: str, key: str, length_tokens: int) -> tuple[str, int]:
+    """Join the haystack; while the prompt is over budget (token counts are not additive), drop its tail."""
+    while True:
+        context = joiner.join(units)
+        tokens = count_tokens(full_prompt(context, key))
+        over = tokens + TOKENS_TO_GENERATE - length_tokens
+        if over <= 0 or len(units) <= 1:
+            return context, tokens
+        for _ in range(max(1, over // 8)):
+            del units[len(units) - (2 if units[-1] == needle else 1)]
 
 
 def make_task(index: int, length_tokens: int, rng: random.Random) -> Task:
-    """One task of ``length_tokens`` tokens (chars / 4) with the needle at a seeded depth."""
+    """One task whose full prompt plus 128 reply tokens fits ``length_tokens`` (o200k_base)."""
     key = f"{rng.choice(ADJECTIVES)}-{rng.choice(NOUNS)}"
     value = str(rng.randint(1_000_000, 9_999_999))
-    depth = rng.choice(range(0, 101, 10))
     kind = "noise" if index % 2 == 0 else "essay"
     needle = NEEDLE.format(key=key, value=value)
-    sentences = _haystack(kind, length_tokens * CHARS_PER_TOKEN - len(needle), rng)
-    position = round(len(sentences) * depth / 100)
-    sentences.insert(position, needle)
-    context = "".join(sentences)[: length_tokens * CHARS_PER_TOKEN].rstrip() + "\n"
-    if needle.strip() not in context:  # a needle at 100% depth must survive the cut
-        context = context[: len(context) - len(needle) - 1] + needle.strip() + "\n"
+    budget = _budget(length_tokens, key, needle)
+    units, depth = (_noise if kind == "noise" else _essay)(budget, needle, rng)
+    context, tokens = _fit("\n" if kind == "noise" else " ", units, needle, key, length_tokens)
     return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=QUESTION.format(key=key),
                 answer=[value], context=context, length_tokens=length_tokens,
                 meta={"key": key, "depth_percent": depth, "haystack": kind, "preamble": PREAMBLE,
-                      "answer_prefix": ANSWER_PREFIX.format(key=key)})
+                      "answer_prefix": ANSWER_PREFIX.format(key=key), "prompt_tokens": tokens})
 
 
 def generate(n: int, lengths: list[int], seed: int) -> list[Task]:

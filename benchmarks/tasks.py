@@ -13,8 +13,10 @@ when a context is larger than ``inline_limit`` characters) is resolved
 relative to the JSONL file's folder; a ``.txt`` file holds a string context,
 a ``.jsonl`` file one ``{"path", "text"}`` document per line. ``answer`` is the
 gold answer: a string, or a list for pair/multi answers. ``length_tokens`` is
-the target length in tokens, estimated as ``ceil(characters / 4)`` (the same
-rule the scripted server uses). Files are written with a fixed key
+the target length in tokens: the paper suites (s-niah, oolong, oolong-pairs) size
+their contexts as their sources do (a real tokenizer, or OOLONG's record count) and
+record measured ``o200k_base`` counts in ``meta``; the ``-like`` suites use
+``ceil(characters / 4)`` (the scripted server's rule). Files are written with a fixed key
 order and ``ensure_ascii=False``, so the same tasks give the same bytes.
 """
 
@@ -161,16 +163,43 @@ SUITES: dict[str, str] = {
     "s-niah": "rlm.benchmarks.sniah",
     "oolong": "rlm.benchmarks.oolong",
     "oolong-pairs": "rlm.benchmarks.oolong_pairs",
-    "multihop": "rlm.benchmarks.multihop",
-    "codeqa": "rlm.benchmarks.codeqa",
+    "browsecomp-plus-like": "rlm.benchmarks.browsecomp_like",
+    "codeqa-like": "rlm.benchmarks.codeqa",
 }
+#: Former suite names, still accepted (and still found in older task files).
+ALIASES: dict[str, str] = {"multihop": "browsecomp-plus-like", "codeqa": "codeqa-like"}
+#: The suites that regenerate the RLM paper's own tasks; "-like" suites are never compared with the paper.
+PAPER_SUITES: tuple[str, ...] = ("s-niah", "oolong", "oolong-pairs")
+
+
+def canonical(name: str) -> str:
+    """The suite's current name (an alias resolved); :class:`InputError` for an unknown name."""
+    name = ALIASES.get(name, name)
+    if name not in SUITES:
+        raise InputError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
+    return name
 
 
 def get_suite(name: str) -> ModuleType:
-    """The suite module called ``name``; :class:`InputError` for an unknown name."""
-    if name not in SUITES:
-        raise InputError(f"unknown suite {name!r}; choose from {', '.join(SUITES)}")
-    return importlib.import_module(SUITES[name])
+    """The suite module called ``name`` (or a former name of it)."""
+    return importlib.import_module(SUITES[canonical(name)])
+
+
+@dataclass(frozen=True)
+class PresetRun:
+    """One suite of a preset: which tasks at which lengths."""
+
+    suite: str
+    n: int
+    lengths: list[int]
+
+
+def preset(name: str) -> list[PresetRun]:
+    """``paper``: each of :data:`PAPER_SUITES` at the RLM paper's task counts and lengths (``PAPER_*`` of its module)."""
+    if name != "paper":
+        raise InputError(f"unknown preset {name!r}; choose from paper")
+    return [PresetRun(suite, get_suite(suite).PAPER_TASKS, list(get_suite(suite).PAPER_LENGTHS))
+            for suite in PAPER_SUITES]
 
 
 def generate(suite: str, n: int, lengths: list[int] | None, seed: int) -> list[Task]:
@@ -184,3 +213,10 @@ def generate(suite: str, n: int, lengths: list[int] | None, seed: int) -> list[T
 def score_task(task: Task, prediction: str | None) -> float:
     """Score ``prediction`` with the task's own suite scorer."""
     return float(get_suite(task.suite).score(task, prediction))
+
+
+def extra_scores(task: Task, prediction: str | None) -> dict[str, float]:
+    """Secondary scores a suite reports beside its official one (e.g. oolong's ``lenient``)."""
+    module = get_suite(task.suite)
+    extra = getattr(module, "extra_scores", None)
+    return {name: float(value) for name, value in extra(task, prediction).items()} if extra else {}

@@ -92,3 +92,69 @@ def test_rlm_no_sub_refuses_sub_calls_and_says_so(server_factory, make_config) -
     assert NO_SUB_CALLS_RULE.strip("- \n") in server.requests[0].messages[0]["content"]
     assert "sub-calls are disabled" in server.requests[1].messages[-1]["content"]
     assert "llm_query(" not in server.requests[0].messages[0]["content"]  # not offered to the model
+
+
+def _judged_task(task_id: str, gold: str) -> "Task":
+    from rlm.benchmarks.tasks import Task
+
+    return Task(id=task_id, suite="browsecomp-plus-like", question="Which river flows through Lorzel?", answer=gold,
+                context="Lorzel\n\nThe Halce River flows through Lorzel.", length_tokens=16,
+                meta={"grading": "judge", "distractors": []})
+
+
+def judge_or_answer(messages: list[dict[str, Any]]) -> str:
+    """As the judge: 'yes' when the response's first-named river is the correct one; as the model: a hedged reply."""
+    text = str(messages[-1]["content"])
+    if "[correct_answer]" in text:
+        response = text.split("[response]:", 1)[1].split("[correct_answer]:", 1)[0]
+        correct = text.split("[correct_answer]:", 1)[1].strip().splitlines()[0]
+        first = re.search(r"\w+ River", response).group(0)
+        return f"extracted_final_answer: {first}\nreasoning: compared\ncorrect: {'yes' if first == correct else 'no'}"
+    return "It is the Halce River (not the Seltor River)."
+
+
+def test_judge_model_grades_judged_suites_and_code_match_is_kept(server_factory, make_config, tmp_path: Path) -> None:
+    from rlm.benchmarks.runner import BaseMethod, BenchSettings, run_benchmark
+
+    server = server_factory(policy=judge_or_answer)
+    config = make_config(server, record_run=False)
+    tasks = [_judged_task("j-1", "Halce River"), _judged_task("j-2", "Seltor River")]
+    settings = BenchSettings(config=config, base_window_tokens=4000, judge_model="openai/judge")
+    results = run_benchmark(tasks, [BaseMethod()], settings, tmp_path, progress=None)
+    assert [r.score for r in results] == [1.0, 0.0]  # the judge's verdicts
+    # the code match saw the distractor-free gold in the reply both times
+    assert [r.scores["code_match"] for r in results] == [1.0, 1.0]
+    assert all(r.notes["judge_model"] == "openai/judge" and "correct:" in r.notes["judge_reply"] for r in results)
+    assert sorted(r.model for r in server.requests) == ["judge", "judge", "scripted", "scripted"]
+    # without a judge model the code match is the score
+    plain = run_benchmark(tasks, [BaseMethod()], BenchSettings(config=config, base_window_tokens=4000),
+                          tmp_path / "plain", progress=None)
+    assert [r.score for r in plain] == [1.0, 1.0] and all(not r.scores for r in plain)
+
+
+def test_preset_paper_narrowed_to_a_suite_and_the_paper_table(tmp_path: Path) -> None:
+    from rlm.benchmarks.report import write_report
+    from rlm.benchmarks.runner import BenchResult
+
+    out = tmp_path / "pairs.jsonl"
+    assert main(["bench", "generate", "oolong-pairs", "--preset", "paper", "--n", "2", "--out", str(out)]) == 0
+    tasks = read_tasks(out)
+    assert [(t.suite, t.length_tokens, t.meta["query"]) for t in tasks] == [("oolong-pairs", 32768, 1),
+                                                                            ("oolong-pairs", 32768, 2)]
+    rows = [BenchResult(suite=t.suite, id=t.id, length=t.length_tokens, method=m, score=s, answer=None, gold=[],
+                        input_tokens=0, output_tokens=0, llm_calls=0, cost_usd=None, seconds=0.0, status="ok")
+            for t in tasks for m, s in (("base", 0.0), ("rlm", 0.5))]
+    rows.append(BenchResult(suite="oolong", id="o-1", length=8192, method="rlm", score=1.0, answer="Answer: 3",
+                            gold="3", input_tokens=0, output_tokens=0, llm_calls=0, cost_usd=None, seconds=0.0,
+                            status="ok", scores={"lenient": 1.0}))
+    report = write_report(rows, tmp_path, model="openai/m").read_text()
+    table = report[report.index("## Compared with the RLM paper"):report.index("## oolong-pairs")]
+    assert "| method | OOLONG-Pairs (32K) |" in table  # oolong ran only at 8K: no OOLONG (131K) column
+    assert "| base (openai/m) | 0.00 |" in table and "| rlm (openai/m) | 50.00 |" in table
+    assert "| *GPT-5, base model (paper)* | 0.04 |" in table and "| *RLM(GPT-5) (paper)* | 58.00 |" in table
+    assert "Secondary scores" in report and "| lenient | rlm | 1.000 |" in report
+
+
+def test_preset_rejects_a_suite_it_does_not_hold(tmp_path: Path, capsys) -> None:
+    code = main(["bench", "generate", "codeqa-like", "--preset", "paper", "--out", str(tmp_path / "x.jsonl")])
+    assert code != 0 and "not in the paper preset" in capsys.readouterr().err

@@ -1,14 +1,19 @@
-"""Scorers against hand-worked cases of the published rules (RULER, OOLONG, OOLONG-Pairs, ours)."""
+"""Scorers against hand-worked cases of the published rules (RULER, OOLONG, LongBench-v2, OOLONG-Pairs, ours)."""
 
 from __future__ import annotations
 
 import pytest
 
 from rlm.benchmarks.oolong import LABELS
+from rlm.benchmarks.judge import parse_verdict
 from rlm.benchmarks.scoring import (
     integer_match,
+    longbench_choice_score,
+    longbench_extract_choice,
     module_match,
-    oolong_score,
+    oolong_lenient_score,
+    oolong_official_score,
+    oolong_parse_answer,
     pairs_f1,
     parse_name_list,
     parse_pairs,
@@ -66,11 +71,128 @@ def test_ruler_string_match_all(prediction, refs, expected):
     ("more common than or less common than", "more common than", "comparison", 0.0),
     ("Answer: User 48213", "48213", "user", 1.0),
     ("Answer: 48213", "48214", "user", 0.0),
-    ("Answer: Jan 05, 2023", "Jan 05, 2023", "date", 1.0),
+    ("Answer: Jan 05, 2023", "2023-01-05", "date", 1.0),
     (None, "5", "number", 0.0),
 ])
-def test_oolong_rules(prediction, gold, kind, expected):
-    assert oolong_score(prediction, gold, kind, LABELS) == pytest.approx(expected)
+def test_oolong_lenient_rules(prediction, gold, kind, expected):
+    assert oolong_lenient_score(prediction, gold, kind, LABELS) == pytest.approx(expected)
+
+
+# OOLONG's official rule (src/eval/eval_helpers.py of abertsch72/oolong @ adbf1cb): the candidate is
+# what follows the LAST colon (stripped, then '*', '[' and ']' removed), or a colon-less reply whole
+# when shorter than 20 characters, else its last word; a long candidate containing a comparison stem
+# becomes the stem; then exact string match, stem-in-gold, int() of the whole candidate, dateutil.
+@pytest.mark.parametrize("prediction, gold, kind, expected", [
+    # numbers: 0.75 ** |diff| only when int() takes the whole candidate
+    ("Answer: 72", "72", "number", 1.0),
+    ("Answer: 74", "72", "number", 0.5625),
+    ("Answer: 69", "72", "number", 0.421875),
+    ("Answer: 72 instances", "72", "number", 0.0),  # lenient: 1.0
+    ("Answer: 72.", "72", "number", 0.0),  # lenient: 1.0
+    ("Answer: 1,205", "1205", "number", 0.0),  # thousands separator: int() fails
+    ("**Answer:** 72", "72", "number", 1.0),  # candidate ' 72' (leading space) still int()s
+    ("72", "72", "number", 1.0),  # short, no colon: taken whole
+    ("There are 72", "72", "number", 0.0),  # short, no colon: the whole reply, not a number
+    ("After counting every line carefully the total is 72", "72", "number", 1.0),  # long: last word
+    ("After counting every line carefully the total is 72.", "72", "number", 0.0),
+    ("I counted: 70. Answer: 72", "72", "number", 1.0),  # the last colon wins
+    ("Answer: 72\nTime taken: 5s", "72", "number", 0.0),  # ... even in a trailing line
+    ("Answer: none", "3", "number", 0.0),
+    (None, "3", "number", 0.0),
+    # labels: case-sensitive exact match
+    ("Label: abbreviation", "abbreviation", "label", 1.0),
+    ("Answer: ABBREVIATION", "abbreviation", "label", 0.0),  # lenient: 1.0
+    ("Label: Abbreviation", "abbreviation", "label", 0.0),
+    ("Label: [abbreviation]", "abbreviation", "label", 1.0),  # brackets are removed
+    ("Label: 'abbreviation'", "abbreviation", "label", 0.0),  # quotes are not
+    ("**Label:** abbreviation", "abbreviation", "label", 0.0),  # ' abbreviation' keeps its space
+    ("The most common label overall is abbreviation", "abbreviation", "label", 1.0),  # last word
+    ("The most common label overall is abbreviation.", "abbreviation", "label", 0.0),
+    ("Label: description and abstract concept", "description and abstract concept", "label", 1.0),
+    ("Label: **description and abstract concept**", "description and abstract concept", "label", 1.0),
+    # comparisons: a stem on its own, or a long answer collapsed to its stem, matched inside the gold
+    ("more common", "more common than", "comparison", 1.0),  # lenient: 0.0
+    ("Answer: more common than", "more common than", "comparison", 1.0),
+    ("Answer: description and abstract concept is more common than numeric value", "more common than",
+     "comparison", 1.0),
+    ("Answer: entity is less common than location", "less common than", "comparison", 1.0),
+    ("Answer: entity is less common than location", "more common than", "comparison", 0.0),
+    ("Answer: less common than", "more common than", "comparison", 0.0),
+    ("Answer: it is more common", "more common than", "comparison", 0.0),  # short, not a stem: no match
+    ("Answer: abbreviation is More common than entity", "more common than", "comparison", 0.0),  # case
+    # user ids: exact string
+    ("User: 48213", "48213", "user", 1.0),
+    ("User: 48213.", "48213", "user", 0.0),
+    ("Answer: User 48213", "48213", "user", 0.0),  # lenient: 1.0
+    ("The user with the most of them is 48213", "48213", "user", 1.0),
+    # dates: dateutil on the candidate, equal to the gold day at midnight
+    ("Date: Mar 04, 2023", "2023-03-04", "date", 1.0),
+    ("Date: March 4, 2023", "2023-03-04", "date", 1.0),
+    ("Date: 2023-03-04", "2023-03-04", "date", 1.0),
+    ("Date: 03/04/2023", "2023-03-04", "date", 1.0),  # month first
+    ("Date: 2023-03-05", "2023-03-04", "date", 0.0),
+    ("Date: the fourth of March", "2023-03-04", "date", 0.0),
+])
+def test_oolong_official_rules(prediction, gold, kind, expected):
+    assert oolong_official_score(prediction, gold, kind) == pytest.approx(expected)
+
+
+def test_oolong_official_and_lenient_disagree_on_plausible_replies():
+    """The issue's examples: the lenient rule scored these 1 where OOLONG scores 0, and the reverse."""
+    cases = [("Answer: 72 instances", "72", "number"), ("Answer: 72.", "72", "number"),
+             ("Answer: ABBREVIATION", "abbreviation", "label"), ("more common", "more common than", "comparison")]
+    official = [oolong_official_score(p, g, k) for p, g, k in cases]
+    lenient = [oolong_lenient_score(p, g, k, LABELS) for p, g, k in cases]
+    assert official == [0.0, 0.0, 0.0, 1.0] and lenient == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_oolong_parse_reports_confidence_and_rejects_unknown_types():
+    assert oolong_parse_answer("Answer: location") == ("location", "vhigh")
+    assert oolong_parse_answer("so: a long answer that is not a comparison") == (
+        "a long answer that is not a comparison", "med")
+    assert oolong_parse_answer("User: " + "x" * 30)[1] == "high"
+    assert oolong_parse_answer("   " * 10) == ("", "low")
+    with pytest.raises(ValueError):
+        oolong_official_score("Answer: 1", "1", "float")
+
+
+# LongBench-v2 pred.py extract_answer: '*' removed, then "The correct answer is (X)", else "... is X".
+@pytest.mark.parametrize("prediction, gold, expected", [
+    ("The correct answer is (B)", "B", 1.0),
+    ("The correct answer is B", "B", 1.0),
+    ("**The correct answer is (B)**", "B", 1.0),
+    ("Reasoning first.\nThe correct answer is (C).", "C", 1.0),
+    ("The correct answer is B) because", "B", 1.0),  # the bare pattern catches it
+    ("The correct answer is (b)", "B", 0.0),  # letters are upper-case only
+    ("the correct answer is (B)", "B", 0.0),  # case-sensitive phrase
+    ("The correct answer is: (B)", "B", 0.0),
+    ("Answer: B", "B", 0.0),
+    ("(B)", "B", 0.0),
+    ("The correct answer is (E)", "B", 0.0),
+    ("The correct answer is (A). On reflection, the correct answer is (B)", "B", 0.0),  # first match
+    ("The correct answer is (A)", "B", 0.0),
+    (None, "B", 0.0),
+])
+def test_longbench_choice(prediction, gold, expected):
+    assert longbench_choice_score(prediction, gold) == expected
+
+
+def test_longbench_extract_returns_none_without_the_phrase():
+    assert longbench_extract_choice("I think B") is None
+    assert longbench_extract_choice("The correct answer is (D)") == "D"
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("extracted_final_answer: Halce River\nreasoning: same river\ncorrect: yes", 1.0),
+    ("extracted_final_answer: Seltor River\nreasoning: another river\ncorrect: no", 0.0),
+    ("**correct:** Yes", 1.0),
+    ("Correct: NO", 0.0),
+    ("correct: no\n... on reflection\ncorrect: yes", 1.0),  # the last verdict counts
+    ("incorrect: yes", None),
+    ("reasoning: it matches", None),
+])
+def test_judge_verdicts(reply, expected):
+    assert parse_verdict(reply) == expected
 
 
 @pytest.mark.parametrize("prediction, gold, expected", [

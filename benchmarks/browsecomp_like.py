@@ -1,4 +1,4 @@
-"""multihop: a BrowseComp-Plus-like synthetic corpus of fictional entities.
+"""browsecomp-plus-like: multi-hop questions over a synthetic corpus of fictional entities (formerly ``multihop``).
 
 How it is built: a seeded world of fictional cities, people, companies and
 novels; every entity gets one document (a title line and its facts as prose
@@ -14,11 +14,16 @@ decoy novels (same prize in a neighbouring year, another prize in the same
 year). The corpus is padded with unrelated entities up to the target length.
 The context is a list of ``{"path", "text"}`` documents.
 
-Scoring: normalised exact match; a longer reply also counts when it contains the
-gold answer and none of the distractor answers (``meta["distractors"]``: what
-the twin chains lead to). BrowseComp-Plus judges answers with an LLM and
-retrieves from a fixed web corpus; here answers are short strings checked in code
-and the corpus is made up, so no model can know the answer from training.
+Scoring: BrowseComp-Plus grades answers with an LLM judge (BrowseComp's grader:
+the judge extracts the final answer from the reply and says whether it matches the
+correct answer). With ``--judge-model`` set, the runner does the same
+(:mod:`rlm.benchmarks.judge`, ``meta["grading"] == "judge"``) and keeps the code
+match below as a second column; without a judge, the score is the code match:
+normalised exact match, and a longer reply also counts when it contains the gold
+answer and none of the distractor answers (``meta["distractors"]``: what the twin
+chains lead to). BrowseComp-Plus retrieves from a fixed web corpus of real pages;
+here the corpus is made up, so no model can know the answer from training -- which
+is also why this suite is ``-like`` and kept out of paper comparisons.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 from rlm.benchmarks.scoring import short_answer_match
 from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Task
 
-NAME = "multihop"
+NAME = "browsecomp-plus-like"
 DEFAULT_LENGTHS = [2 ** k for k in range(13, 18)]
 
 _SYL = ("al bar cen dor el fen gar hal is jor kel lor mar nor or pel quin ros sel tor ul var wen yor zel "
@@ -302,7 +307,8 @@ def make_task(index: int, length_tokens: int, rng: random.Random) -> Task:
     return Task(id=f"{NAME}-{length_tokens}-{index}", suite=NAME, question=question, answer=gold, context=docs,
                 length_tokens=length_tokens,
                 meta={"hops": hops, "start": start.name, "relations": relations, "attribute": attribute,
-                      "by_prize": by_prize, "chain": [e.name for e in chain], "distractors": distractors})
+                      "by_prize": by_prize, "chain": [e.name for e in chain], "distractors": distractors,
+                      "grading": "judge"})
 
 
 def generate(n: int, lengths: list[int], seed: int) -> list[Task]:
@@ -312,4 +318,5 @@ def generate(n: int, lengths: list[int], seed: int) -> list[Task]:
 
 
 def score(task: Task, prediction: str | None) -> float:
+    """The code match (the runner uses a judge model instead when one is configured)."""
     return short_answer_match(prediction, str(task.answer), task.meta.get("distractors", ()))
