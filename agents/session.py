@@ -13,6 +13,7 @@ node affinity. Two driver threads serve all runs:
 
 from __future__ import annotations
 
+import atexit
 import secrets
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -99,8 +100,13 @@ class RaySession:
         self._progress = threading.Condition()
         self._stopping = threading.Event()
         self._relay_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="rlm-relay")
-        threading.Thread(target=self._pump, name="rlm-event-pump", daemon=True).start()
-        threading.Thread(target=self._relay, name="rlm-host-relay", daemon=True).start()
+        self._threads = [threading.Thread(target=self._pump, name="rlm-event-pump", daemon=True),
+                         threading.Thread(target=self._relay, name="rlm-host-relay", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        # At exit, before the cluster is shut down (atexit runs last-registered first): a driver thread
+        # still inside a Ray call when Ray shuts down makes Ray end the process with status 1.
+        atexit.register(RaySession.shutdown_current)
 
     def usable(self) -> bool:
         return not self._stopping.is_set() and self.ray.is_initialized()
@@ -177,11 +183,16 @@ class RaySession:
     def shutdown(self) -> None:
         """Stop the driver threads and the actors (the cluster itself stays up)."""
         self._stopping.set()
+        try:
+            self.ray.kill(self.hub)  # the threads' pending calls to it fail at once
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+        for thread in self._threads:
+            thread.join(timeout=5)
         for host in self.hosts:
             try:
                 self.ray.get(host.shutdown.remote(), timeout=10)
             except Exception:
                 pass
             self.ray.kill(host)
-        self.ray.kill(self.hub)
         self._relay_pool.shutdown(wait=False)

@@ -54,19 +54,20 @@ class LocalExecutor:
 
     def __init__(self, config: RLMConfig | None = None) -> None:
         self.config = config
+        self._placement = LocalPlacement()
 
     def budget(self, config: RLMConfig, run_id: str) -> Ledger:
         return Budget(max_llm_calls=config.max_llm_calls, max_tokens=config.max_tokens,
                       max_cost_usd=config.max_cost_usd, timeout_s=config.timeout_s)
 
     def placement(self) -> Placement:
-        return LocalPlacement()
+        return self._placement
 
     def run_root(self, services: RunServices, root: Agent) -> AgentResult:
         return root.run()
 
     def close(self) -> None:
-        pass
+        self._placement.close()
 
 
 def executor_for(config: RLMConfig) -> Executor:

@@ -56,7 +56,7 @@ from rlm.sandbox import seccomp
 
 WORKER_DIR = Path(__file__).resolve().parent
 #: The stdlib-only modules bound into the jail beside each other.
-WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py")
+WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py", "zygote.py")
 JAIL_WORKER_DIR = "/opt/rlm-sandbox"
 JAIL_CONTEXT_PATH = "/input/context"
 JAIL_SCRATCH = "/tmp"
@@ -164,7 +164,7 @@ def _python_in_jail(python: str) -> tuple[str, str | None, dict[str, str]]:
             {"LD_LIBRARY_PATH": JAIL_PYTHON_PREFIX + "/lib"})
 
 
-def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], python: str,
+def _filesystem(context_file: Path | None, scratch_mb: int, weaken: frozenset[str], python: str,
                 worker: WorkerFiles) -> list[str]:
     _, prefix, _ = _python_in_jail(python)
     size = str(scratch_mb * 1024 * 1024)
@@ -190,8 +190,9 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
     else:
         for name in WORKER_FILES:
             args += ["--ro-bind", str(worker.directory / name), f"{JAIL_WORKER_DIR}/{name}"]
+    if context_file is not None:  # a zygote's workers get theirs as a descriptor instead
+        args += ["--ro-bind", str(context_file), JAIL_CONTEXT_PATH]
     return args + [
-        "--ro-bind", str(context_file), JAIL_CONTEXT_PATH,
         # /proc/sys read-only: when rlm runs as root the sandbox's uid maps to host root, and sysctl
         # permission checks look at that uid, so global settings (kernel.core_pattern...) would be writable.
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys", "--dev", "/dev",
@@ -202,7 +203,7 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
     ]
 
 
-def bwrap_policy(context_file: Path, *, scratch_mb: int, python: str | None = None,
+def bwrap_policy(context_file: Path | None, *, scratch_mb: int, python: str | None = None,
                  weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None) -> list[str]:
     """The bubblewrap options that jail the worker on ``context_file`` (the policy, in one list).
 
@@ -227,41 +228,54 @@ def bwrap_policy(context_file: Path, *, scratch_mb: int, python: str | None = No
     return args
 
 
-def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool) -> list[str]:
+def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool, script: str | None = None) -> list[str]:
     """``python -I -S -B WORKER``: inside the jail from /opt/rlm-sandbox, unsafe mode from the host path."""
+    script = script or worker.script
     if jailed:
-        return [_python_in_jail(python)[0], "-I", "-S", "-B", f"{JAIL_WORKER_DIR}/{worker.script}"]
-    return [python, "-I", "-S", "-B", str(worker.directory / worker.script)]
+        return [_python_in_jail(python)[0], "-I", "-S", "-B", f"{JAIL_WORKER_DIR}/{script}"]
+    return [python, "-I", "-S", "-B", str(worker.directory / script)]
 
 
-def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
-           weaken: frozenset[str] = frozenset()) -> Launch:
-    """What to start for ``mode`` (``"bwrap"`` or ``"unsafe"``); :func:`spawn` starts it."""
+def launch(mode: str, context_file: Path | None, *, scratch_mb: int, allow_processes: bool = False,
+           weaken: frozenset[str] = frozenset(), zygote_fd: int | None = None) -> Launch:
+    """What to start for ``mode`` (``"bwrap"`` or ``"unsafe"``); :func:`spawn` starts it.
+
+    With ``zygote_fd`` (and no context file) the jail runs the zygote (``sandbox/zygote.py``)
+    on that control socket instead of a worker: it forks workers, so its own filter allows
+    new processes and each worker installs a stricter one of its own.
+    """
     if weaken:
         _check_weaken(weaken)
     python, worker = python_executable(), worker_files()
+    script = None if zygote_fd is None else _pyc_name("zygote.py") if worker.compiled else "zygote.py"
+    tail = [] if zygote_fd is None else [str(zygote_fd)]
     if mode == "bwrap":
         check_bwrap()
-        bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes)
+        bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes or zygote_fd is not None)
         policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker)
         env = {**os.environ, **WORKER_ENV} if "env" in weaken else dict(WORKER_ENV)
         env[OWNER_ENV] = _owner_token()  # bwrap's own environment only: --clearenv keeps it from the worker
-        argv = [shutil.which("bwrap") or "bwrap", "--", *_worker_command(python, worker, jailed=True)]
+        argv = [shutil.which("bwrap") or "bwrap", "--",
+                *_worker_command(python, worker, jailed=True, script=script), *tail]
         return Launch(argv, env, JAIL_CONTEXT_PATH, bpf, tuple(policy))
-    return Launch(_worker_command(python, worker, jailed=False), dict(WORKER_ENV), str(context_file))
+    argv = [*_worker_command(python, worker, jailed=False, script=script), *tail]
+    return Launch(argv, dict(WORKER_ENV), str(context_file))
 
 
-def spawn(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
-          weaken: frozenset[str] = frozenset()) -> WorkerProcess:
-    """Start the worker for ``mode``: stdio on pipes, no other descriptor inherited.
+def spawn(mode: str, context_file: Path | None, *, scratch_mb: int, allow_processes: bool = False,
+          weaken: frozenset[str] = frozenset(), zygote_fd: int | None = None) -> WorkerProcess:
+    """Start the worker (or, with ``zygote_fd``, a zygote) for ``mode``: stdio on pipes, no other
+    descriptor inherited but ``zygote_fd``.
 
     For bubblewrap, the BPF program and the policy are written into two pipes whose write
     ends are closed before bwrap starts (both fit a pipe's buffer many times over), and bwrap
     gets only their read ends: ``bwrap --json-status-fd S --args A -- python ...``.
     """
-    spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken)
+    spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken,
+                  zygote_fd=zygote_fd)
+    kept = () if zygote_fd is None else (zygote_fd,)
     if mode != "bwrap":
-        return WorkerProcess(_popen(spec.argv, spec.env, ()), spec.context_path)
+        return WorkerProcess(_popen(spec.argv, spec.env, kept), spec.context_path)
     fds: list[int] = []
     status_r = -1
     try:
@@ -273,7 +287,7 @@ def spawn(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bo
         status_r, status_w = os.pipe()
         fds.append(status_w)
         argv = [spec.argv[0], "--json-status-fd", str(status_w), "--args", str(fds[-2]), *spec.argv[1:]]
-        proc = _popen(argv, spec.env, tuple(fds))
+        proc = _popen(argv, spec.env, (*fds, *kept))
     except BaseException:
         if status_r >= 0:
             os.close(status_r)

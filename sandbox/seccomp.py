@@ -79,6 +79,7 @@ class Arch:
 
 
 _X86_64 = Arch(0xC000003E, dict(
+    kill=62, tkill=200, tgkill=234, rt_sigqueueinfo=129, rt_tgsigqueueinfo=297,
     ioctl=16, socket=41, socketpair=53, clone=56, fork=57, vfork=58, ptrace=101, syslog=103,
     personality=135, vhangup=153, pivot_root=155, adjtimex=159, chroot=161, acct=163, settimeofday=164,
     mount=165, umount2=166, swapon=167, swapoff=168, reboot=169, sethostname=170, setdomainname=171,
@@ -90,6 +91,7 @@ _X86_64 = Arch(0xC000003E, dict(
 
 # The generic table (asm-generic/unistd.h), used by aarch64: no fork/vfork.
 _AARCH64 = Arch(0xC00000B7, dict(
+    kill=129, tkill=130, tgkill=131, rt_sigqueueinfo=138, rt_tgsigqueueinfo=240,
     lookup_dcookie=18, ioctl=29, umount2=39, mount=40, pivot_root=41, chroot=51, vhangup=58, quotactl=60,
     acct=89, personality=92, unshare=97, kexec_load=104, init_module=105, delete_module=106,
     clock_settime=112, syslog=116, ptrace=117, reboot=142, sethostname=161, setdomainname=162,
@@ -102,7 +104,7 @@ _AARCH64 = Arch(0xC00000B7, dict(
 # Numbers from 424 on are shared by every architecture.
 _COMMON = dict(io_uring_setup=425, io_uring_enter=426, io_uring_register=427, open_tree=428, move_mount=429,
                fsopen=430, fsconfig=431, fsmount=432, fspick=433, clone3=435, pidfd_getfd=438,
-               mount_setattr=442, quotactl_fd=443, memfd_secret=447)
+               mount_setattr=442, quotactl_fd=443, memfd_secret=447, pidfd_send_signal=424, pidfd_open=434)
 
 ARCHES = {"x86_64": _X86_64, "amd64": _X86_64, "aarch64": _AARCH64, "arm64": _AARCH64}
 
@@ -147,6 +149,12 @@ class _Program:
         if not 0 <= offset <= 255:
             raise ValueError(f"BPF jump to {target} out of range ({offset})")
         return offset
+
+
+#: Signal-sending syscalls whose first argument is the target's pid (or thread-group id).
+SIGNAL_BY_PID = ("kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
+#: A placeholder for the worker's own pid in :func:`build_worker_filter` (patched in by the zygote's child).
+PID_PLACEHOLDER = 0x7FFFFFFF
 
 
 def _errno(code: int) -> int:
@@ -197,3 +205,46 @@ def build_filter(*, allow_processes: bool = False, arch: Arch | None = None) -> 
     p.label("enosys")
     p.ret(_errno(errno.ENOSYS))
     return p.assemble()
+
+
+def build_worker_filter(*, allow_processes: bool = False, arch: Arch | None = None) -> tuple[bytes, list[int]]:
+    """The filter a zygote's child installs on top of its jail's (see ``sandbox/zygote.py``).
+
+    Workers forked by one zygote share a jail (one per run). This filter keeps each to
+    itself: no new processes (unless ``allow_processes``), and signals only to its own
+    pid or process group (``kill``, ``tgkill``, ``rt_*sigqueueinfo``; ``tkill`` and the
+    pidfd calls are refused). Returns the program and the indices of the instructions
+    whose constant is :data:`PID_PLACEHOLDER`, to be set to the worker's pid.
+    """
+    arch = arch or native_arch()
+    nr = {**arch.numbers, **_COMMON}
+    p = _Program()
+    p.ins(_LD_W_ABS, _OFF_ARCH)
+    p.ins(_JEQ_K, arch.audit_arch, 1, 0)
+    p.ret(_errno(errno.ENOSYS))
+    p.ins(_LD_W_ABS, _OFF_NR)
+    for name in ("tkill", "pidfd_send_signal", "pidfd_open"):
+        p.ins(_JEQ_K, nr[name], "eperm", 0)
+    for name in SIGNAL_BY_PID:
+        p.ins(_JEQ_K, nr[name], "signal", 0)
+    if not allow_processes:
+        p.ins(_JEQ_K, nr["clone"], "clone", 0)
+        for name in ("fork", "vfork"):
+            if name in nr:
+                p.ins(_JEQ_K, nr[name], "eperm", 0)
+    p.ret(RET_ALLOW)
+    p.label("signal")
+    p.ins(_LD_W_ABS, _arg_low(0))
+    slots = [len(p.code)]
+    p.ins(_JEQ_K, PID_PLACEHOLDER, "allow", 0)  # its own pid
+    p.ins(_JEQ_K, 0, "allow", 0)  # its own process group (it leads a session of its own)
+    p.ret(_errno(errno.EPERM))
+    p.label("clone")
+    p.ins(_LD_W_ABS, _arg_low(0))
+    p.ins(_JSET_K, CLONE_THREAD, "allow", 0)  # a thread: allowed; a new process: EPERM
+    p.ret(_errno(errno.EPERM))
+    p.label("allow")
+    p.ret(RET_ALLOW)
+    p.label("eperm")
+    p.ret(_errno(errno.EPERM))
+    return p.assemble(), slots

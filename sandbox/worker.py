@@ -43,6 +43,10 @@ _DENIED_ERRNOS = {errno.EPERM, errno.EACCES, errno.EROFS, errno.EAFNOSUPPORT, er
                   errno.ENOSYS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EMFILE}
 
 
+#: A forked worker's context arrives as a descriptor: ``/proc/self/fd/N`` (see ``zygote.py``).
+FD_PATH = "/proc/self/fd/"
+
+
 class FinalAnswer(BaseException):
     """Raised by FINAL(); a BaseException so the model's ``except Exception`` cannot swallow it."""
 
@@ -224,6 +228,8 @@ class Worker:
         self.namespace = self.build_namespace(context)
         self.functions = {k: v for k, v in self.namespace.items() if k != "context" and not k.startswith("__")}
         huge = type(context).__module__.endswith("bigcontext")  # a Context (no isinstance: lazily imported)
+        if not huge and str(init["context_path"]).startswith(FD_PATH):
+            os.close(int(init["context_path"][len(FD_PATH):]))  # decoded: the descriptor (and its host path) goes
         protocol.write_frame(self.out_fd, {
             "type": "ready", "pid": os.getpid(), "context_type": type(context).__name__,
             # a Context's length in characters costs a pass over the file: report bytes instead

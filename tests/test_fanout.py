@@ -103,9 +103,6 @@ class HelperExecutor(LocalExecutor):
         super().__init__()
         self._placement = placement
 
-    def placement(self):
-        return self._placement
-
 
 @pytest.mark.parametrize("kind", ["serves", "dies", "refuses"])
 def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_factory, make_config, text_file):

@@ -6,6 +6,11 @@ still answers with ``context`` intact), and the model gets an error it can
 understand. Probes report ``{"escaped": bool, ...}`` as JSON; a handful of them
 are also run against a deliberately *weakened* jail (``jail.spawn(weaken=...)``,
 refused outside pytest) to show that they do notice an escape when there is one.
+
+The probes that use the ``sandbox`` fixture run twice: in a worker with a jail of
+its own, and in a worker forked by a run's zygote (``rlm.sandbox.forkserver``),
+which is how agents get their sandboxes in a run. The zygote's own probes (what
+sibling workers can and cannot do to each other) are at the end.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from rlm.config import SandboxConfig
 from rlm.errors import ConfigError, SandboxUnavailable
 from rlm.runner import run
 from rlm.sandbox import jail
+from rlm.sandbox.forkserver import ForkedSandbox, ForkServer
 from rlm.sandbox.host import CellResult, HostCallError, Sandbox
 
 CONTEXT = "the harbour master's launch code is KESTREL-7\n" * 20
@@ -56,10 +62,18 @@ def context_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def sandbox(context_file: Path) -> Iterator[Sandbox]:
-    with Sandbox(context_file, config=CONFIG) as box:
-        yield box
+@pytest.fixture(params=["own-jail", "forked"])
+def sandbox(request: pytest.FixtureRequest, context_file: Path) -> Iterator[Sandbox]:
+    if request.param == "own-jail":
+        with Sandbox(context_file, config=CONFIG) as box:
+            yield box
+        return
+    server = ForkServer(CONFIG)
+    try:
+        with ForkedSandbox(server, context_file, config=CONFIG) as box:
+            yield box
+    finally:
+        server.close()
 
 
 def probe(box: Sandbox, code: str) -> dict[str, Any]:
@@ -237,7 +251,9 @@ def test_host_home_is_invisible(sandbox: Sandbox) -> None:
     report = probe(sandbox, READ_PROBE.format(paths=[home, home + "/.ssh", home + "/.bash_history", "/home"]))
     assert report == {"escaped": False, "found": {}}
     tilde = sandbox.execute("import os\nprint(os.path.expanduser('~'), os.listdir(os.path.expanduser('~')))")
-    assert tilde.stdout == "/tmp []\n"
+    home_in_jail, listing = tilde.stdout.split(" ", 1)
+    assert listing == "[]\n"  # an empty scratch directory: /tmp, or a forked worker's own /tmp/agent-*
+    assert home_in_jail == "/tmp" or home_in_jail.startswith("/tmp/agent-")
 
 
 def test_run_log_and_rlm_home_are_invisible(sandbox: Sandbox, rlm_home: Path) -> None:
@@ -274,8 +290,13 @@ def test_shadow_and_secret_paths_are_invisible(sandbox: Sandbox) -> None:
 def test_context_file_host_path_is_invisible(sandbox: Sandbox, context_file: Path) -> None:
     report = probe(sandbox, READ_PROBE.format(paths=[str(context_file), str(context_file.parent)]))
     assert report == {"escaped": False, "found": {}}
-    inside = sandbox.execute("print(open('/input/context').read() == context)")
-    assert inside.stdout == "True\n"
+    if isinstance(sandbox, ForkedSandbox):  # its context came as a descriptor, closed once decoded
+        inside = sandbox.execute("import os\nfds = os.listdir('/proc/self/fd')\n"
+                                 "print([os.readlink(f'/proc/self/fd/{fd}') for fd in fds if fd != '5'])")
+        assert str(context_file) not in inside.stdout and "context" not in inside.stdout, inside.stdout
+    else:
+        inside = sandbox.execute("print(open('/input/context').read() == context)")
+        assert inside.stdout == "True\n"
 
 
 def _worker_digests() -> dict[str, str]:
@@ -394,7 +415,10 @@ def test_proc_shows_only_the_sandbox_and_no_host_paths(sandbox: Sandbox, context
         print(json.dumps({"pids": pids, "init": open('/proc/1/cmdline', 'rb').read().decode().split('\\0'),
                           "ppid": os.getppid(), "pid": os.getpid()}))
     """)
-    assert report["pids"] == ["1", "2"] and (report["ppid"], report["pid"]) == (1, 2)
+    if isinstance(sandbox, ForkedSandbox):  # bwrap's init, the zygote, this worker
+        assert report["pids"] == ["1", "2", "3"] and (report["ppid"], report["pid"]) == (2, 3)
+    else:
+        assert report["pids"] == ["1", "2"] and (report["ppid"], report["pid"]) == (1, 2)
     init = " ".join(report["init"])
     assert "--ro-bind" not in init and str(context_file) not in init and str(REPO) not in init
     assert str(jail.worker_files().directory) not in init  # nor the path of the worker's .pyc cache
@@ -625,17 +649,21 @@ def test_signalling_the_parent_and_the_host_is_harmless(sandbox: Sandbox) -> Non
     try:
         result = sandbox.execute(textwrap.dedent(f"""
             import os, signal
-            os.kill(os.getppid(), signal.SIGKILL)   # the sandbox's init: immune from inside
-            os.kill(1, signal.SIGTERM)
             errors = []
-            for pid in ({os.getpid()}, {canary.pid}):
+            for pid, sig in ((os.getppid(), signal.SIGKILL), (1, signal.SIGTERM), ({os.getpid()}, signal.SIGKILL),
+                             ({canary.pid}, signal.SIGKILL)):
                 try:
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(pid, sig)
+                    errors.append(0)
                 except OSError as exc:
                     errors.append(exc.errno)
             print(errors)
         """))
-        assert result.error is None and result.stdout == "[3, 3]\n"  # ESRCH: host pids do not exist here
+        assert result.error is None
+        if isinstance(sandbox, ForkedSandbox):  # its own filter: signals to itself only
+            assert result.stdout == "[1, 1, 1, 1]\n"  # EPERM
+        else:  # the namespace's init is immune from inside; host pids do not exist here (ESRCH)
+            assert result.stdout == "[0, 0, 3, 3]\n"
         assert canary.poll() is None
         assert_alive(sandbox)
     finally:
@@ -647,7 +675,9 @@ def test_kill_everything_and_suicide_affect_only_the_sandbox(sandbox: Sandbox) -
     canary = subprocess.Popen(["sleep", "30"])
     try:
         everyone = sandbox.execute("import os, signal\nos.kill(-1, signal.SIGKILL)")
-        assert everyone.error and "ProcessLookupError" in everyone.error  # nobody else to kill in here
+        # nobody else to kill in a jail of its own; a forked worker may signal only itself
+        refused = "PermissionError" if isinstance(sandbox, ForkedSandbox) else "ProcessLookupError"
+        assert everyone.error and refused in everyone.error
         result = sandbox.execute("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
         assert result.restarted and "killed by signal SIGKILL" in result.error
         assert canary.poll() is None
@@ -889,7 +919,8 @@ def test_a_planted_bytecode_cache_is_never_trusted(context_file: Path, tmp_path:
         compiled = jail.worker_files()
         assert compiled.compiled and compiled.directory.parent == root
         assert stat.S_IMODE(root.stat().st_mode) == 0o700
-        assert sorted(p.name for p in compiled.directory.iterdir()) == ["bigcontext.pyc", "protocol.pyc", "worker.pyc"]
+        assert sorted(p.name for p in compiled.directory.iterdir()) == ["bigcontext.pyc", "protocol.pyc", "worker.pyc",
+                                                                      "zygote.pyc"]
         with Sandbox(context_file, config=CONFIG) as box:
             assert box.execute("import sys\nprint(sys.argv[0])").stdout == "/opt/rlm-sandbox/worker.pyc\n"
             assert_alive(box)
@@ -927,3 +958,105 @@ def test_full_loop_survives_abuse_and_the_model_sees_why(server_factory, make_co
     assert "Address family not supported" in observations[1]
     assert "timed out" in observations[2] and "variables are gone" in observations[2]
     assert "sk-fake-loop" not in json.dumps([r.messages for r in server.requests])
+
+
+# -- workers forked by one zygote (a run's sandboxes) ----------------------------------------
+
+SIBLING_PROBE = """
+import json, os, signal
+victim = {pid}
+results = {{}}
+for name in ("mem", "environ", "fd/3", "maps"):
+    try:
+        with open(f"/proc/{{victim}}/{{name}}", "rb") as handle:
+            handle.read(16)
+        results[name] = "read"
+    except OSError as exc:
+        results[name] = type(exc).__name__
+for label, attempt in (("kill", lambda: os.kill(victim, signal.SIGKILL)),
+                       ("kill-zygote", lambda: os.kill(1, signal.SIGKILL)),
+                       ("pidfd", lambda: os.pidfd_open(victim))):
+    try:
+        attempt()
+        results[label] = "done"
+    except OSError as exc:
+        results[label] = type(exc).__name__
+print(json.dumps({{"escaped": any(v in ("read", "done") for v in results.values()), **results}}))
+"""
+
+
+@pytest.fixture
+def siblings(context_file: Path) -> Iterator[tuple[ForkedSandbox, ForkedSandbox]]:
+    server = ForkServer(CONFIG)
+    try:
+        with ForkedSandbox(server, context_file, config=CONFIG) as first, \
+                ForkedSandbox(server, context_file, config=CONFIG) as second:
+            yield first, second
+    finally:
+        server.close()
+
+
+def test_forked_siblings_cannot_read_or_signal_each_other(siblings: tuple[ForkedSandbox, ForkedSandbox]) -> None:
+    first, second = siblings
+    first.execute("secret = 'only-in-first'")
+    pid = int(first.execute("import os; print(os.getpid())").stdout)
+    report = probe(second, SIBLING_PROBE.format(pid=pid))
+    assert report["escaped"] is False, report
+    assert report["kill"] == report["kill-zygote"] == report["pidfd"] == "PermissionError"
+    assert first.execute("print(secret)").stdout == "only-in-first\n"  # alive, its state intact
+    assert_alive(first)
+    assert_alive(second)
+
+
+def test_a_forked_worker_is_confined_like_a_jailed_one(siblings: tuple[ForkedSandbox, ForkedSandbox]) -> None:
+    report = probe(siblings[0], """
+        import json, os
+        status = dict(line.split(':', 1) for line in open('/proc/self/status') if ':' in line)
+        try:
+            os.fork()
+            forked = True
+        except OSError:
+            forked = False
+        print(json.dumps({"escaped": forked, "seccomp": status['Seccomp'].strip(),
+                          "filters": status['Seccomp_filters'].strip(), "nnp": status['NoNewPrivs'].strip(),
+                          "caps": status['CapEff'].strip(), "cwd": os.getcwd(), "dumpable": None}))
+    """)
+    assert report["escaped"] is False
+    assert (report["seccomp"], report["filters"], report["nnp"]) == ("2", "2", "1")  # the jail's filter + its own
+    assert int(report["caps"], 16) == 0
+    assert report["cwd"].startswith("/tmp/agent-")
+
+
+def test_forked_siblings_share_only_the_scratch_space(siblings: tuple[ForkedSandbox, ForkedSandbox]) -> None:
+    """Documented: one run's workers share the jail's size-capped /tmp (each works in a directory of its own)."""
+    first, second = siblings
+    first.execute("open('note.txt', 'w').write('x')")
+    listing = second.execute("import os; print(sorted(os.listdir('/tmp')))").stdout
+    assert listing.count("agent-") == 2
+
+
+def test_the_sibling_probe_sees_an_escape_in_a_weakened_zygote(context_file: Path) -> None:
+    server = ForkServer(CONFIG, weaken=frozenset({"seccomp"}))
+    try:
+        with ForkedSandbox(server, context_file, config=CONFIG) as first, \
+                ForkedSandbox(server, context_file, config=CONFIG) as second:
+            pid = int(first.execute("import os; print(os.getpid())").stdout)
+            report = probe(second, SIBLING_PROBE.format(pid=pid).replace('("kill-zygote", lambda: os.kill(1, '
+                                                                          'signal.SIGKILL)),', ""))
+            assert report["escaped"] is True and report["kill"] == "done", report
+    finally:
+        server.close()
+
+
+def test_a_dead_zygote_is_replaced_on_the_next_fork(context_file: Path) -> None:
+    server = ForkServer(CONFIG)
+    try:
+        with ForkedSandbox(server, context_file, config=CONFIG) as box:
+            assert_alive(box)
+        assert server._jail is not None
+        server._jail.kill()  # the zygote's jail dies (OOM killer, a crash)
+        server._jail.proc.wait(timeout=10)
+        with ForkedSandbox(server, context_file, config=CONFIG) as box:
+            assert_alive(box)
+    finally:
+        server.close()
