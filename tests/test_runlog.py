@@ -120,7 +120,7 @@ def test_new_migration_is_applied_once(db_path: Path, monkeypatch: pytest.Monkey
     def m002_notes(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
 
-    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_notes))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_notes))
     with RunLog(db_path) as log:
         assert log.migrations_applied == ["m002_notes"]
     with RunLog(db_path) as log:
@@ -136,7 +136,7 @@ def test_failing_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.Mon
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         conn.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_broken))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_broken))
     with pytest.raises(RunLogError, match="migrate"):
         RunLog(db_path)
     assert migration_rows(db_path) == ["m001_initial"]
@@ -420,7 +420,7 @@ def test_a_background_close_is_awaited_by_the_next_open_and_loses_nothing(db_pat
         runs = reader.list_runs(limit=100)
     assert sorted(r.run_id for r in runs) == sorted(f"bg{i}" for i in range(20))
     assert all(r.status == "ok" for r in runs)
-    assert runlog._closing == {}
+    assert runlog.writer._closing == {}
     assert not list(db_path.parent.glob("*.journal"))  # a clean close leaves no journal
 
 
