@@ -1,52 +1,57 @@
-"""The HTTP/1.1 layer of the scripted server: aiohttp's low-level server.
+"""The HTTP/1.1 layer of the scripted server, on ``asyncio`` streams.
 
-:class:`HttpServer` listens, reads each request's body, numbers connections,
-and hands a :class:`~rlm.testing.openai_api.Request` to the server's handler,
-whose :class:`~rlm.testing.openai_api.Response` it sends. Keep-alive, chunked
-request bodies and ``Expect: 100-continue`` are served; bytes that are not HTTP
-are answered by aiohttp itself (400, plain text). Request-level errors the
-OpenAI format covers (411 without a body length, 413 over
-:data:`MAX_BODY`) are OpenAI-format errors and close the connection.
+:class:`HttpServer` listens, parses each request (keep-alive, ``content-length``
+and chunked bodies, ``Expect: 100-continue``), numbers connections, hands a
+:class:`~rlm.testing.openai_api.Request` to the server's handler and writes the
+:class:`~rlm.testing.openai_api.Response` it returns. Bytes that are not a valid
+HTTP/1.x request get an OpenAI-format error and the connection is closed.
+
+Why not aiohttp's server (aiohttp is a dependency): it costs the server about 1.5
+times the CPU per request (126 us against 81 us under the fan-out load; a bare
+aiohttp server alone costs twice a bare ``asyncio``-streams one), and in the
+fan-out benchmark requests reach the server one at a time, so its time per
+request adds to every sub-call measured; the whole fan-out was slower with it.
+``benchmarks/scripted_server_load.py`` measures both; the numbers are in
+``benchmarks/reports/scripted_server_load.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestHandler
+from dataclasses import dataclass
 
 from rlm.testing.openai_api import ApiError, Request, Response
 
 __all__ = ["MAX_BODY", "Handler", "HttpServer"]
 
+logger = logging.getLogger("rlm.testing.scripted_server")
+
 MAX_BODY = 256 << 20  # largest request body
+_STREAM_LIMIT = 1 << 20  # largest request head, and the reader's buffer size
 _BACKLOG = 4096
-#: Seconds a request still being answered gets at stop before it is cancelled (a hang must not hold it up).
-_SHUTDOWN_GRACE_S = 0.05
 #: Answers ``(request, connection number) -> response``.
 Handler = Callable[[Request, int], Awaitable[Response]]
 
 
-class _Connections(web.Server):
-    """aiohttp's low-level server, numbering its TCP connections in the order they were accepted."""
+@dataclass
+class _Head:
+    """What the request line and headers say."""
 
-    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.numbers: dict[RequestHandler, int] = {}
-        self._next = itertools.count()
+    method: str
+    path: str
+    version: str
+    headers: dict[str, str]
 
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self.numbers[handler] = next(self._next)
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        self.numbers.pop(handler, None)
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.headers.get("connection", "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in connection
+        return "close" not in connection
 
 
 class HttpServer:
@@ -54,8 +59,9 @@ class HttpServer:
 
     def __init__(self, handler: Handler, host: str, port: int) -> None:
         self._handler, self.host, self._requested_port = handler, host, port
-        self._runner: web.ServerRunner | None = None
-        self._connections: _Connections | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._numbers = itertools.count()
 
     async def start(self) -> int:
         """Listen; return the port.
@@ -63,78 +69,161 @@ class HttpServer:
         Raises:
             OSError: the address cannot be bound.
         """
-        self._connections = _Connections(self._serve, access_log=None)
-        self._runner = web.ServerRunner(self._connections, handle_signals=False, shutdown_timeout=_SHUTDOWN_GRACE_S)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self._requested_port, backlog=_BACKLOG, reuse_address=True)
-        try:
-            await site.start()
-        except BaseException:
-            await self._runner.cleanup()
-            raise
-        return int(self._runner.addresses[0][1])
+        self._server = await asyncio.start_server(self._on_connection, self.host, self._requested_port,
+                                                  backlog=_BACKLOG, limit=_STREAM_LIMIT, reuse_address=True)
+        return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
         """Stop listening, cancel the requests in progress, close every connection."""
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
-        received_at = time.monotonic()
-        assert self._connections is not None
-        connection = self._connections.numbers.get(request.protocol, -1)
+        if self._server is None:
+            return
+        self._server.close()
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            body = await _read_body(request)
-        except ApiError as exc:
-            return await _send(request, exc.response())
-        response = await self._handler(Request(request.method, request.path, body, received_at), connection)
-        return await _send(request, response)
+            await asyncio.wait_for(self._server.wait_closed(), 5)
+        except asyncio.TimeoutError:
+            logger.warning("scripted server: listener did not close in time")
+
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Accept callback: serve the connection in a task we track (and cancel at close)."""
+        task = asyncio.get_running_loop().create_task(self._connection_main(reader, writer))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _connection_main(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._serve_connection(reader, writer, next(self._numbers))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass  # the client went away mid-request
+        except Exception:  # noqa: BLE001 - never let one connection kill the server
+            logger.exception("scripted server: connection failed")
+        finally:
+            writer.close()
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                connection: int) -> None:
+        while True:
+            try:
+                read = await _read_request(reader, writer)
+            except ApiError as exc:
+                writer.write(_encode(exc.response(), keep_alive=False))
+                await writer.drain()
+                return
+            if read is None:
+                return
+            head, request = read
+            response = await self._handler(request, connection)
+            keep_alive = head.keep_alive and not response.close
+            writer.write(_encode(response, keep_alive))
+            await writer.drain()
+            if not keep_alive:
+                return
 
 
-async def _read_body(request: web.BaseRequest) -> bytes:
-    """The whole request body (answering ``Expect: 100-continue`` first).
+def _encode(response: Response, keep_alive: bool) -> bytes:
+    """The full response bytes (status line, headers, body)."""
+    lines = [
+        f"HTTP/1.1 {response.status} {response.reason}",
+        f"content-type: {response.content_type}",
+        "server: rlm-scripted",
+        f"connection: {'keep-alive' if keep_alive else 'close'}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in response.headers)
+    if response.chunks is not None:
+        lines.append("transfer-encoding: chunked")
+        body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in response.chunks if c) + b"0\r\n\r\n"
+    else:
+        lines.append(f"content-length: {len(response.body)}")
+        body = response.body
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def _bad(status: int, message: str, code: str = "bad_request") -> ApiError:
+    """An error about the bytes of the request: answered, then the connection is closed."""
+    return ApiError(status, message, "invalid_request_error", code, close=True)
+
+
+async def _read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[_Head, Request] | None:
+    """Read one request; ``None`` on a clean end of the connection.
 
     Raises:
-        ApiError: 411 for a body-carrying method without a length, 413 for a body over :data:`MAX_BODY`.
+        ApiError: the bytes are not a valid HTTP/1.x request (answer and close).
     """
-    chunked = "chunked" in request.headers.get(hdrs.TRANSFER_ENCODING, "").lower()
-    if request.content_length is None and not chunked:
-        if request.method in ("POST", "PUT", "PATCH"):
-            raise ApiError(411, "a request body needs a content-length header", "invalid_request_error",
-                           "length_required", close=True)
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial.strip():
+            return None
+        raise _bad(400, "incomplete HTTP request head") from None
+    except asyncio.LimitOverrunError:
+        raise _bad(431, "request head too large") from None
+    received_at = time.monotonic()
+    head = _parse_head(raw)
+    if head.headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    body = await _read_body(reader, head)
+    return head, Request(head.method, head.path, body, received_at)
+
+
+def _parse_head(raw: bytes) -> _Head:
+    lines = raw.lstrip(b"\r\n").decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[0].isalpha():
+        raise _bad(400, f"malformed request line {lines[0][:100]!r}")
+    method, target, version = parts
+    if version not in ("HTTP/1.1", "HTTP/1.0"):
+        raise _bad(505, f"unsupported HTTP version {version[:20]!r}")
+    if "://" in target:  # absolute form: http://host/path
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise _bad(400, f"malformed header line {line[:100]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return _Head(method, target.partition("?")[0], version, headers)
+
+
+async def _read_body(reader: asyncio.StreamReader, head: _Head) -> bytes:
+    encoding = head.headers.get("transfer-encoding")
+    if encoding is not None:
+        if encoding.lower().rsplit(",", 1)[-1].strip() != "chunked":
+            raise _bad(501, f"unsupported transfer-encoding {encoding!r}")
+        return await _read_chunked(reader)
+    length = head.headers.get("content-length")
+    if length is None:
+        if head.method in ("POST", "PUT", "PATCH"):
+            raise _bad(411, "a request body needs a content-length header", "length_required")
         return b""
-    if (request.content_length or 0) > MAX_BODY:
-        raise _too_large()
-    if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/%d.%d 100 Continue\r\n\r\n" % request.version)
+    if not length.isdigit():
+        raise _bad(400, f"invalid content-length {length[:40]!r}")
+    size = int(length)
+    if size > MAX_BODY:
+        raise _bad(413, f"request body larger than {MAX_BODY} bytes")
+    return await reader.readexactly(size)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     parts: list[bytes] = []
-    size = 0
-    while chunk := await request.content.readany():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise _too_large()
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-def _too_large() -> ApiError:
-    return ApiError(413, f"request body larger than {MAX_BODY} bytes", "invalid_request_error", "bad_request",
-                    close=True)
-
-
-async def _send(request: web.BaseRequest, response: Response) -> web.StreamResponse:
-    """Render ``response`` for aiohttp: one body, or chunked transfer encoding for ``chunks``."""
-    headers = {"Content-Type": response.content_type, "Server": "rlm-scripted", **dict(response.headers)}
-    if response.chunks is None:
-        out = web.Response(status=response.status, reason=response.reason, body=response.body, headers=headers)
-        if response.close:
-            out.force_close()
-        return out
-    stream = web.StreamResponse(status=response.status, reason=response.reason, headers=headers)
-    stream.enable_chunked_encoding()
-    if response.close:
-        stream.force_close()
-    await stream.prepare(request)
-    await stream.write(b"".join(response.chunks))
-    await stream.write_eof()
-    return stream
+    total = 0
+    while True:
+        size_line = await reader.readuntil(b"\r\n")
+        try:
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise _bad(400, "malformed chunk size") from None
+        if size == 0:
+            while (await reader.readuntil(b"\r\n")) != b"\r\n":  # skip trailers
+                pass
+            return b"".join(parts)
+        total += size
+        if total > MAX_BODY:
+            raise _bad(413, f"request body larger than {MAX_BODY} bytes")
+        parts.append(await reader.readexactly(size))
+        if await reader.readexactly(2) != b"\r\n":
+            raise _bad(400, "malformed chunk terminator")

@@ -1,7 +1,7 @@
 """A scripted, OpenAI-compatible HTTP server for tests and benchmarks.
 
-:class:`ScriptedServer` is a real HTTP/1.1 server on loopback (aiohttp's
-low-level server) that speaks enough of the OpenAI protocol to stand in for a
+:class:`ScriptedServer` is a real HTTP/1.1 server on loopback (standard library
+``asyncio`` only) that speaks enough of the OpenAI protocol to stand in for a
 remote model provider: the ``openai`` SDK, ``litellm`` and ``httpx`` talk to it
 exactly as they would to ``api.openai.com``. Replies come from a *script* (fixed
 replies served in order) or from a *policy* (a function of the prompt), and
@@ -20,7 +20,6 @@ Endpoints (each also answered without the ``/v1`` prefix):
 Errors use OpenAI's format ``{"error": {"message", "type", "param", "code"}}``:
 404 for an unknown path, 405 for a wrong method, 400 for a body that is not a
 JSON object with a ``messages`` list, 411 for a POST without a body length.
-Bytes that are not HTTP are answered by aiohttp (400, plain text).
 
 Script format
 -------------
@@ -119,10 +118,11 @@ token estimates), :mod:`~rlm.testing.records` (request records),
 (completions and errors in OpenAI's format) and :mod:`~rlm.testing.httpserver`
 (the HTTP layer).
 
-The HTTP layer was a hand-written HTTP/1.1 server on ``asyncio`` streams until
-it was measured against aiohttp's on the benchmarks' heaviest load (1,000
-completions at 0 ms, 64 in flight; ``benchmarks/scripted_server_load.py``,
-report in ``benchmarks/reports/scripted_server_load.md``).
+The HTTP layer is hand-written on ``asyncio`` streams rather than aiohttp's
+server (aiohttp is a dependency) because aiohttp's costs the server about 1.5
+times the CPU per request under the benchmarks' heaviest load, on the critical
+path of the fan-out benchmark; :mod:`rlm.testing.httpserver` gives the
+measurement (``benchmarks/reports/scripted_server_load.md``).
 """
 
 from __future__ import annotations
