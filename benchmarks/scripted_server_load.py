@@ -231,7 +231,7 @@ def _commit() -> str:
 def report(results: dict[str, Any]) -> str:
     """The Markdown report of every label recorded."""
     lines = ["# The scripted server under load: 1,000 completions at 0 ms, 64 in flight", "",
-             "Command: `.venv/bin/python benchmarks/scripted_server_load.py --label NAME --fanout 4` (for another "
+             "Command: `.venv/bin/python benchmarks/scripted_server_load.py --label NAME --fanout 6` (for another "
              "commit's server: from an export of its `rlm/`, with `PYTHONPATH` there and `--commit`).", "",
              "| implementation | commit | set-up | requests/s (median round) | round (min-max) | "
              "CPU per request |", "| --- | --- | --- | --- | --- | --- |"]
