@@ -41,6 +41,8 @@ from rlm.events import RunStarted
 from rlm.runlog import RunJournal, RunLog
 from rlm.runlog.journal import json_bytes, line_of
 
+__all__ = ["main", "measure", "report", "run_events"]
+
 REPORT = Path(__file__).resolve().parent / "reports" / "journal_fsync.md"
 ITERATIONS = 30  # model turns of the scripted run
 

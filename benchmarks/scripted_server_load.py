@@ -50,6 +50,8 @@ from typing import Any
 
 import aiohttp
 
+__all__ = ["echo_policy", "main", "measure_bare", "measure_fanout", "measure_process", "measure_thread", "report"]
+
 HERE = Path(__file__).resolve()
 REPORTS = HERE.parent / "reports"
 N_REQUESTS = 1000
