@@ -38,6 +38,7 @@ from rlm.events import Event, RunFinished, event_from_dict
 
 __all__ = [
     "JOURNAL_SUFFIX",
+    "ClosedOnExit",
     "Entry",
     "JournalFile",
     "RunJournal",
@@ -156,7 +157,22 @@ def line_of(seq: int, payload: bytes) -> bytes:
     return b"%d %b\n" % (seq, payload)
 
 
-class RunJournal:
+class ClosedOnExit:
+    """A context manager that calls the object's ``close()`` on exit."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class RunJournal(ClosedOnExit):
     """Records events to a journal next to the run log without DuckDB: for runs this writer started itself.
 
     It has the writing surface of :class:`~rlm.runlog.RunLog` (:meth:`record`,
@@ -235,14 +251,6 @@ class RunJournal:
 
     def close_in_background(self) -> None:
         """The same as :meth:`close`: nothing is left to write."""
-        self.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
         self.close()
 
 

@@ -13,14 +13,14 @@ import atexit
 import logging
 import threading
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from rlm.errors import RunLogError
 from rlm.events import Event
 from rlm.runlog.batch import plan, write_batch
 from rlm.runlog.journal import (
     SYNC_AFTER,
+    ClosedOnExit,
     Entry,
     JournalFile,
     journal_paths,
@@ -87,7 +87,7 @@ def _connect(path: Path, read_only: bool) -> Connection:
         raise _open_error(path, exc) from exc
 
 
-class RunLog(RunQueries):
+class RunLog(RunQueries, ClosedOnExit):
     """The run log in one DuckDB file; thread-safe; see the package docstring.
 
     Args:
@@ -299,14 +299,6 @@ class RunLog(RunQueries):
         with _closing_lock:
             _closing.setdefault(key, []).append(thread)
         thread.start()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def _writer_loop(self, cur: Connection) -> None:
         try:
