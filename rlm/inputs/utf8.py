@@ -56,7 +56,7 @@ def scan_utf8(path: Path, label: str, *, written_here: bool = False) -> TextScan
     by ``bytearray.isascii``, a C scan) is valid as it is and has as many
     characters as bytes; any other chunk goes through a strict incremental
     decoder, which carries a character cut by a chunk border over to the next.
-    The pass also collects the :func:`text_facts` of a valid file (``written_here``:
+    The pass also collects the :func:`~rlm.inputs.facts.text_facts` of a valid file (``written_here``:
     a file this module wrote, e.g. stdin's copy, which nobody else writes to).
     """
     size = fileio.CHUNK_BYTES  # read at call time: tests shrink it
