@@ -118,10 +118,6 @@ def test_a_sharded_batch_keeps_order_usage_and_the_concurrency_cap(kind, server_
     assert helpers.served == ([50, 50, 50] if kind == "serves" else [])
     from rlm.runlog import RunLog
 
-    log = RunLog(config.runlog_path)
-    try:
-        (root_calls,) = log._conn.execute("SELECT llm_calls FROM agents WHERE run_id = ? AND parent_id IS NULL",
-                                          [result.run_id]).fetchone()
-    finally:
-        log.close()
+    with RunLog(config.runlog_path) as log:
+        (root_calls,) = [agent.llm_calls for agent in log.agents(result.run_id) if agent.parent_id is None]
     assert root_calls == 202

@@ -117,7 +117,7 @@ def test_unknown_extension_text_is_read(tmp_path: Path, workdir: Path) -> None:
 def test_multibyte_characters_across_chunk_boundaries(
     tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", 5)
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", 5)
     text = "aé€🎉" * 50
     src = write(tmp_path / "chunks.txt", text)
     payload = load_context(src, workdir=workdir)
@@ -130,7 +130,7 @@ def test_multibyte_characters_across_chunk_boundaries(
 def test_invalid_utf8_offset_is_exact_whatever_the_chunking(
     tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
 ) -> None:
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", chunk)
     data = "héllo €".encode() + b"\xe2\x82" + b" world \xff end"  # truncated euro sign at 10
     src = write(tmp_path / "bad.txt", data)
     payload = load_context(src, workdir=workdir)

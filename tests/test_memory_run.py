@@ -109,8 +109,8 @@ def test_reflection_writes_memories_that_the_next_run_sees(server_factory, make_
     from rlm.runlog import RunLog
 
     with RunLog(config.runlog_path, read_only=True) as log:  # every call of the run, reflection's included
-        (logged_in, logged_out) = log._conn.execute(
-            "SELECT sum(input_tokens), sum(output_tokens) FROM lm_calls WHERE run_id = ?", [first.run_id]).fetchone()
+        calls = log.lm_calls(first.run_id)
+    logged_in, logged_out = sum(c.input_tokens for c in calls), sum(c.output_tokens for c in calls)
     assert (first.usage.input_tokens, first.usage.output_tokens) == (logged_in, logged_out)
     sent = reflection[0].messages[1]["content"]
     assert "SUCCEEDED" in sent and "print(context[-120:])" in sent  # the model's own code is shown

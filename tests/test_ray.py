@@ -62,13 +62,9 @@ def fanout_policy(messages):
 
 
 def agents_of(config, run_id):
-    log = RunLog(config.runlog_path)
-    try:
-        return log._conn.execute(
-            "SELECT agent_id, parent_id, depth, node_id, status, error FROM agents WHERE run_id = ? ORDER BY agent_id",
-            [run_id]).fetchall()
-    finally:
-        log.close()
+    """The run's agents from the run log, by agent id."""
+    with RunLog(config.runlog_path) as log:
+        return sorted(log.agents(run_id), key=lambda agent: agent.agent_id)
 
 
 def test_children_run_on_both_nodes_with_their_own_chunks(server_factory, ray_config, text_file, cluster):
@@ -80,11 +76,10 @@ def test_children_run_on_both_nodes_with_their_own_chunks(server_factory, ray_co
     assert kids.split(" | ") == [f"child CHUNK-{i} depth-ok" for i in range(6)]
     assert subs == "sub:p0,sub:p1,sub:p2"
     assert result.usage.llm_calls == 2 + 6 + 3 == len(server.requests)
-    rows = agents_of(config, result.run_id)
-    children = [row for row in rows if row[2] == 1]
-    assert len(children) == 6 and all(row[4] == "ok" for row in children)
+    children = [agent for agent in agents_of(config, result.run_id) if agent.depth == 1]
+    assert len(children) == 6 and all(agent.status == "ok" for agent in children)
     cluster_nodes = {node.node_id for node in cluster.list_all_nodes()}
-    child_nodes = {row[3] for row in children}
+    child_nodes = {agent.node_id for agent in children}
     assert child_nodes == cluster_nodes  # both nodes ran children
     assert result.depth_reached == 1
     # Hosts are asyncio actors whose agents run on threads made as needed: not thousands of idle
@@ -119,8 +114,8 @@ def test_big_and_small_chunks_reach_children_on_both_nodes(server_factory, ray_c
     result = run("ROOT", text_file("doc\n"), config)
     assert result.status == "ok", result.error
     assert result.answer.split(" | ") == [f"{(big if i % 2 else 4) + 8}:{i:04d}:{i:04d}" for i in range(6)]
-    children = [row for row in agents_of(config, result.run_id) if row[2] == 1]
-    assert {row[3] for row in children} == {node.node_id for node in cluster.list_all_nodes()}
+    children = [agent for agent in agents_of(config, result.run_id) if agent.depth == 1]
+    assert {agent.node_id for agent in children} == {node.node_id for node in cluster.list_all_nodes()}
 
 
 def test_the_call_cap_holds_across_nodes(server_factory, ray_config, text_file):
@@ -190,11 +185,11 @@ def test_a_killed_agent_host_is_retried_and_the_run_completes(server_factory, ra
     assert "pid" in killed, "the test could not find a child's host to kill"
     assert result.status == "ok", result.error
     assert result.answer == "kid left + kid right"
-    rows = agents_of(config, result.run_id)
-    retried = [row for row in rows if row[4] == "retried"]
-    assert [row[0] for row in retried] == [killed["agent"]]
-    assert "died" in retried[0][5]
-    assert any(row[0] == killed["agent"] + "r1" and row[4] == "ok" for row in rows)
+    agents = agents_of(config, result.run_id)
+    retried = [agent for agent in agents if agent.status == "retried"]
+    assert [agent.agent_id for agent in retried] == [killed["agent"]]
+    assert "died" in retried[0].error
+    assert any(agent.agent_id == killed["agent"] + "r1" and agent.status == "ok" for agent in agents)
 
 
 def test_events_and_answers_when_a_child_fails_without_retry_budget(server_factory, ray_config, text_file):
@@ -237,10 +232,6 @@ def test_a_big_llm_fanout_is_shared_with_the_other_host_and_counted_as_the_calle
     assert after == before + 1  # one shard went to the other host
     assert server.max_concurrency() <= 8  # the shards split the batch's concurrency, not add to it
     assert result.usage.llm_calls == 102
-    log = RunLog(config.runlog_path)
-    try:
-        (root_calls,) = log._conn.execute("SELECT llm_calls FROM agents WHERE run_id = ? AND parent_id IS NULL",
-                                          [result.run_id]).fetchone()
-    finally:
-        log.close()
+    with RunLog(config.runlog_path) as log:
+        (root_calls,) = [agent.llm_calls for agent in log.agents(result.run_id) if agent.parent_id is None]
     assert root_calls == 102  # the other host's 50 calls are the root's own

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -22,7 +24,7 @@ from rlm.events import (
     RunFinished,
     RunStarted,
 )
-from rlm.runlog import RunLog, RunSummary
+from rlm.runlog import AgentRecord, CellRecord, LMCallRecord, RunJournal, RunLog, RunSummary
 
 TABLES = {"_migrations", "runs", "agents", "lm_calls", "cells", "events"}
 
@@ -120,7 +122,7 @@ def test_new_migration_is_applied_once(db_path: Path, monkeypatch: pytest.Monkey
     def m002_notes(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
 
-    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_notes))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_notes))
     with RunLog(db_path) as log:
         assert log.migrations_applied == ["m002_notes"]
     with RunLog(db_path) as log:
@@ -136,7 +138,7 @@ def test_failing_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.Mon
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         conn.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(runlog, "MIGRATIONS", (*runlog.MIGRATIONS, m002_broken))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_broken))
     with pytest.raises(RunLogError, match="migrate"):
         RunLog(db_path)
     assert migration_rows(db_path) == ["m001_initial"]
@@ -394,6 +396,9 @@ def test_a_live_journal_is_not_replayed_by_a_second_open_in_the_same_process(db_
     assert len(journals(db_path)) == 1
     with RunLog(db_path) as second:  # e.g. the TUI listing past runs while a run goes on
         assert second.recovered == 0
+        # Whether or not the first log's writer has stored them yet, the second one reads them all.
+        assert second.get_run("r-live").status == "running"
+        assert len(second.events("r-live")) == 1 + len(agent_events("r-live", "a1", n_iterations=2, t0=2.0))
     first.close()
     assert journals(db_path) == []
     with RunLog(db_path) as log:
@@ -420,7 +425,7 @@ def test_a_background_close_is_awaited_by_the_next_open_and_loses_nothing(db_pat
         runs = reader.list_runs(limit=100)
     assert sorted(r.run_id for r in runs) == sorted(f"bg{i}" for i in range(20))
     assert all(r.status == "ok" for r in runs)
-    assert runlog._closing == {}
+    assert runlog.writer._closing == {}
     assert not list(db_path.parent.glob("*.journal"))  # a clean close leaves no journal
 
 
@@ -436,3 +441,159 @@ def test_a_process_that_exits_right_after_a_background_close_still_writes_everyt
     subprocess.run([sys.executable, "-c", code, str(db_path)], check=True, timeout=120)
     with RunLog(db_path, read_only=True) as reader:
         assert len(reader.list_runs(limit=100)) == 50
+
+
+# -- the query API: typed records instead of SQL --------------------------------
+
+
+def test_agents_calls_and_cells_come_back_as_typed_records(db_path: Path) -> None:
+    with RunLog(db_path) as log:
+        log.record(run_started("run-records", 1000.0))
+        log.record(AgentStarted(run_id="run-records", agent_id="root", ts=1000.0, parent_id=None, depth=0,
+                                model="m-root", prompt="q"))
+        for event in agent_events("run-records", "a1", n_iterations=2, t0=1001.0):
+            log.record(event)
+        agents = log.agents("run-rec")  # a unique prefix, like every read
+        calls = log.lm_calls("run-records")
+        cells = log.cells("run-records")
+        with pytest.raises(RunLogError, match="no run"):
+            log.cells("nope")
+    assert [(a.agent_id, a.parent_id, a.depth, a.status, a.iterations) for a in agents] == [
+        ("root", None, 0, "running", 0), ("a1", "root", 1, "ok", 2)]
+    assert isinstance(agents[1], AgentRecord) and agents[1].answer == "answer of a1"
+    assert [(c.call_id, c.agent_id, c.input_tokens, c.cost_usd, c.ok) for c in calls] == [
+        ("a1-1", "a1", 100, 0.001, True), ("a1-2", "a1", 100, 0.001, True)]
+    assert all(isinstance(c, LMCallRecord) for c in calls)
+    assert [(c.iteration, c.cell_index, c.code, c.stdout, c.final) for c in cells] == [
+        (1, 0, "print(1)", "1\n", False), (2, 0, "print(2)", "2\n", False)]
+    assert all(isinstance(c, CellRecord) for c in cells)
+
+
+#: The schema ``m001_initial`` created when it was released, kept verbatim: files made by it must keep working.
+RELEASED_M001 = """
+CREATE TABLE runs (run_id VARCHAR PRIMARY KEY, started_at DOUBLE, finished_at DOUBLE, question VARCHAR,
+    model VARCHAR, sub_model VARCHAR, status VARCHAR NOT NULL, answer VARCHAR,
+    input_tokens BIGINT NOT NULL DEFAULT 0, output_tokens BIGINT NOT NULL DEFAULT 0,
+    llm_calls BIGINT NOT NULL DEFAULT 0, cost_usd DOUBLE, iterations BIGINT NOT NULL DEFAULT 0,
+    depth_reached INTEGER NOT NULL DEFAULT 0, duration_s DOUBLE, error VARCHAR, config JSON, context_info JSON);
+CREATE TABLE agents (run_id VARCHAR NOT NULL, agent_id VARCHAR NOT NULL, parent_id VARCHAR, depth INTEGER,
+    model VARCHAR, prompt VARCHAR, node_id VARCHAR, status VARCHAR NOT NULL, answer VARCHAR,
+    iterations BIGINT NOT NULL DEFAULT 0, input_tokens BIGINT NOT NULL DEFAULT 0,
+    output_tokens BIGINT NOT NULL DEFAULT 0, llm_calls BIGINT NOT NULL DEFAULT 0, started_at DOUBLE,
+    finished_at DOUBLE, duration_s DOUBLE, error VARCHAR, PRIMARY KEY (run_id, agent_id));
+CREATE TABLE lm_calls (run_id VARCHAR NOT NULL, call_id VARCHAR, agent_id VARCHAR, ts DOUBLE NOT NULL,
+    model VARCHAR, role VARCHAR, purpose VARCHAR, input_tokens BIGINT, output_tokens BIGINT, cost_usd DOUBLE,
+    latency_s DOUBLE, ok BOOLEAN, error VARCHAR, prompt_preview VARCHAR, response_preview VARCHAR);
+CREATE TABLE cells (run_id VARCHAR NOT NULL, agent_id VARCHAR, ts DOUBLE NOT NULL, iteration INTEGER,
+    cell_index INTEGER, code VARCHAR, stdout VARCHAR, stderr VARCHAR, error VARCHAR, duration_s DOUBLE,
+    final BOOLEAN, restarted BOOLEAN);
+CREATE TABLE events (run_id VARCHAR NOT NULL, seq BIGINT NOT NULL, ts DOUBLE NOT NULL, agent_id VARCHAR,
+    type VARCHAR NOT NULL, payload JSON NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE TABLE _migrations (name VARCHAR PRIMARY KEY, applied_at DOUBLE NOT NULL);
+INSERT INTO _migrations VALUES ('m001_initial', 0);
+INSERT INTO runs (run_id, started_at, question, status, config) VALUES ('old-run', 5.0, 'old?', 'ok', '{"a": 1}');
+"""
+SCHEMA_FACTS = (
+    "SELECT table_name, column_index, column_name, data_type, is_nullable, column_default "
+    "FROM duckdb_columns() WHERE NOT internal ORDER BY ALL",
+    "SELECT table_name, constraint_type, constraint_column_names FROM duckdb_constraints() ORDER BY ALL",
+)
+
+
+def test_a_file_made_by_the_released_m001_opens_and_works(db_path: Path, tmp_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with duckdb.connect(str(db_path)) as conn:
+        conn.execute(RELEASED_M001)
+    with RunLog(db_path) as log:
+        assert log.migrations_applied == []
+        log.record(run_started("new-run", 10.0))
+        log.record(run_finished("new-run", 11.0))
+        runs = log.list_runs()
+    assert [(r.run_id, r.status, r.config) for r in runs] == [("new-run", "ok", {"max_depth": 2}),
+                                                              ("old-run", "ok", {"a": 1})]
+    RunLog(tmp_path / "fresh.duckdb").close()
+    with duckdb.connect(str(db_path), read_only=True) as old, \
+            duckdb.connect(str(tmp_path / "fresh.duckdb"), read_only=True) as fresh:
+        for sql in SCHEMA_FACTS:  # today's m001 makes exactly the released schema
+            assert fresh.execute(sql).fetchall() == old.execute(sql).fetchall()
+
+
+# -- the journal-only writer and runs in progress elsewhere ----------------------------------
+
+
+_JOURNAL_WRITER = """
+import json, sys
+from rlm.events import event_from_dict
+from rlm.runlog import RunJournal
+first, last = [[event_from_dict(data) for data in part] for part in json.loads(sys.argv[2])]
+journal = RunJournal(sys.argv[1])
+for event in first:
+    journal.record(event)
+print("duckdb" in sys.modules, flush=True)
+sys.stdin.readline()  # the test reads the run while this process lives and holds the journal
+for event in last:
+    journal.record(event)
+journal.close()
+"""
+
+
+def _journal_writer(db_path: Path, first: list[Event], last: list[Event]) -> subprocess.Popen[str]:
+    """A process that journals ``first``, prints whether DuckDB got imported, and ``last`` after a line on stdin."""
+    events = json.dumps([[e.to_dict() for e in first], [e.to_dict() for e in last]])
+    return subprocess.Popen([sys.executable, "-c", _JOURNAL_WRITER, str(db_path), events], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _cli(db_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "RLM_HOME": str(db_path.parent)}
+    return subprocess.run([sys.executable, "-m", "rlm.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+def test_a_run_in_progress_in_another_process_is_listed_and_readable(db_path: Path) -> None:
+    RunLog(db_path).close()
+    expected = [run_started("r-elsewhere", 1.0), *agent_events("r-elsewhere", "a1", n_iterations=2, t0=2.0)]
+    writer = _journal_writer(db_path, expected, [run_finished("r-elsewhere", 9.0)])
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "False"  # DuckDB never loaded
+        live_journal = journals(db_path)
+        assert len(live_journal) == 1
+        with RunLog(db_path) as log:
+            assert log.recovered == 0  # a live journal is not replayed
+            (run,) = log.list_runs()
+            assert (run.run_id, run.status, run.question, run.agents) == ("r-elsewhere", "running", "How many lines?", 1)
+            assert log.events("r-else") == expected
+            assert [(a.agent_id, a.status) for a in log.agents("r-elsewhere")] == [("a1", "ok")]
+            assert len(log.lm_calls("r-elsewhere")) == 2 and len(log.cells("r-elsewhere")) == 2
+        with RunLog(db_path, read_only=True) as reader:
+            assert reader.get_run("r-elsewhere").status == "running"
+        listed = _cli(db_path, "runs", "--json")
+        assert listed.returncode == 0, listed.stderr
+        assert [(r["run_id"], r["status"]) for r in json.loads(listed.stdout)] == [("r-elsewhere", "running")]
+        shown = _cli(db_path, "show", "r-else")
+        assert shown.returncode == 0 and "a1" in shown.stdout, shown.stderr
+        assert journals(db_path) == live_journal  # read without deleting anything
+        _, err = writer.communicate("go\n", timeout=60)  # the writer still holds its lock: it goes on
+        assert writer.returncode == 0, err
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    with RunLog(db_path) as log:  # its writer is gone: the next read-write open stores the run
+        assert log.recovered == len(expected) + 1
+        assert log.get_run("r-elsewhere").status == "ok"
+        assert log.events("r-elsewhere") == [*expected, run_finished("r-elsewhere", 9.0)]
+    assert journals(db_path) == []
+
+
+def test_a_journal_writer_numbers_its_run_from_one_and_keeps_its_file_at_close(db_path: Path) -> None:
+    events = [run_started("r-j", 1.0), *agent_events("r-j", "a1", n_iterations=1, t0=2.0), run_finished("r-j", 5.0)]
+    with RunJournal(db_path) as journal:
+        for event in events:
+            journal.record(event)
+    assert not db_path.exists()  # no database was opened
+    (path,) = journals(db_path)
+    assert [int(line.split(b" ", 1)[0]) for line in path.read_bytes().splitlines()] == list(range(1, len(events) + 1))
+    with pytest.raises(RunLogError, match="closed"):
+        journal.record(events[0])
+    with RunLog(db_path) as log:
+        assert log.recovered == len(events) and log.events("r-j") == events

@@ -186,7 +186,7 @@ def test_describe_tells_the_model_about_the_context_object(tmp_path: Path) -> No
 def _settled(path: Path, data: bytes) -> Path:
     """Write ``data``; wait until the file counts as settled (facts are kept only for files not being written)."""
     path.write_bytes(data)
-    time.sleep(inputs._SETTLE_NS / 1e9 + 0.05)
+    time.sleep(inputs.facts.SETTLE_NS / 1e9 + 0.05)
     return path
 
 
@@ -203,7 +203,7 @@ def test_validation_hands_length_ascii_and_checkpoints_to_the_sandbox(
     ascii_text, utf8_text = _text(1, True), _text(2, False)
     ascii_path = _settled(tmp_path / "ascii.txt", ascii_text.encode())
     utf8_path = _settled(tmp_path / "utf8.txt", utf8_text.encode())
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", 7)  # many chunk borders, inside multi-byte characters too
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", 7)  # many chunk borders, inside multi-byte characters too
     assert load_context(ascii_path, workdir=tmp_path / "w").length_chars == len(ascii_text)
     assert inputs.text_facts(ascii_path) == {"size": len(ascii_text), "chars": len(ascii_text), "ascii": True}
     assert load_context(utf8_path, workdir=tmp_path / "w").length_chars == len(utf8_text)
@@ -233,7 +233,7 @@ def test_stdin_copy_has_facts(tmp_path: Path) -> None:
 
 
 def test_cleaned_copies_and_written_payloads_have_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", 5)
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", 5)
     bad = _settled(tmp_path / "bad.txt", "héllo wörld ".encode() * 20 + b"\xff tail \xe2\x82")
     payload = load_context(bad, workdir=tmp_path / "w")
     assert payload.warnings and payload.path != bad
@@ -251,7 +251,7 @@ def test_context_with_host_facts_matches_str(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int, ascii_only: bool) -> None:
     text = _text(seed, ascii_only)
     path = _settled(tmp_path / "ctx.txt", text.encode())
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", 50)
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", 50)
     load_context(path, workdir=tmp_path / "w")
     facts = inputs.text_facts(path)
     assert facts is not None
@@ -341,7 +341,7 @@ def test_checkpoints_advance_even_when_a_chunk_ends_inside_one_character(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = "😀a😀😀b" * 40  # 4-byte characters, 3-byte chunks: some chunks complete no character
     path = _settled(tmp_path / "emoji.txt", text.encode())
-    monkeypatch.setattr(inputs, "CHUNK_BYTES", 3)
+    monkeypatch.setattr(inputs.fileio, "CHUNK_BYTES", 3)
     load_context(path, workdir=tmp_path / "w")
     facts = inputs.text_facts(path)
     assert facts is not None
