@@ -64,6 +64,11 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-address", help="run on this Ray cluster (env RAY_ADDRESS)")
 
 
+def _service_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-service", action="store_true",
+                        help="run in this process even if a service runs for RLM_HOME (env RLM_NO_SERVICE=1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlm", description="Recursive language models over inputs of any size.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,13 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_executor_options(ask)
     ask.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
+    ask.add_argument("--detach", action="store_true",
+                     help="with a running service: print the run id and leave the run to the service "
+                          "(`rlm show RUN_ID` follows it)")
+    _service_option(ask)
     runs = sub.add_parser("runs", help="list past runs, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--json", action="store_true")
+    _service_option(runs)
     show = sub.add_parser("show", help="show a run's tree of agents, iterations, code and outputs")
     show.add_argument("run_id", help="a run id or a unique prefix of one")
     show.add_argument("--json", action="store_true")
     show.add_argument("--max-output", type=int, default=400, help="characters of each output to show")
+    _service_option(show)
     for module in _command_modules():
         module.register(sub, _model_options)
     return parser
@@ -89,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that add sub-commands: each has ``register(subparsers, add_model_options)`` that adds its
 #: parsers and sets ``func=handler(args, env) -> exit code`` on them with ``set_defaults``.
-COMMAND_MODULES = ("rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli", "rlm.tui.cli")
+COMMAND_MODULES = ("rlm.service.cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli", "rlm.tui.cli")
 
 
 def _command_modules() -> list[Any]:
@@ -168,12 +179,9 @@ def summary_line(result: Any) -> str:
 
 
 def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.events import EventBus
-    from rlm.runner import run
-
-    config = config_from_args(args, env)
     from rlm.preflight import check
 
+    config = config_from_args(args, env)
     check(config, env)
     if config.sandbox.mode == "unsafe":
         print("[rlm] WARNING: --unsafe-no-sandbox: model-written code runs on this machine WITHOUT isolation "
@@ -182,63 +190,92 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
         from rlm.local_model import NOTICE
 
         print(f"[rlm] {NOTICE}", file=sys.stderr)
-    bus = EventBus()
-    if not args.quiet:
-        bus.subscribe(Progress(sys.stderr))
-    result = run(args.question, Path(args.context_path), config, bus=bus)
-    for warning in result.warnings:
-        print(f"[rlm] warning: {warning}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    progress = None if args.quiet else Progress(sys.stderr)
+    client = _service(args, env, config.home)
+    if client is not None:
+        from rlm.service.ask import ask_service
+
+        result = ask_service(client, args.question, args.context_path, config, progress, detach=args.detach)
+        if result is None:  # detached: the run goes on in the service
+            return 0
+    elif args.detach:
+        raise ConfigError("--detach needs a running service (`rlm service start`)")
     else:
-        print(sanitize_for_terminal(result.answer or "(no answer)"))
-        print(f"[rlm] {summary_line(result)}", file=sys.stderr)
-        if result.error:
-            print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=sys.stderr)
+        result = _ask_here(args.question, Path(args.context_path), config, progress)
+    _print_result(result, args.json)
     return 0 if result.status == "ok" else 1
 
 
+def _ask_here(question: str, context: Path, config: RLMConfig, progress: "Progress | None") -> Any:
+    from rlm.events import EventBus
+    from rlm.runner import run
+
+    bus = EventBus()
+    if progress is not None:
+        bus.subscribe(progress)
+    return run(question, context, config, bus=bus)
+
+
+def _print_result(result: Any, as_json: bool) -> None:
+    for warning in result.warnings:
+        print(f"[rlm] warning: {warning}", file=sys.stderr)
+    if as_json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return
+    print(sanitize_for_terminal(result.answer or "(no answer)"))
+    print(f"[rlm] {summary_line(result)}", file=sys.stderr)
+    if result.error:
+        print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=sys.stderr)
+
+
+def _service(args: argparse.Namespace, env: dict[str, str], home: Path) -> Any:
+    """The running service of ``home`` to send this command to, unless ``--no-service``; else ``None``."""
+    if getattr(args, "no_service", False) or env.get("RLM_NO_SERVICE"):
+        return None
+    from rlm.service.client import connect
+
+    return connect(home)
+
+
 def _open_log(env: dict[str, str]) -> Any:
+    """The run log (runs still only in journals are stored or merged by the open), or None if there is none."""
     from rlm.runlog import RunLog
+    from rlm.runlog.journal import journal_paths
 
     config = RLMConfig.from_env(env)
-    if not config.runlog_path.exists():
+    if not config.runlog_path.exists() and not journal_paths(config.runlog_path):
         return None
     return RunLog(config.runlog_path)
 
 
 def cmd_runs(args: argparse.Namespace, env: dict[str, str]) -> int:
-    log = _open_log(env)
-    runs = [] if log is None else log.list_runs(limit=args.limit)
-    if log is not None:
-        log.close()
-    if args.json:
-        print(json.dumps([r.to_dict() for r in runs], ensure_ascii=False, default=str))
-        return 0
-    if not runs:
-        print("no runs yet", file=sys.stderr)
-        return 0
-    for r in runs:
-        question = sanitize_for_terminal((r.question or "").replace("\n", " "))[:60]
-        print(f"{r.run_id}  {r.status or 'running':<14} {r.llm_calls or 0:>4} calls  {question}")
-    return 0
+    return _view(args, env, {"op": "runs", "limit": args.limit, "json": args.json})
 
 
 def cmd_show(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.tree import build_tree, render_tree, tree_to_dict
+    return _view(args, env, {"op": "show", "run_id": args.run_id, "max_output": args.max_output, "json": args.json})
 
-    log = _open_log(env)
-    if log is None:
-        raise InputError("no run log yet: run `rlm ask` first")
-    try:
-        summary = log.get_run(args.run_id)
-        graph = build_tree(log.events(summary.run_id))
-    finally:
-        log.close()
-    if args.json:
-        print(json.dumps(tree_to_dict(graph), ensure_ascii=False, default=str))
+
+def _view(args: argparse.Namespace, env: dict[str, str], request: dict[str, Any]) -> int:
+    """``rlm runs`` / ``rlm show``: from the service's log while one runs, else from the log itself."""
+    client = _service(args, env, RLMConfig.from_env(env).home)
+    if client is not None:
+        reply = client.call(request)
+        stdout, stderr = str(reply.get("stdout") or ""), str(reply.get("stderr") or "")
     else:
-        print(render_tree(graph, max_output=args.max_output))
+        from rlm.views import runs_view, show_view
+
+        log = _open_log(env)
+        try:
+            if request["op"] == "runs":
+                stdout, stderr = runs_view(log, request["limit"], request["json"])
+            else:
+                stdout, stderr = show_view(log, request["run_id"], request["max_output"], request["json"])
+        finally:
+            if log is not None:
+                log.close()
+    sys.stdout.write(stdout)
+    sys.stderr.write(stderr)
     return 0
 
 

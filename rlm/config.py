@@ -134,6 +134,27 @@ class RLMConfig:
         return data
 
     @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RLMConfig":
+        """The inverse of :meth:`to_dict` (plus ``api_key`` when given); unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(sorted(unknown))}")
+        values = dict(data)
+        if "home" in values:
+            values["home"] = Path(values["home"])
+        if isinstance(values.get("sandbox"), Mapping):
+            sandbox_names = {f.name for f in dataclasses.fields(SandboxConfig)}
+            extra = set(values["sandbox"]) - sandbox_names
+            if extra:
+                raise ConfigError(f"unknown sandbox config field(s): {', '.join(sorted(extra))}")
+            values["sandbox"] = SandboxConfig(**values["sandbox"])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"invalid config: {exc}") from None
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "RLMConfig":
         """Build a config from ``RLM_*`` variables, then apply non-None ``overrides``."""
         values: dict[str, Any] = {}

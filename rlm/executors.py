@@ -15,14 +15,17 @@ built in (reading them costs tens of milliseconds).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rlm.agent import Agent
 from rlm.budget import Budget, Ledger
-from rlm.config import RLMConfig
+from rlm.config import RLMConfig, SandboxConfig
 from rlm.errors import ConfigError
 from rlm.results import AgentResult
 from rlm.services import LocalPlacement, Placement, RunServices
+
+if TYPE_CHECKING:
+    from rlm.sandbox.forkserver import ForkServer
 
 __all__ = ["Executor", "LocalExecutor", "executor_for", "ENTRY_POINT_GROUP"]
 
@@ -52,9 +55,10 @@ class Executor(Protocol):
 class LocalExecutor:
     """Every agent in this process: children run on the parent's threads."""
 
-    def __init__(self, config: RLMConfig | None = None) -> None:
+    def __init__(self, config: RLMConfig | None = None, *,
+                 fork_servers: "Callable[[SandboxConfig], ForkServer] | None" = None) -> None:
         self.config = config
-        self._placement = LocalPlacement()
+        self._placement = LocalPlacement(fork_servers=fork_servers)
 
     def budget(self, config: RLMConfig, run_id: str) -> Ledger:
         return Budget(max_llm_calls=config.max_llm_calls, max_tokens=config.max_tokens,

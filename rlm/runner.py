@@ -60,13 +60,16 @@ def run(
     on_start: Callable[[str, Ledger], None] | None = None,
     executor: Executor | None = None,
     extensions: Sequence[RunExtension] | None = None,
+    record: Callable[[Event], None] | None = None,
 ) -> RunResult:
     """Answer ``question`` about ``context`` (a path, text, documents, or a payload).
 
     ``bus`` receives every event live; ``on_start(run_id, budget)`` is called once the
     run has an id, e.g. so a UI can cancel it with ``budget.stop("cancelled")``.
     ``executor`` overrides the one ``config.executor`` names; ``extensions`` replaces the
-    built-in extensions the config asks for (:func:`default_extensions`).
+    built-in extensions the config asks for (:func:`default_extensions`). ``record`` receives
+    every event for the run log (e.g. a long-lived process's :class:`~rlm.runlog.RunLog`);
+    by default they go to a journal of their own next to ``config.runlog_path``.
     """
     config = config or RLMConfig()
     if not question or not question.strip():
@@ -78,7 +81,7 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         payload = _payload(context, workdir)
-        with _model_endpoint(config) as config, _run_log(config) as record:
+        with _model_endpoint(config) as config, _run_log(config, record) as record:
             parts = _RunParts(executor or executor_for(config),
                               list(default_extensions(config) if extensions is None else extensions))
             return _run(question, payload, config, run_id, workdir, bus or EventBus(), record, on_start, parts)
@@ -112,17 +115,19 @@ def _model_endpoint(config: RLMConfig) -> Iterator[RLMConfig]:
 
 
 @contextlib.contextmanager
-def _run_log(config: RLMConfig) -> Iterator[Callable[[Event], None] | None]:
-    if not config.record_run:
-        yield None
+def _run_log(config: RLMConfig, record: Callable[[Event], None] | None) -> Iterator[Callable[[Event], None] | None]:
+    """The run's event sink: the caller's, or a journal next to the run log (no DuckDB in this process:
+    the next read-write open of the log stores the run, and readers see it before that)."""
+    if record is not None or not config.record_run:
+        yield record
         return
-    from rlm.runlog import RunLog
+    from rlm.runlog import RunJournal
 
-    log = RunLog(config.runlog_path)
+    journal = RunJournal(config.runlog_path)
     try:
-        yield log.record
+        yield journal.record
     finally:
-        log.close_in_background()  # every event is journaled already: the answer need not wait
+        journal.close()
 
 
 @dataclasses.dataclass

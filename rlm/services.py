@@ -107,14 +107,18 @@ class LocalPlacement:
     """Every agent in this process: a child runs on its parent's thread; sandboxes are forked from
     the run's zygote (:mod:`rlm.sandbox.forkserver`: ~1 ms each instead of a jail each).
 
-    :meth:`close` (the executor calls it when the run ends) kills the zygote's jail.
+    ``fork_servers(config)`` supplies the run's fork server (a resident service lends
+    pre-started ones); :meth:`close` (the executor calls it when the run ends) kills
+    the zygote's jail.
     """
 
-    def __init__(self, id_prefix: str = "") -> None:
+    def __init__(self, id_prefix: str = "",
+                 fork_servers: "Callable[[SandboxConfig], ForkServer] | None" = None) -> None:
         self._prefix = id_prefix
         self._ids = itertools.count()
         self._lock = threading.Lock()
         self._node = socket.gethostname()
+        self._make_server = fork_servers
         self._servers: dict[SandboxConfig, ForkServer] = {}
         self._closed = False
 
@@ -140,14 +144,19 @@ class LocalPlacement:
                 return None
             server = self._servers.get(config)
             if server is None:
-                from rlm.sandbox.forkserver import ForkServer
-
-                server = self._servers[config] = ForkServer(config)
+                server = self._servers[config] = self._new_server(config)
         return ForkedSandbox(server, agent.payload.path, agent.payload.kind, config=config, handler=handler,
                              extra_functions=extra)
 
     def fanout_helpers(self) -> Sequence[FanoutHelper]:
         return ()
+
+    def _new_server(self, config: SandboxConfig) -> "ForkServer":
+        if self._make_server is not None:  # e.g. a resident service's pre-started ones
+            return self._make_server(config)
+        from rlm.sandbox.forkserver import ForkServer
+
+        return ForkServer(config)
 
     def close(self) -> None:
         """Kill the run's zygote jails (and any worker still in them)."""

@@ -37,7 +37,7 @@ from rlm.errors import SandboxError
 from rlm.sandbox import jail, seccomp
 from rlm.sandbox.host import Handler, Sandbox
 
-__all__ = ["ForkServer", "ForkedSandbox", "ForkedProcess"]
+__all__ = ["ForkServer", "ForkServerPool", "ForkedSandbox", "ForkedProcess"]
 
 #: Where a forked worker finds its context: the descriptor the zygote placed there (``zygote.CONTEXT_FD``).
 CONTEXT_FD_PATH = "/proc/self/fd/9"
@@ -128,6 +128,13 @@ class ForkServer:
                           if filter_wanted else (b"", []))
         self._request = json.dumps({"filter": program.hex(), "pid_slots": slots}).encode()
 
+    def start(self) -> "ForkServer":
+        """Start the zygote's jail now (the first :meth:`fork` does otherwise)."""
+        with self._lock:
+            if self._control is None and not self._closed:
+                self._start_jail()
+        return self
+
     def fork(self, context_file: Path) -> ForkedProcess:
         """A new worker on ``context_file``, booted and waiting for its ``init`` frame."""
         with self._lock:
@@ -203,6 +210,57 @@ class ForkServer:
             from rlm.sandbox.host import terminate
 
             terminate(worker, worker.proc)
+
+
+class ForkServerPool:
+    """Fork servers with their zygote already up, for a resident process: a run takes one, a new one is started.
+
+    Each fork server serves one run only (:class:`ForkServer`): :meth:`take` hands out a
+    started one for ``config`` and starts a replacement on a background thread. Servers
+    for other sandbox configs than the first one asked for are started on demand.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._ready: dict[SandboxConfig, list[ForkServer]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, config: SandboxConfig) -> ForkServer:
+        with self._lock:
+            ready = self._ready.setdefault(config, [])
+            server = ready.pop(0) if ready else None
+        if server is None:
+            server = ForkServer(config)
+        threading.Thread(target=self._refill, args=(config,), name="rlm-zygote-refill", daemon=True).start()
+        return server
+
+    def warm(self, config: SandboxConfig) -> None:
+        """Start servers for ``config`` until :attr:`size` are ready."""
+        self._refill(config)
+
+    def _refill(self, config: SandboxConfig) -> None:
+        while True:
+            with self._lock:
+                if self._closed or len(self._ready.get(config, ())) >= self.size:
+                    return
+            try:
+                server = ForkServer(config).start()
+            except (OSError, SandboxError):
+                return  # the next run starts its own (and reports why, if it cannot)
+            with self._lock:
+                if self._closed:
+                    server.close()
+                    return
+                self._ready.setdefault(config, []).append(server)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            servers = [server for ready in self._ready.values() for server in ready]
+            self._ready.clear()
+        for server in servers:
+            server.close()
 
 
 class ForkedSandbox(Sandbox):

@@ -84,10 +84,12 @@ def test_runs_and_show_read_the_run_log(server_factory, rlm_home, doc):
     first = json.loads(rlm("ask", str(doc), "first question", *model_args(server), "--json", home=rlm_home).stdout)
     server.reset(script=[repl("FINAL('second')")])
     second = json.loads(rlm("ask", str(doc), "second question", *model_args(server), "--json", home=rlm_home).stdout)
-    assert (rlm_home / "rlm.duckdb").is_file()
+    # A command records its run in a journal of its own; the next read-write open of the log stores it.
+    assert len(list(rlm_home.glob("rlm.duckdb.*.journal"))) == 2 and not (rlm_home / "rlm.duckdb").exists()
 
     listed = rlm("runs", home=rlm_home)
     assert listed.returncode == 0
+    assert (rlm_home / "rlm.duckdb").is_file() and not list(rlm_home.glob("rlm.duckdb.*.journal"))
     lines = listed.stdout.strip().splitlines()
     assert lines[0].startswith(second["run_id"]) and lines[1].startswith(first["run_id"])  # newest first
 

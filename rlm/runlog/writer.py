@@ -189,7 +189,7 @@ class RunLog(RunQueries, ClosedOnExit):
             finally:
                 cur.close()
             self.recovered += len(missing)
-            log.warning("run log %s: recovered %d events from %s", self.path, len(missing), path.name)
+            log.debug("run log %s: recovered %d events from %s", self.path, len(missing), path.name)
         path.unlink(missing_ok=True)
 
     def _journal(self, line: bytes, event: Event) -> None:

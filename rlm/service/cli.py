@@ -1,0 +1,155 @@
+"""``rlm serve`` and ``rlm service start|status|stop|token`` (registered through ``rlm.cli.COMMAND_MODULES``).
+
+``rlm serve`` runs the service in the foreground (logs on stderr). ``rlm
+service start`` starts it in the background (its output goes to
+``$RLM_HOME/service.log``) and returns once it answers; it is idempotent.
+``rlm ask`` never starts a service by itself: a resident process that holds the
+run log, sandboxes and model connections is the user's choice; with one running,
+``rlm ask``, ``rlm runs`` and ``rlm show`` use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["register"]
+
+START_TIMEOUT_S = 60.0
+
+
+def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:
+    serve = subparsers.add_parser("serve", help="run the resident service for RLM_HOME in the foreground")
+    _serve_options(serve)
+    serve.set_defaults(func=cmd_serve)
+    service = subparsers.add_parser("service", help="start, stop or look at the resident service")
+    actions = service.add_subparsers(dest="action", required=True)
+    start = actions.add_parser("start", help="start the service in the background (no-op if it runs)")
+    _serve_options(start)
+    start.set_defaults(func=cmd_start)
+    for name, handler, text in (("status", cmd_status, "is a service running, and what is it doing"),
+                                ("stop", cmd_stop, "stop the service (its runs are cancelled)"),
+                                ("token", cmd_token, "print the bearer token HTTP clients send")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--json", action="store_true")
+        action.set_defaults(func=handler)
+
+
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where runs' agents execute: local (threads of the service; default) or ray")
+    parser.add_argument("--ray-address", help="with --executor ray: join this cluster instead of an embedded one")
+    parser.add_argument("--max-running", type=int, default=8, help="runs at once (default 8)")
+    parser.add_argument("--max-queued", type=int, default=64,
+                        help="runs waiting beyond those; more are refused as busy (default 64)")
+    parser.add_argument("--idle-timeout", type=float, help="stop after this many seconds without a request")
+
+
+def _home(env: dict[str, str]) -> Path:
+    from rlm.config import RLMConfig
+
+    return RLMConfig.from_env(env).home
+
+
+def _settings(args: argparse.Namespace, env: dict[str, str]) -> Any:
+    from rlm.service.server import ServiceSettings
+
+    return ServiceSettings(home=_home(env), executor=args.executor,
+                           ray_address=args.ray_address or env.get("RAY_ADDRESS") or None,
+                           max_running=args.max_running, max_queued=args.max_queued,
+                           idle_timeout_s=args.idle_timeout)
+
+
+def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
+    import logging
+    import signal
+
+    from rlm.service.server import Service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    service = Service(_settings(args, env))
+    state = service.start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    print(f"rlm: service {state.pid} serving {service.settings.home} on {state.socket}", file=sys.stderr, flush=True)
+    service.serve_forever()
+    print("rlm: service stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_start(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.service.client import connect
+    from rlm.service.paths import ServicePaths
+
+    home = _home(env)
+    if connect(home) is not None:
+        return cmd_status(argparse.Namespace(json=False), env)
+    home.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "rlm.cli", "serve", "--executor", args.executor, "--max-running",
+            str(args.max_running), "--max-queued", str(args.max_queued)]
+    if args.ray_address:
+        argv += ["--ray-address", args.ray_address]
+    if args.idle_timeout is not None:
+        argv += ["--idle-timeout", str(args.idle_timeout)]
+    log = ServicePaths(home).log
+    with open(log, "ab") as sink:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=sink,
+                                   env={**env, "RLM_HOME": str(home)}, start_new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if connect(home) is not None:
+            return cmd_status(argparse.Namespace(json=False), env)
+        if process.poll() is not None:
+            print(f"rlm: the service did not start (exit {process.returncode}); see {log}", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    print(f"rlm: the service did not answer within {START_TIMEOUT_S:g} s; see {log}", file=sys.stderr)
+    return 1
+
+
+def cmd_status(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.service.client import connect
+
+    client = connect(_home(env))
+    if client is None:
+        print(json.dumps({"running": False}) if args.json else "rlm: no service running", 
+              file=sys.stdout if args.json else sys.stderr)
+        return 3
+    status = client.call({"op": "status"})
+    if args.json:
+        print(json.dumps({"running": True, **{k: v for k, v in status.items() if k != "type"}}))
+    else:
+        print(f"rlm: service {status['pid']} up {status['uptime_s']:.0f} s on {status['socket']}: "
+              f"{status['running']} running, {status['queued']} queued ({status['executor']} executor)")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.service.client import connect
+    from rlm.service.paths import ServicePaths, lock_is_held
+
+    home = _home(env)
+    client = connect(home)
+    if client is None:
+        print("rlm: no service running", file=sys.stderr)
+        return 0
+    client.call({"op": "stop"})
+    deadline = time.monotonic() + 30
+    while lock_is_held(ServicePaths(home).lock) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"rlm: service {client.state.pid} stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from rlm.service.paths import read_token
+
+    token = read_token(_home(env), create=True)
+    print(json.dumps({"token": token}) if args.json else token)
+    return 0

@@ -1,0 +1,416 @@
+"""``rlm serve``: a resident process for one RLM_HOME that keeps warm what every run needs.
+
+What it holds for the runs it is sent:
+
+* the only read-write connection to the run log (``rlm.duckdb``): runs record
+  into it, and ``rlm runs`` / ``rlm show`` read it while runs write (a second
+  process could not open it beside a writer);
+* pre-started sandbox zygotes (:class:`~rlm.sandbox.forkserver.ForkServerPool`):
+  a run's first sandbox is a fork, not a jail start;
+* this process's imports, LM clients' kept-alive connections (runs reuse the
+  service's threads), litellm imported in the background for providers that
+  need it, the swarm memory store, and with ``--executor ray`` a Ray session
+  (the embedded cluster, closed to other users, or ``--ray-address``).
+
+Requests arrive on a Unix socket (see :mod:`rlm.service.wire` and
+:mod:`rlm.service.paths`) from processes of the same user only: the socket is
+0600 and each peer's uid is checked. Runs are admitted in arrival order: up to
+``max_running`` at once, ``max_queued`` more waiting; past that a request is
+answered ``busy``. A client that disconnects cancels its run unless it asked
+for a detached one. Stopping (``rlm service stop``, SIGTERM, SIGINT) cancels
+the runs in progress and records them as cancelled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from rlm import __version__
+from rlm.budget import Ledger
+from rlm.config import RLMConfig
+from rlm.errors import ConfigError, RLMError
+from rlm.events import EventBus
+from rlm.results import RunResult
+from rlm.service import wire
+from rlm.service.paths import ServicePaths, ServiceState
+
+__all__ = ["Service", "ServiceSettings"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings:
+    """How a service runs: where, with which executor, how many runs at once."""
+
+    home: Path
+    executor: str = "local"
+    ray_address: str | None = None
+    max_running: int = 8
+    max_queued: int = 64
+    idle_timeout_s: float | None = None
+    zygotes: int = 2
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("local", "ray"):
+            raise ConfigError(f"executor must be 'local' or 'ray', not {self.executor!r}")
+        if self.max_running < 1 or self.max_queued < 0:
+            raise ConfigError("max_running must be >= 1 and max_queued >= 0")
+
+
+class AlreadyRunning(RLMError):
+    """A service already runs for this RLM_HOME."""
+
+
+@dataclasses.dataclass(eq=False)
+class _Run:
+    """One admitted ``ask``: its connection, and what cancelling it needs."""
+
+    conn: socket.socket
+    detach: bool
+    run_id: str | None = None
+    budget: Ledger | None = None
+    cancelled: bool = False
+    client_gone: bool = False
+    send_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.client_gone:
+            return
+        with self.send_lock:
+            try:
+                wire.send(self.conn, message)
+            except OSError:
+                self.client_gone = True
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.budget is not None:
+            self.budget.stop("cancelled")
+
+
+class Service:
+    """The resident service (see the module docstring)."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.paths = ServicePaths(settings.home)
+        self.started_at = time.time()
+        self._lock = threading.Lock()
+        self._runs: set[_Run] = set()
+        self._admitted = 0
+        self._stopping = threading.Event()
+        self._last_activity = time.monotonic()
+        self._pool = ThreadPoolExecutor(max_workers=settings.max_running, thread_name_prefix="rlm-service-run")
+        self._lock_fd: int | None = None
+        self._listener: socket.socket | None = None
+        self.state: ServiceState | None = None
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> ServiceState:
+        """Take the RLM_HOME's service lock, open the run log, listen; raises :class:`AlreadyRunning`."""
+        home = self.settings.home
+        home.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        from rlm.runlog import RunLog
+        from rlm.sandbox.forkserver import ForkServerPool
+
+        self.log = RunLog(home / "rlm.duckdb")
+        self.zygotes = ForkServerPool(self.settings.zygotes)
+        self._memory: Any = None
+        socket_path = self.paths.socket()
+        self._listener = _listen(socket_path)
+        self.state = ServiceState(pid=os.getpid(), socket=str(socket_path), started_at=self.started_at,
+                                  version=__version__)
+        _write_private(self.paths.state, json.dumps(self.state.to_dict()))
+        threading.Thread(target=_warm_litellm, name="rlm-service-warm", daemon=True).start()
+        return self.state
+
+    def serve_forever(self) -> None:
+        """Accept connections until :meth:`stop` (or the idle timeout)."""
+        assert self._listener is not None
+        self._listener.settimeout(0.5)
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                self._stop_if_idle()
+                continue
+            except OSError:
+                break
+            threading.Thread(target=self._serve_connection, args=(conn,), name="rlm-service-conn",
+                             daemon=True).start()
+        self._shutdown()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _stop_if_idle(self) -> None:
+        idle = self.settings.idle_timeout_s
+        with self._lock:
+            busy = bool(self._runs)
+        if idle is not None and not busy and time.monotonic() - self._last_activity > idle:
+            log.info("idle for %.0f s: stopping", idle)
+            self.stop()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            runs = list(self._runs)
+        for run in runs:
+            run.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._listener is not None:
+            self._listener.close()
+        if self.state is not None:
+            Path(self.state.socket).unlink(missing_ok=True)
+        self.paths.state.unlink(missing_ok=True)
+        self.zygotes.close()
+        if self._memory is not None:
+            self._memory.close()
+        self.log.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+    def _take_lock(self) -> None:
+        fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise AlreadyRunning(f"a service already runs for {self.settings.home} "
+                                 "(`rlm service status` shows it; `rlm service stop` stops it)") from None
+        self._lock_fd = fd
+
+    # -- connections --------------------------------------------------------------------
+    def _serve_connection(self, conn: socket.socket) -> None:
+        with conn:
+            if not _same_user(conn):
+                return
+            self._last_activity = time.monotonic()
+            try:
+                request = next(wire.lines(conn), None)
+                if request is not None:
+                    self._dispatch(conn, request)
+            except (OSError, wire.WireError):
+                return
+            except RLMError as exc:
+                _send_quietly(conn, wire.error_reply(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad request must not take the service down
+                log.exception("request failed")
+                _send_quietly(conn, {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit": 1})
+            finally:
+                self._last_activity = time.monotonic()
+
+    def _dispatch(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        op = request.get("op")
+        if op == "ask":
+            self._ask(conn, request)
+        elif op in ("runs", "show"):
+            self._view(conn, request)
+        elif op == "status":
+            wire.send(conn, {"type": "status", **self.status()})
+        elif op == "stop":
+            wire.send(conn, {"type": "output", "stdout": "", "stderr": f"rlm: service {os.getpid()} stopping\n"})
+            self.stop()
+        else:
+            raise ConfigError(f"unknown request {op!r}")
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            running = sum(1 for run in self._runs if run.run_id is not None)
+            queued = len(self._runs) - running
+        return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 3), "running": running,
+                "queued": queued, "executor": self.settings.executor, "socket": self.state.socket if self.state else None,
+                "version": __version__}
+
+    def _view(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        from rlm.views import runs_view, show_view
+
+        as_json = bool(request.get("json"))
+        if request["op"] == "runs":
+            stdout, stderr = runs_view(self.log, int(request.get("limit") or 20), as_json)
+        else:
+            stdout, stderr = show_view(self.log, str(request.get("run_id") or ""),
+                                       int(request.get("max_output") or 400), as_json)
+        wire.send(conn, {"type": "output", "stdout": stdout, "stderr": stderr})
+
+    # -- runs ---------------------------------------------------------------------------
+    def _ask(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        config = self._config(request.get("config") or {})
+        question, context = str(request.get("question") or ""), str(request.get("context_path") or "")
+        run = _Run(conn=conn, detach=bool(request.get("detach")))
+        if not self._admit(run):
+            with self._lock:
+                running = sum(1 for r in self._runs if r.run_id is not None)
+            wire.send(conn, {"type": "busy", "running": running, "queued": len(self._runs) - running,
+                             "retry_after": 5})
+            return
+        try:
+            future = self._pool.submit(self._execute, run, question, Path(context), config)
+        except RuntimeError:  # the service is stopping
+            self._release(run)
+            raise ConfigError("the service is stopping") from None
+        self._watch_client(run, future)
+        self._finish(run, future)
+
+    def _config(self, data: Mapping[str, Any]) -> RLMConfig:
+        config = RLMConfig.from_dict(data)
+        if config.home.resolve() != self.settings.home.resolve():
+            raise ConfigError(f"this service serves RLM_HOME={self.settings.home}, not {config.home}")
+        return dataclasses.replace(config, executor=self.settings.executor, ray_address=self.settings.ray_address)
+
+    def _admit(self, run: _Run) -> bool:
+        with self._lock:
+            if self._stopping.is_set() or len(self._runs) >= self.settings.max_running + self.settings.max_queued:
+                return False
+            self._runs.add(run)
+            return True
+
+    def _release(self, run: _Run) -> None:
+        with self._lock:
+            self._runs.discard(run)
+
+    def _watch_client(self, run: _Run, future: Future[RunResult | None]) -> None:
+        """Cancel the run when its client hangs up (unless detached, whose client leaves at once)."""
+        if run.detach:
+            return
+
+        def watch() -> None:
+            try:
+                while not future.done():
+                    if not run.conn.recv(1):
+                        break
+            except OSError:
+                pass
+            if not future.done():
+                run.client_gone = True
+                run.cancel()
+
+        threading.Thread(target=watch, name="rlm-service-watch", daemon=True).start()
+
+    def _finish(self, run: _Run, future: Future[RunResult | None]) -> None:
+        if run.detach:
+            return  # the client left with the run id; the run records itself
+        try:
+            result = future.result()
+        except RLMError as exc:
+            run.send(wire.error_reply(exc))
+            return
+        if result is not None:
+            run.send({"type": "result", "result": result.to_dict()})
+
+    def _execute(self, run: _Run, question: str, context: Path, config: RLMConfig) -> RunResult | None:
+        from rlm.runner import run as run_rlm
+
+        try:
+            if run.cancelled:
+                return None
+            bus = EventBus()
+            bus.subscribe(lambda event: run.send({"type": "event", "event": event.to_dict()}))
+
+            def started(run_id: str, budget: Ledger) -> None:
+                run.run_id, run.budget = run_id, budget
+                run.send({"type": "accepted", "run_id": run_id})
+                if run.cancelled:
+                    budget.stop("cancelled")
+
+            return run_rlm(question, context, config, bus=bus, on_start=started, record=self.log.record,
+                           executor=self._executor(config), extensions=self._extensions(config))
+        finally:
+            self._release(run)
+
+    def _executor(self, config: RLMConfig) -> Any:
+        if config.executor == "local":
+            from rlm.executors import LocalExecutor
+
+            return LocalExecutor(config, fork_servers=self.zygotes.take)
+        from rlm.executors import executor_for
+
+        return executor_for(config)
+
+    def _extensions(self, config: RLMConfig) -> list[Any]:
+        if not config.memory_namespace:
+            return []
+        from rlm.memory.extension import MemoryExtension
+        from rlm.memory.store import MemoryStore, memory_path
+
+        with self._lock:
+            if self._memory is None:
+                self._memory = MemoryStore(memory_path(config.home))
+        return [MemoryExtension(config, store=_Shared(self._memory))]
+
+
+class _Shared:
+    """The service's memory store lent to one run: the run's ``close`` does not close it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def close(self) -> None:
+        pass
+
+
+def _listen(path: Path) -> socket.socket:
+    """A Unix socket at ``path``, 0600 from its creation, in a directory only this user can enter."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)  # a stale socket of a dead service (we hold the lock)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    listener.listen(128)
+    return listener
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the peer runs as this process's user (``SO_PEERCRED``)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    if uid != os.getuid():
+        log.warning("refused a connection from uid %d", uid)
+        return False
+    return True
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600) whole: a reader never sees half of it."""
+    temporary = path.with_name(path.name + f".{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)
+
+
+def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        wire.send(conn, message)
+    except OSError:
+        pass
+
+
+def _warm_litellm() -> None:
+    """Import litellm now, so that a run with a provider that needs it does not wait seconds for it."""
+    try:
+        from rlm.lm import _litellm
+
+        _litellm()
+    except Exception:  # noqa: BLE001 - only a warm-up
+        pass

@@ -1,0 +1,72 @@
+"""What a client and the service say to each other: one JSON object per line, both ways.
+
+A client connects to the service's Unix socket, sends one **request** line and
+reads **replies** until the service closes the connection:
+
+``{"op": "ask", "question", "context_path", "config", "detach"}``
+    ``accepted`` (with the run id, once the run started), then ``event`` lines
+    as the run goes (the events of :mod:`rlm.events` as dicts), then ``result``
+    (the :class:`~rlm.results.RunResult` as a dict). With ``detach`` the
+    connection ends after ``accepted`` and the run goes on; otherwise a client
+    that disconnects cancels its run.
+``{"op": "runs", "limit", "json"}`` / ``{"op": "show", "run_id", "max_output", "json"}``
+    ``output``: the text ``rlm runs`` / ``rlm show`` print.
+``{"op": "status"}``
+    ``status``: pid, uptime, runs running and queued, the executor.
+``{"op": "stop"}``
+    ``output``, then the service cancels its runs and exits.
+
+Any request may instead get ``error`` (``kind`` is the exception's class name,
+``exit`` the exit code the command should end with) or ``busy`` (too many runs
+running and queued; ``retry_after`` seconds). A line is at most
+:data:`MAX_LINE` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["MAX_LINE", "WireError", "send", "lines", "error_reply"]
+
+MAX_LINE = 64 * 1024 * 1024
+
+
+class WireError(Exception):
+    """The other side sent something that is not a line of JSON, or a line too long."""
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    """Write one message as a line (raises ``OSError`` when the other side is gone)."""
+    sock.sendall(json.dumps(message, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+
+
+def lines(sock: socket.socket) -> Iterator[dict[str, Any]]:
+    """The messages arriving on ``sock``, one per line, until it is closed."""
+    reader = sock.makefile("rb")
+    try:
+        while True:
+            line = reader.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE:
+                raise WireError(f"a message over {MAX_LINE:,} bytes")
+            try:
+                message = json.loads(line)
+            except ValueError as exc:
+                raise WireError(f"a message that is not JSON ({exc})") from None
+            if not isinstance(message, dict):
+                raise WireError("a message that is not a JSON object")
+            yield message
+    finally:
+        reader.close()
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` reply for ``exc`` (exit 2 for bad input or options, as the command line)."""
+    from rlm.errors import ConfigError, InputError, SandboxUnavailable
+
+    bad_input = isinstance(exc, (InputError, ConfigError, SandboxUnavailable))
+    return {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit": 2 if bad_input else 1}
