@@ -303,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlm: error: {exc}", file=sys.stderr)
         if getattr(args, "json", False) and args.command == "ask":
             print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
-        return 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
+        code = getattr(exc, "exit_code", None)  # an error the service reported carries the command's code
+        return code if isinstance(code, int) else 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
     except Terminated:
         print("rlm: terminated", file=sys.stderr)
         return 143

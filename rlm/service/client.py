@@ -22,12 +22,12 @@ __all__ = ["ServiceClient", "ServiceError", "ServiceBusy", "ServiceGone", "conne
 
 
 class ServiceError(RLMError):
-    """The service refused a request; ``exit`` is the exit code the command ends with."""
+    """The service refused a request; ``exit_code`` is the exit code the command ends with."""
 
-    def __init__(self, message: str, *, kind: str = "", exit: int = 1) -> None:
+    def __init__(self, message: str, *, kind: str = "", exit_code: int = 1) -> None:
         super().__init__(message)
         self.kind = kind
-        self.exit = exit
+        self.exit_code = exit_code
 
 
 class ServiceBusy(ServiceError):
@@ -111,7 +111,7 @@ def _raise_for(reply: dict[str, Any]) -> None:
     kind = reply.get("type")
     if kind == "error":
         raise ServiceError(str(reply.get("message")), kind=str(reply.get("kind") or ""),
-                           exit=int(reply.get("exit") or 1))
+                           exit_code=int(reply.get("exit") or 1))
     if kind == "busy":
         raise ServiceBusy(f"the service is busy ({reply.get('running')} runs running, {reply.get('queued')} "
-                          f"queued); try again in {reply.get('retry_after', 5)} s", exit=1)
+                          f"queued); try again in {reply.get('retry_after', 5)} s", exit_code=1)

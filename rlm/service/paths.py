@@ -12,8 +12,8 @@ The socket is ``$RLM_HOME/service.sock`` when that path fits a Unix socket name
 mode 0700) holds it under a name derived from RLM_HOME. It is created 0600,
 and the service checks each peer's uid as well.
 
-A state file is *stale* when its service no longer holds the lock (it was
-killed, the machine restarted): :func:`find_service` treats that as no service,
+A state file is *stale* when its process is gone or no service holds the lock
+(it was killed, the machine restarted): :func:`find_service` treats that as no service,
 and the next ``rlm serve`` replaces it. Nothing here imports more than the
 standard library: every command runs it first.
 """
@@ -89,7 +89,17 @@ def find_service(home: Path) -> ServiceState | None:
                              http=data.get("http"))
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return state if lock_is_held(paths.lock) else None
+    return state if _alive(state.pid) and lock_is_held(paths.lock) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def lock_is_held(path: Path) -> bool:

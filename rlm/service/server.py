@@ -84,6 +84,7 @@ class _Run:
     budget: Ledger | None = None
     cancelled: bool = False
     client_gone: bool = False
+    started: threading.Event = dataclasses.field(default_factory=threading.Event)
     send_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def send(self, message: dict[str, Any]) -> None:
@@ -120,23 +121,40 @@ class Service:
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> ServiceState:
-        """Take the RLM_HOME's service lock, open the run log, listen; raises :class:`AlreadyRunning`."""
+        """Take the RLM_HOME's service lock, listen, open the run log; raises :class:`AlreadyRunning`.
+
+        The socket and the state file exist before the log is open: a command that finds the
+        service then waits in the socket's backlog instead of opening the log beside it.
+        """
         home = self.settings.home
         home.mkdir(parents=True, exist_ok=True)
         self._take_lock()
-        from rlm.runlog import RunLog
-        from rlm.sandbox.forkserver import ForkServerPool
-
-        self.log = RunLog(home / "rlm.duckdb")
-        self.zygotes = ForkServerPool(self.settings.zygotes)
-        self._memory: Any = None
         socket_path = self.paths.socket()
         self._listener = _listen(socket_path)
         self.state = ServiceState(pid=os.getpid(), socket=str(socket_path), started_at=self.started_at,
                                   version=__version__)
         _write_private(self.paths.state, json.dumps(self.state.to_dict()))
-        threading.Thread(target=_warm_litellm, name="rlm-service-warm", daemon=True).start()
+        try:
+            from rlm.runlog import RunLog
+            from rlm.sandbox.forkserver import ForkServerPool
+
+            self.log = RunLog(home / "rlm.duckdb")
+            self.zygotes = ForkServerPool(self.settings.zygotes)
+        except BaseException:
+            self._listener.close()
+            socket_path.unlink(missing_ok=True)
+            self.paths.state.unlink(missing_ok=True)
+            raise
+        self._memory: Any = None
+        threading.Thread(target=self._warm, name="rlm-service-warm", daemon=True).start()
         return self.state
+
+    def _warm(self) -> None:
+        """Zygotes for the default sandbox settings, then litellm for providers that need it."""
+        from rlm.config import SandboxConfig
+
+        self.zygotes.warm(SandboxConfig())
+        _warm_litellm()
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop` (or the idle timeout)."""
@@ -301,8 +319,11 @@ class Service:
         threading.Thread(target=watch, name="rlm-service-watch", daemon=True).start()
 
     def _finish(self, run: _Run, future: Future[RunResult | None]) -> None:
-        if run.detach:
-            return  # the client left with the run id; the run records itself
+        if run.detach:  # the client leaves with the run id once the run started; the run records itself
+            while not run.started.wait(0.05) and not future.done():
+                pass
+            if run.started.is_set():
+                return
         try:
             result = future.result()
         except RLMError as exc:
@@ -323,6 +344,7 @@ class Service:
             def started(run_id: str, budget: Ledger) -> None:
                 run.run_id, run.budget = run_id, budget
                 run.send({"type": "accepted", "run_id": run_id})
+                run.started.set()
                 if run.cancelled:
                     budget.stop("cancelled")
 

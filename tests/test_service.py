@@ -1,0 +1,316 @@
+"""The resident service as a user meets it: `rlm serve` in a real process, the CLI talking to it.
+
+Real processes, real sandboxes, a real run log, the scripted model server. The
+service's answers must be the command's answers: same stdout, ``--json``, exit
+codes and run-log rows as in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import repl
+
+from rlm.service.paths import ServicePaths, find_service
+
+pytestmark = [pytest.mark.slow]
+
+DOC = "line one\nline two has the word needle\nline three\n"
+
+
+def rlm(*args: str, home: Path, env: dict[str, str] | None = None, timeout: float = 120,
+        stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "RLM_HOME": str(home), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "rlm.cli", *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, input=stdin)
+
+
+def model_args(server) -> list[str]:
+    return ["--model", "openai/scripted", "--api-base", server.base_url]
+
+
+class Served:
+    """A `rlm serve` process for one RLM_HOME."""
+
+    def __init__(self, home: Path, *extra: str) -> None:
+        self.home = home
+        env = {**os.environ, "RLM_HOME": str(home)}
+        self.log = open(home.parent / f"serve-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        home.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "rlm.cli", "serve", *extra], env=env,
+                                     stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 60
+        while getattr(find_service(home), "pid", None) != self.proc.pid:
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.log.close()
+
+
+@pytest.fixture
+def served(rlm_home: Path) -> Iterator[Served]:
+    service = Served(rlm_home)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def doc(tmp_path: Path) -> Path:
+    path = tmp_path / "doc.txt"
+    path.write_text(DOC)
+    return path
+
+
+def _strip_timing(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k not in ("run_id", "duration_s")}
+
+
+def test_ask_through_the_service_matches_in_process(server_factory, rlm_home, tmp_path, doc, served):
+    script = [repl("x = context.count('line')\nprint('lines', x)"), repl("FINAL(x)")]
+    server = server_factory(script=script * 2)
+    via_service = rlm("ask", str(doc), "How many lines?", *model_args(server), "--json", home=rlm_home)
+    here = rlm("ask", str(doc), "How many lines?", *model_args(server), "--json", "--no-service", home=rlm_home)
+    assert via_service.returncode == here.returncode == 0, via_service.stderr + here.stderr
+    first, second = json.loads(via_service.stdout), json.loads(here.stdout)
+    assert _strip_timing(first) == _strip_timing(second)
+    assert first["answer"] == "3"
+    seconds = re.compile(r"\d+\.\d+s")
+    assert seconds.sub("", via_service.stderr) == seconds.sub("", here.stderr)  # the same progress lines
+    shown = rlm("show", first["run_id"], "--json", home=rlm_home)
+    tree = json.loads(shown.stdout)
+    assert tree["run"]["status"] == "ok" and tree["root"]["answer"] == "3"
+    cells = [c["code"] for it in tree["root"]["iterations"] for c in it["cells"]]
+    assert cells == ["x = context.count('line')\nprint('lines', x)", "FINAL(x)"]
+    listed = rlm("runs", "--json", home=rlm_home)
+    assert [r["run_id"] for r in json.loads(listed.stdout)][:2] == [second["run_id"], first["run_id"]]
+
+
+def test_exit_codes_and_errors_are_the_commands(server_factory, rlm_home, tmp_path, doc, served):
+    server = server_factory(script=[repl("print('step')")] * 5)
+    limited = rlm("ask", str(doc), "q", *model_args(server), "--json", "--max-llm-calls", "2", home=rlm_home)
+    assert limited.returncode == 1 and json.loads(limited.stdout)["status"] == "max_llm_calls"
+    missing = rlm("ask", str(tmp_path / "nope.txt"), "q", *model_args(server), home=rlm_home)
+    assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    unknown = rlm("show", "no-such-run", home=rlm_home)
+    assert unknown.returncode != 0 and "no-such-run" in unknown.stderr
+
+
+def test_stdin_and_runs_while_a_run_writes(server_factory, rlm_home, doc, served):
+    gate = threading.Event()
+
+    def policy(messages):
+        if "slow" in messages[-1]["content"] and not gate.is_set():
+            return {"content": repl("import time\ntime.sleep(3)\nFINAL('slow done')"), "delay_ms": 0}
+        return repl("FINAL(context.strip())")
+
+    server = server_factory(policy=policy)
+    slow = subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "slow", *model_args(server), "--json"],
+                            env={**os.environ, "RLM_HOME": str(rlm_home)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not server.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        listed = rlm("runs", "--json", home=rlm_home)  # the run log is open for writing in the service
+        assert listed.returncode == 0, listed.stderr
+        assert [r["status"] for r in json.loads(listed.stdout)] == ["running"]
+        echoed = rlm("ask", "-", "echo", *model_args(server), "--json", home=rlm_home, stdin="from stdin\n")
+        assert json.loads(echoed.stdout)["answer"] == "from stdin"
+    finally:
+        out, err = slow.communicate(timeout=60)
+    assert json.loads(out)["answer"] == "slow done", err
+
+
+def test_ctrl_c_cancels_the_run_in_the_service_within_a_second(server_factory, rlm_home, doc, served):
+    server = server_factory(policy=lambda messages: repl("import time\ntime.sleep(60)"))
+    client = subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "q", *model_args(server)],
+                              env={**os.environ, "RLM_HOME": str(rlm_home)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the cell is sleeping in the service's sandbox
+    client.send_signal(signal.SIGINT)
+    interrupted = time.time()
+    _, err = client.communicate(timeout=30)
+    assert client.returncode == 130 and "interrupted" in err
+    run = None
+    while time.time() - interrupted < 10:
+        run = json.loads(rlm("runs", "--json", home=rlm_home).stdout)[0]
+        if run["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert run is not None and run["status"] == "cancelled"
+    assert run["finished_at"] - interrupted < 1.0  # the cell (sleeping 60 s) was killed at once
+
+
+def test_detached_run_goes_on_after_the_client_leaves(server_factory, rlm_home, doc, served):
+    server = server_factory(script=[{"content": repl("FINAL('later')"), "delay_ms": 500}])
+    done = rlm("ask", str(doc), "q", *model_args(server), "--detach", home=rlm_home)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = json.loads(rlm("show", run_id, "--json", home=rlm_home).stdout)
+        if shown["run"]["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert shown["run"]["status"] == "ok" and shown["root"]["answer"] == "later"
+
+
+def test_a_second_service_on_the_same_home_is_refused(rlm_home, served):
+    again = rlm("serve", home=rlm_home, timeout=60)
+    assert again.returncode == 1 and "a service already runs for" in again.stderr, again.stderr
+    status = rlm("service", "status", "--json", home=rlm_home)
+    assert json.loads(status.stdout)["pid"] == served.proc.pid
+
+
+def test_kill_9_mid_run_fails_the_client_fast_and_the_next_start_recovers(server_factory, rlm_home, doc):
+    served = Served(rlm_home)
+    server = server_factory(policy=lambda messages: repl("import time\ntime.sleep(60)"))
+    client = subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "q", *model_args(server), "--json"],
+                              env={**os.environ, "RLM_HOME": str(rlm_home)}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    served.proc.kill()
+    killed = time.monotonic()
+    out, err = client.communicate(timeout=30)
+    assert time.monotonic() - killed < 5
+    assert client.returncode == 1 and "the service stopped before the run ended" in err, err
+    served.stop()
+    assert find_service(rlm_home) is None  # the state file is stale: no service
+    assert ServicePaths(rlm_home).state.exists()
+    # Without a service the command runs in-process; the log (recovered from the journal) has the run.
+    listed = json.loads(rlm("runs", "--json", home=rlm_home).stdout)
+    assert len(listed) == 1 and listed[0]["question"] == "q"
+    shown = json.loads(rlm("show", listed[0]["run_id"], "--json", home=rlm_home).stdout)
+    assert shown["root"]["agent_id"] == "a0"  # every event journaled before the kill is there
+    again = Served(rlm_home)  # a new service takes over the stale state
+    try:
+        assert json.loads(rlm("service", "status", "--json", home=rlm_home).stdout)["pid"] == again.proc.pid
+    finally:
+        again.stop()
+
+
+def _connect_as_nobody(socket_path: str) -> str:
+    """In a forked child running as uid 65534: connect, ask for the status; what happened."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no exec (the venv's interpreter need not be readable by nobody)
+        os.close(read_end)
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(socket_path)
+            except OSError as exc:
+                outcome = f"refused {exc.errno}"
+            else:
+                try:
+                    s.sendall(b'{"op": "status"}\n')
+                    answer = s.recv(100)
+                    outcome = f"answer {answer!r}" if answer else "hung up"
+                except ConnectionResetError:
+                    outcome = "hung up"
+            os.write(write_end, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as handle:
+        return handle.read().decode()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="switching to another user needs root")
+def test_other_users_are_refused(rlm_home, served, tmp_path):
+    socket_path = find_service(rlm_home).socket
+    assert os.stat(socket_path).st_mode & 0o777 == 0o600
+    assert _connect_as_nobody(socket_path).startswith("refused")
+    # Past the file's permissions (a link in a directory anyone may enter, the socket 0666), the peer's
+    # uid is checked too.
+    import tempfile
+
+    open_dir = Path(tempfile.mkdtemp(prefix="rlm-peer-", dir="/tmp"))
+    open_dir.chmod(0o755)
+    link = open_dir / "service.sock"
+    os.link(socket_path, link)
+    os.chmod(socket_path, 0o666)
+    try:
+        outcome = _connect_as_nobody(str(link))
+    finally:
+        os.chmod(socket_path, 0o600)
+        link.unlink()
+        open_dir.rmdir()
+    assert outcome == "hung up"  # the service closed the connection without a word
+    assert "refused a connection from uid 65534" in served.output()
+
+
+def test_past_the_queue_bound_the_service_says_busy(server_factory, rlm_home, doc):
+    served = Served(rlm_home, "--max-running", "1", "--max-queued", "1")
+    try:
+        server = server_factory(script=[{"content": repl("FINAL('slow')"), "delay_ms": 1500}] * 3)
+        procs = []
+        for _ in range(3):
+            procs.append(subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "q", *model_args(server),
+                                           "--json"], env={**os.environ, "RLM_HOME": str(rlm_home)},
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            time.sleep(0.4)
+        outcomes = [p.communicate(timeout=60) + (p.returncode,) for p in procs]
+        answers = sorted(json.loads(out)["answer"] if code == 0 else "busy" for out, err, code in outcomes)
+        assert answers == ["busy", "slow", "slow"], outcomes
+        busy = next(err for out, err, code in outcomes if code != 0)
+        assert "the service is busy" in busy
+    finally:
+        served.stop()
+
+
+def test_service_start_is_idempotent_and_stop_stops_it(rlm_home):
+    started = rlm("service", "start", home=rlm_home, timeout=90)
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(rlm("service", "status", "--json", home=rlm_home).stdout)["pid"]
+    again = rlm("service", "start", home=rlm_home, timeout=90)
+    assert again.returncode == 0
+    assert json.loads(rlm("service", "status", "--json", home=rlm_home).stdout)["pid"] == pid
+    stopped = rlm("service", "stop", home=rlm_home, timeout=90)
+    assert stopped.returncode == 0
+    status = rlm("service", "status", "--json", home=rlm_home)
+    assert status.returncode == 3 and json.loads(status.stdout) == {"running": False}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the service process is still alive")
+    token = rlm("service", "token", home=rlm_home).stdout.strip()
+    assert len(token) >= 32 and (rlm_home / "service.token").stat().st_mode & 0o777 == 0o600
+    assert rlm("service", "token", home=rlm_home).stdout.strip() == token
