@@ -51,13 +51,29 @@ class Update:
 
 @dataclass
 class Batch:
-    """What one transaction writes: rows per table, then updates in event order."""
+    """What one transaction writes: rows per table, then updates in event order.
+
+    A finish whose start is in the same batch is folded into the start's row
+    (``finish``): in a burst of short-lived agents that saves an UPDATE per agent.
+    """
 
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     updates: list[Update] = field(default_factory=list)
+    _started: dict[tuple[str, tuple[Any, ...]], dict[str, Any]] = field(default_factory=dict)
 
     def add_row(self, table: Table, row: dict[str, Any]) -> None:
         self.rows.setdefault(table.name, []).append(row)
+
+    def start(self, table: Table, row: dict[str, Any], keys: tuple[str, ...]) -> None:
+        self.add_row(table, row)
+        self._started[(table.name, tuple(row[k] for k in keys))] = row
+
+    def finish(self, table: Table, values: dict[str, Any], keys: dict[str, Any]) -> None:
+        row = self._started.get((table.name, tuple(keys.values())))
+        if row is not None:
+            row.update(values)
+        else:
+            self.updates.append(Update(table, values, keys))
 
 
 def _event_row(seq: int, event: Event, payload: str) -> dict[str, Any]:
@@ -75,25 +91,25 @@ def _plan_run_started(batch: Batch, e: RunStarted) -> None:
     row = {"run_id": e.run_id, "started_at": e.ts, "question": e.question, "model": e.model,
            "sub_model": e.sub_model, "status": "running", "config": json_text(e.config),
            "context_info": json_text(e.context_info)}  # fmt: skip
-    batch.add_row(RUNS, row)
+    batch.start(RUNS, row, ("run_id",))
 
 
 def _plan_run_finished(batch: Batch, e: RunFinished) -> None:
     values = {"finished_at": e.ts, **{name: getattr(e, name) for name in _RUN_FINISH}}
-    batch.updates.append(Update(RUNS, values, {"run_id": e.run_id}))
+    batch.finish(RUNS, values, {"run_id": e.run_id})
 
 
 def _plan_agent_started(batch: Batch, e: AgentStarted) -> None:
     row = {"run_id": e.run_id, "agent_id": e.agent_id, "parent_id": e.parent_id, "depth": e.depth,
            "model": e.model, "prompt": e.prompt, "node_id": e.node_id, "status": "running", "started_at": e.ts}
-    batch.add_row(AGENTS, row)
+    batch.start(AGENTS, row, ("run_id", "agent_id"))
 
 
 def _plan_agent_finished(batch: Batch, e: AgentFinished) -> None:
     if e.agent_id is None:
         return
     values = {"finished_at": e.ts, **{name: getattr(e, name) for name in _AGENT_FINISH}}
-    batch.updates.append(Update(AGENTS, values, {"run_id": e.run_id, "agent_id": e.agent_id}))
+    batch.finish(AGENTS, values, {"run_id": e.run_id, "agent_id": e.agent_id})
 
 
 def _plan_lm_called(batch: Batch, e: LMCalled) -> None:
@@ -128,9 +144,12 @@ def plan(entries: Iterable[Entry]) -> Batch:
 
 
 def insert_rows(cur: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Insert ``rows`` (dicts with the same keys) with one statement; JSON columns given as their text."""
-    sql = table.insert_sql(tuple(rows[0]), or_ignore=table.name in _START_TABLES)
-    cur.execute(sql, [json_text(rows)])
+    """Insert ``rows`` with one statement per set of keys (a start with its finish folded in has more)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for names, group in groups.items():
+        cur.execute(table.insert_sql(names, or_ignore=table.name in _START_TABLES), [json_text(group)])
 
 
 def _apply_update(cur: Connection, update: Update) -> None:

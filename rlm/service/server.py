@@ -8,9 +8,9 @@ What it holds for the runs it is sent:
 * pre-started sandbox zygotes (:class:`~rlm.sandbox.forkserver.ForkServerPool`):
   a run's first sandbox is a fork, not a jail start;
 * this process's imports, LM clients' kept-alive connections (runs reuse the
-  service's threads), litellm imported in the background for providers that
-  need it, the swarm memory store, and with ``--executor ray`` a Ray session
-  (the embedded cluster, closed to other users, or ``--ray-address``).
+  service's threads), litellm once a run needed it, the swarm memory store,
+  and with ``--executor ray`` a Ray session (the embedded cluster, closed to
+  other users, or ``--ray-address``).
 
 Requests arrive on a Unix socket (see :mod:`rlm.service.wire` and
 :mod:`rlm.service.paths`) from processes of the same user only: the socket is
@@ -150,11 +150,15 @@ class Service:
         return self.state
 
     def _warm(self) -> None:
-        """Zygotes for the default sandbox settings, then litellm for providers that need it."""
+        """Zygotes for the default sandbox settings.
+
+        litellm is not imported here: it takes seconds of CPU under the GIL, which would slow
+        every run during that time, and runs whose models are OpenAI-compatible servers never
+        need it. The first run that does imports it, once for the service's lifetime.
+        """
         from rlm.config import SandboxConfig
 
         self.zygotes.warm(SandboxConfig())
-        _warm_litellm()
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop` (or the idle timeout)."""
@@ -425,14 +429,4 @@ def _send_quietly(conn: socket.socket, message: dict[str, Any]) -> None:
     try:
         wire.send(conn, message)
     except OSError:
-        pass
-
-
-def _warm_litellm() -> None:
-    """Import litellm now, so that a run with a provider that needs it does not wait seconds for it."""
-    try:
-        from rlm.lm import _litellm
-
-        _litellm()
-    except Exception:  # noqa: BLE001 - only a warm-up
         pass
