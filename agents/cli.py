@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 
 def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    from rlm.cli import add_executor_options
+    from rlm.cli import add_executor_options, service_option
 
     batch = subparsers.add_parser(
         "batch", help="answer many questions (a JSONL task file) concurrently on the Ray cluster",
@@ -22,18 +22,27 @@ def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentPars
     batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
     add_model_options(batch)
     add_executor_options(batch)
+    service_option(batch)
     batch.set_defaults(func=cmd_batch)
 
 
 def cmd_batch(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.cli import config_from_args
+    from rlm.cli import config_from_args, service_for
 
     from rlm.agents.batch import BatchJob, ProgressLine, read_tasks
 
     config = config_from_args(args, env)
     tasks = read_tasks(Path(args.tasks))
     progress = None if args.quiet else ProgressLine(sys.stderr)
-    job = BatchJob(tasks, config, Path(args.out), concurrency=args.concurrency, progress=progress)
+    client = service_for(args, env, config.home)
+    run_fn = None
+    if client is not None:  # every task runs in the service
+        import functools
+
+        from rlm.service.ask import remote_run
+
+        run_fn = functools.partial(remote_run, client)
+    job = BatchJob(tasks, config, Path(args.out), concurrency=args.concurrency, progress=progress, run_fn=run_fn)
     try:
         stats = job.run()
     except KeyboardInterrupt:

@@ -291,12 +291,12 @@ def _record_external_run(task: Task, method: str, outcome: MethodOutcome, config
     if not config.record_run:
         return
     from rlm.events import RunFinished, RunStarted
-    from rlm.runlog import RunLog
+    from rlm.runlog import RunJournal
     from rlm.runner import new_run_id
 
     run_id = new_run_id()
     with _runlog_lock:
-        log = RunLog(config.runlog_path)
+        log = RunJournal(config.runlog_path)  # as rlm.run records: no DuckDB open beside other writers
         try:
             log.record(RunStarted(run_id=run_id, question=f"[bench {task.suite}/{method}] {task.question}",
                                   model=config.model, sub_model=config.effective_sub_model,

@@ -64,7 +64,7 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-address", help="run on this Ray cluster (env RAY_ADDRESS)")
 
 
-def _service_option(parser: argparse.ArgumentParser) -> None:
+def service_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-service", action="store_true",
                         help="run in this process even if a service runs for RLM_HOME (env RLM_NO_SERVICE=1)")
 
@@ -83,16 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--detach", action="store_true",
                      help="with a running service: print the run id and leave the run to the service "
                           "(`rlm show RUN_ID` follows it)")
-    _service_option(ask)
+    service_option(ask)
     runs = sub.add_parser("runs", help="list past runs, newest first")
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--json", action="store_true")
-    _service_option(runs)
+    service_option(runs)
     show = sub.add_parser("show", help="show a run's tree of agents, iterations, code and outputs")
     show.add_argument("run_id", help="a run id or a unique prefix of one")
     show.add_argument("--json", action="store_true")
     show.add_argument("--max-output", type=int, default=400, help="characters of each output to show")
-    _service_option(show)
+    service_option(show)
     for module in _command_modules():
         module.register(sub, _model_options)
     return parser
@@ -190,30 +190,28 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
         from rlm.local_model import NOTICE
 
         print(f"[rlm] {NOTICE}", file=sys.stderr)
-    progress = None if args.quiet else Progress(sys.stderr)
-    client = _service(args, env, config.home)
-    if client is not None:
-        from rlm.service.ask import ask_service
+    from rlm.events import EventBus
 
-        result = ask_service(client, args.question, args.context_path, config, progress, detach=args.detach)
-        if result is None:  # detached: the run goes on in the service
+    bus = EventBus()
+    if not args.quiet:
+        bus.subscribe(Progress(sys.stderr))
+    client = service_for(args, env, config.home)
+    if client is not None:
+        from rlm.service.ask import print_detached, remote_run
+
+        outcome = remote_run(client, args.question, Path(args.context_path), config, bus=bus, detach=args.detach)
+        if isinstance(outcome, str):  # detached: the run goes on in the service
+            print_detached(outcome)
             return 0
+        result = outcome
     elif args.detach:
         raise ConfigError("--detach needs a running service (`rlm service start`)")
     else:
-        result = _ask_here(args.question, Path(args.context_path), config, progress)
+        from rlm.runner import run
+
+        result = run(args.question, Path(args.context_path), config, bus=bus)
     _print_result(result, args.json)
     return 0 if result.status == "ok" else 1
-
-
-def _ask_here(question: str, context: Path, config: RLMConfig, progress: "Progress | None") -> Any:
-    from rlm.events import EventBus
-    from rlm.runner import run
-
-    bus = EventBus()
-    if progress is not None:
-        bus.subscribe(progress)
-    return run(question, context, config, bus=bus)
 
 
 def _print_result(result: Any, as_json: bool) -> None:
@@ -228,7 +226,7 @@ def _print_result(result: Any, as_json: bool) -> None:
         print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=sys.stderr)
 
 
-def _service(args: argparse.Namespace, env: dict[str, str], home: Path) -> Any:
+def service_for(args: argparse.Namespace, env: dict[str, str], home: Path) -> Any:
     """The running service of ``home`` to send this command to, unless ``--no-service``; else ``None``."""
     if getattr(args, "no_service", False) or env.get("RLM_NO_SERVICE"):
         return None
@@ -258,7 +256,7 @@ def cmd_show(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _view(args: argparse.Namespace, env: dict[str, str], request: dict[str, Any]) -> int:
     """``rlm runs`` / ``rlm show``: from the service's log while one runs, else from the log itself."""
-    client = _service(args, env, RLMConfig.from_env(env).home)
+    client = service_for(args, env, RLMConfig.from_env(env).home)
     if client is not None:
         reply = client.call(request)
         stdout, stderr = str(reply.get("stdout") or ""), str(reply.get("stderr") or "")

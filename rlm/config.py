@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 from rlm.errors import ConfigError
 
+__all__ = ['LOCAL_MODEL', 'default_home', 'SandboxConfig', 'RLMConfig']
+
 #: The model string that selects the embedded llama.cpp server with SmolLM2-135M.
 LOCAL_MODEL = "local/smollm2-135m"
 

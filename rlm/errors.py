@@ -8,6 +8,7 @@ an infrastructure fault or bad input from the user::
     ├── ConfigError               an invalid option or environment value
     ├── InputError                the context path is missing, empty, unreadable...
     ├── LMError                   the model endpoint failed after retries
+    │   └── TransportError        an OpenAI-compatible server refused or dropped a call (rlm.transport)
     ├── HostCallError             a host function failed in a way the model should see
     ├── SandboxError              the REPL worker could not be started or talked to
     │   └── SandboxUnavailable    no isolation available here (bubblewrap missing...)
@@ -20,7 +21,12 @@ an infrastructure fault or bad input from the user::
     │   ├── EntryNotFound         no such entry (also an InputError)
     │   └── MemoryConflict        an edit raced another one
     ├── FTSUnavailable            DuckDB's full-text-search extension cannot load (rlm.memory.fts)
-    └── PeerError                 a peer library of the benchmarks cannot run (rlm.benchmarks.peers)
+    ├── ServiceError              the resident service refused a request (rlm.service.client)
+    │   ├── ServiceBusy           as many runs running and queued as it takes
+    │   └── ServiceGone           it went away before answering
+    ├── AlreadyRunning            a service already runs for this RLM_HOME (rlm.service.server)
+    ├── PeerError                 a peer library of the benchmarks cannot run (rlm.benchmarks.peers)
+    └── TokenizerUnavailable      the benchmarks' offline tokenizer file is missing (rlm.benchmarks.tokens)
 
 ``HostCallError`` is raised by host functions (``llm_query``, ``note``, an
 extension's own) and caught by the sandbox host, which hands its message to the

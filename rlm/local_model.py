@@ -25,6 +25,8 @@ from pathlib import Path
 from rlm.config import LOCAL_MODEL, RLMConfig
 from rlm.errors import LocalModelError
 
+__all__ = ['SERVED_NAME', 'NOTICE', 'find_gguf', 'LocalModelServer', 'uses_local_model', 'point_at']
+
 SERVED_NAME = "smollm2-135m"
 NOTICE = ("Using the embedded demo model SmolLM2-135M (tiny, weak, offline). For real work set "
           "RLM_MODEL (or --model), e.g. RLM_MODEL=openai/gpt-4.1-mini, or --api-base for any "

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+__all__ = ['applied_migrations', 'apply_migrations']
+
 Migration = Callable[[Any], None]
 _LOCK = threading.Lock()
 

@@ -20,6 +20,13 @@ import ast
 import re
 from dataclasses import dataclass
 
+__all__ = [
+    'extract_code_blocks',
+    'PlainFinal',
+    'plain_final',
+    'strip_code',
+]
+
 _FENCE = re.compile(r"```(repl|python|py)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _FINAL_AT_LINE_START = re.compile(r"^[ \t]*FINAL(?:_VAR)?\(", re.MULTILINE)
 

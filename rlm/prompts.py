@@ -7,6 +7,23 @@ chat turns: small models copy its shape, and it shows one correct trajectory.
 
 from __future__ import annotations
 
+__all__ = [
+    'SYSTEM_PROMPT',
+    'EXAMPLE_TURNS',
+    'AFTER_EXAMPLE',
+    'USER_PROMPT',
+    'CHILD_NOTE',
+    'SUB_CALL_FUNCTIONS',
+    'CHUNK_RULE',
+    'NO_SUB_CALLS_RULE',
+    'NO_CODE',
+    'AMBIGUOUS_FINAL',
+    'FORCE_FINAL',
+    'OBSERVATION_HEADER',
+    'system_prompt',
+    'user_prompt',
+]
+
 SYSTEM_PROMPT = """\
 You answer questions about a large input that you cannot read directly. It is stored \
 in the variable `context` inside a Python REPL. You explore it by writing Python code \

@@ -137,4 +137,5 @@ def test_rlm_ask_with_memory_learns_and_the_cli_shows_it(server_factory, rlm_hom
     entries = json.loads(listed.stdout)
     assert [(e["kind"], e["text"]) for e in entries] == [("memory", "Count with str.count.")]
     assert entries[0]["provenance"]["run_id"] == json.loads(done.stdout)["run_id"]
-    assert Path(memory_path(rlm_home)).exists() and (rlm_home / "rlm.duckdb").exists()  # two files, no contention
+    # two stores, no contention: the memory file, and the run recorded in its journal beside the run log
+    assert Path(memory_path(rlm_home)).exists() and list(rlm_home.glob("rlm.duckdb.*.journal"))

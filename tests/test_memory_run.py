@@ -108,7 +108,7 @@ def test_reflection_writes_memories_that_the_next_run_sees(server_factory, make_
     assert len(reflection) == 1
     from rlm.runlog import RunLog
 
-    with RunLog(config.runlog_path, read_only=True) as log:  # every call of the run, reflection's included
+    with RunLog(config.runlog_path) as log:  # every call of the run, reflection's included (stored from its journal)
         calls = log.lm_calls(first.run_id)
     logged_in, logged_out = sum(c.input_tokens for c in calls), sum(c.output_tokens for c in calls)
     assert (first.usage.input_tokens, first.usage.output_tokens) == (logged_in, logged_out)

@@ -314,3 +314,47 @@ def test_service_start_is_idempotent_and_stop_stops_it(rlm_home):
     token = rlm("service", "token", home=rlm_home).stdout.strip()
     assert len(token) >= 32 and (rlm_home / "service.token").stat().st_mode & 0o777 == 0o600
     assert rlm("service", "token", home=rlm_home).stdout.strip() == token
+
+
+def test_batch_goes_through_the_service(server_factory, rlm_home, tmp_path, served):
+    server = server_factory(policy=lambda messages: repl("FINAL(context.strip() + '!')"))
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"t{i}", "question": "shout", "context": f"word{i}"}) + "\n"
+                             for i in range(6)))
+    out = tmp_path / "results.jsonl"
+    done = rlm("batch", str(tasks), "--out", str(out), "--concurrency", "3", *model_args(server), "-q",
+               home=rlm_home)
+    assert done.returncode == 0, done.stderr
+    rows = {row["id"]: row for row in map(json.loads, out.read_text().splitlines())}
+    assert {i: r["answer"] for i, r in rows.items()} == {f"t{i}": f"word{i}!" for i in range(6)}
+    listed = json.loads(rlm("runs", "--json", home=rlm_home).stdout)  # recorded by the service
+    assert sorted(r["run_id"] for r in listed) == sorted(r["run_id"] for r in rows.values())
+
+
+def test_the_tui_runs_and_reads_through_the_service(server_factory, rlm_home, tmp_path, served):
+    from test_tui_helpers import ask, drive, wait_for
+
+    from rlm.config import RLMConfig
+    from rlm.service.client import connect
+    from rlm.tui.app import RLMApp
+    from rlm.tui.screens import load_runs
+    from rlm.tui.widgets import AnswerPane
+
+    server = server_factory(script=[repl("print(len(context))"), repl("FINAL('via the service')")])
+    doc = tmp_path / "doc.txt"
+    doc.write_text(DOC)
+    config = RLMConfig(model="openai/scripted", api_base=server.base_url, home=rlm_home)
+    client = connect(rlm_home)
+    assert client is not None
+    app = RLMApp(config, doc, memory=None, service=client)
+
+    async def scenario(pilot):
+        await ask(pilot, "Through the service?")
+        await wait_for(pilot, lambda: app.last_result is not None, what="the run")
+        assert app.last_result.status == "ok" and app.last_result.answer == "via the service"
+        assert "via the service" in app.query_one(AnswerPane).source
+        assert len(app.state.agents) == 1  # the tree was built from the events the service streamed
+
+    drive(app, scenario)
+    (summary,) = load_runs(config, service=client)
+    assert summary.question == "Through the service?" and summary.status == "ok"

@@ -105,9 +105,13 @@ class RLMApp(App[None]):
     ]
 
     def __init__(self, config: RLMConfig | None = None, path: str | Path | None = None, *,
-                 memory: MemorySource | None = _AUTO, history: QuestionHistory | None = None) -> None:
+                 memory: MemorySource | None = _AUTO, history: QuestionHistory | None = None,
+                 service: Any = None) -> None:
         super().__init__()
         self.config = config or RLMConfig()
+        #: The running service's client (``rlm.service.client.ServiceClient``): runs and the run log go
+        #: through it; ``None``: runs in this process, the run log opened here.
+        self.service = service
         self.start_path = Path(path) if path is not None else None
         self.memory = open_memory_source(self.config) if memory is _AUTO else memory
         self.history = history or QuestionHistory(self.config.home / "tui-history.jsonl")
@@ -237,8 +241,14 @@ class RLMApp(App[None]):
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _run_worker(self, question: str, path: Path, config: RLMConfig) -> None:
-        from rlm.runner import run
+        if self.service is not None:
+            import functools
 
+            from rlm.service.ask import remote_run
+
+            run: Any = functools.partial(remote_run, self.service)
+        else:
+            from rlm.runner import run
         bus = EventBus()
         bus.subscribe(self._inbox.put)
         try:
@@ -378,11 +388,16 @@ class RLMApp(App[None]):
 
     @work(thread=True, exclusive=True, group="past-run", exit_on_error=False)
     def _load_run(self, run_id: str) -> None:
+        from rlm.events import event_from_dict
         from rlm.runlog import RunLog
 
         try:
-            with RunLog(self.config.runlog_path) as log:
-                events = log.events(run_id)
+            if self.service is not None:
+                reply = self.service.call({"op": "events", "run_id": run_id})
+                events = [event_from_dict(e) for e in reply["events"]]
+            else:
+                with RunLog(self.config.runlog_path) as log:
+                    events = log.events(run_id)
         except RLMError as exc:
             self.call_from_thread(self.notify, str(exc), title="cannot open run", severity="error")
             return

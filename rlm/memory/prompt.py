@@ -17,6 +17,19 @@ from dataclasses import dataclass, field
 
 from rlm.memory.records import Entry
 
+__all__ = [
+    'looks_like_instruction',
+    'estimate_tokens',
+    'MemoryBlock',
+    'item_line',
+    'ordered',
+    'memories_tokens',
+    'render_block',
+    'NOTE_DOC',
+    'RECALL_DOC',
+    'MEMORIES_DOC',
+]
+
 #: Text that reads like an instruction to the model rather than a fact or a procedure. Reflection writes
 #: matching it are quarantined (kept for a person to review, never shown to a model).
 _SUSPICIOUS = re.compile(

@@ -17,6 +17,26 @@ from typing import Any
 
 from rlm.errors import InputError, RLMError
 
+__all__ = [
+    'KINDS',
+    'SOURCES',
+    'MAX_TEXT_CHARS',
+    'MAX_TITLE_CHARS',
+    'MAX_TAGS',
+    'MAX_TAG_CHARS',
+    'MemoryStoreError',
+    'InvalidMemoryRequest',
+    'MemoryConflict',
+    'EntryNotFound',
+    'Provenance',
+    'Entry',
+    'Version',
+    'Hit',
+    'check_namespace',
+    'check_fields',
+    'check_tags',
+]
+
 KINDS = ("note", "memory", "doc")
 SOURCES = ("agent", "reflection", "user", "import")
 MAX_TEXT_CHARS = 20_000

@@ -35,6 +35,18 @@ from rlm.memory.prompt import item_line, looks_like_instruction, memories_tokens
 from rlm.memory.records import Entry, MemoryStoreError, Provenance
 from rlm.memory.store import MemoryStore
 
+__all__ = [
+    'MAX_OPS',
+    'MAX_MEMORY_CHARS',
+    'MAX_DOC_CHARS',
+    'REFLECT_SYSTEM',
+    'COMPRESS_SYSTEM',
+    'Outcome',
+    'ReflectionReport',
+    'Reflector',
+    'parse_operations',
+]
+
 log = logging.getLogger(__name__)
 
 MAX_OPS = 8

@@ -29,6 +29,8 @@ import duckdb
 from rlm.memory.embed import load_embedder
 from rlm.memory.records import MemoryStoreError
 
+__all__ = ['RRF_K', 'MIN_COSINE', 'MAX_NEW_VECTORS_PER_SEARCH', 'Ranked', 'SearchIndex']
+
 log = logging.getLogger(__name__)
 
 RRF_K = 60

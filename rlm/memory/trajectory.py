@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from rlm.events import AgentStarted, CellExecuted, Event, IterationFinished, LMCalled
 from rlm.parsing import extract_code_blocks
 
+__all__ = ['MAX_CODE_CHARS', 'Step', 'TrajectoryRecorder']
+
 MAX_CODE_CHARS = 800
 
 

@@ -1,69 +1,145 @@
-"""``rlm ask`` through the service: the same progress lines, result, ``--json`` and exit codes as in-process.
+"""Runs sent to the service, with the signature of :func:`rlm.runner.run`: the CLI, ``rlm batch`` and the TUI use it.
 
-The question, the absolute context path and the whole run config (built from
-the command's own options and environment, API key included: the socket only
-admits this user) go to the service; its replies are rendered as the
-in-process command renders a run: events through the same progress printer,
-the result as the same :class:`~rlm.results.RunResult`. Standard input is
-written to a private file under ``$RLM_HOME/tmp`` first (the service reads the
-context from a file, as a run always does) and removed afterwards.
+:func:`remote_run` sends the question, the context and the whole run config
+(built from the caller's own options and environment, API key included: the
+socket only admits this user) and returns the run's
+:class:`~rlm.results.RunResult`. The run's events arrive on the caller's
+:class:`~rlm.events.EventBus` as they happen, and ``on_start(run_id, budget)``
+hands the caller a :class:`RemoteBudget`: its ``stop()`` cancels the run in the
+service (by hanging up), its ``usage()`` follows the run's model calls. A
+context given as text (or standard input) is written to a private file under
+``$RLM_HOME/tmp`` first: the service reads contexts from files, as a run
+always does.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rlm.budget import Usage
 from rlm.config import RLMConfig
-from rlm.errors import ConfigError
-from rlm.events import Event, event_from_dict
+from rlm.errors import ConfigError, InputError
+from rlm.events import EventBus, LMCalled, event_from_dict
 from rlm.results import RunResult
 from rlm.service.client import ServiceClient
 
-__all__ = ["ask_service"]
+__all__ = ["remote_run", "RemoteBudget", "print_detached"]
 
 
-def ask_service(client: ServiceClient, question: str, context_path: str, config: RLMConfig,
-                progress: Callable[[Event], None] | None, *, detach: bool = False) -> RunResult | None:
-    """Run the question in the service; the result, or ``None`` for a detached run (its id is printed)."""
-    if detach and context_path == "-":
-        raise ConfigError("--detach needs the context in a file, not standard input")
-    with _context_file(context_path, config.home) as path:
+class RemoteBudget:
+    """What a caller of :func:`remote_run` holds of the run's budget: stop it, look at its usage."""
+
+    def __init__(self, config: RLMConfig) -> None:
+        self.max_llm_calls = config.max_llm_calls
+        self.max_tokens = config.max_tokens
+        self.max_cost_usd = config.max_cost_usd
+        self.stop_reason: str | None = None
+        self._deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
+        self._lock = threading.Lock()
+        self._usage = [0, 0, 0, 0.0, True]  # input, output, calls, cost, cost known
+        self._cancel: Callable[[], None] | None = None
+
+    def stop(self, reason: str) -> None:
+        """Cancel the run in the service (it ends with status ``cancelled``; its result still comes back)."""
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+            cancel = self._cancel
+        if cancel is not None:
+            cancel()
+
+    def connected(self, cancel: Callable[[], None]) -> None:
+        with self._lock:
+            self._cancel = cancel
+            stopped = self.stop_reason is not None
+        if stopped:  # stopped before the request went out
+            cancel()
+
+    def usage(self) -> Usage:
+        with self._lock:
+            input_tokens, output_tokens, calls, cost, known = self._usage
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
+                     cost_usd=cost if known else None)
+
+    def remaining_time(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
+
+    def count(self, event: LMCalled) -> None:
+        with self._lock:
+            self._usage[0] += event.input_tokens
+            self._usage[1] += event.output_tokens
+            self._usage[2] += 1
+            if event.cost_usd is None:
+                self._usage[4] = False
+            else:
+                self._usage[3] += event.cost_usd
+
+
+def remote_run(client: ServiceClient, question: str, context: Any, config: RLMConfig, *,
+               bus: EventBus | None = None, on_start: Callable[[str, RemoteBudget], None] | None = None,
+               detach: bool = False) -> RunResult | str:
+    """Run ``question`` about ``context`` (a path, ``"-"`` for stdin, or text) in the service.
+
+    Returns the result, or, with ``detach``, the run id once the run has started.
+    """
+    if detach and (not isinstance(context, Path) or str(context) == "-"):
+        raise ConfigError("--detach needs the context in a file")
+    budget = RemoteBudget(config)
+    with _context_file(context, config.home) as path:
         request = {"question": question, "context_path": str(path), "detach": detach,
+                   "context_documents": isinstance(context, list),
                    "config": {**config.to_dict(), "api_key": config.api_key}}
 
         def on_reply(reply: dict[str, Any]) -> None:
-            if reply["type"] == "event" and progress is not None:
-                progress(event_from_dict(reply["event"]))
-            elif reply["type"] == "accepted" and detach:
-                print(reply["run_id"])
-                print(f"[rlm] run {reply['run_id']} goes on in the service; `rlm show {reply['run_id']}` "
-                      "shows where it is", file=sys.stderr)
+            if reply["type"] == "event":
+                event = event_from_dict(reply["event"])
+                if isinstance(event, LMCalled) and event.ok:
+                    budget.count(event)
+                if bus is not None:
+                    bus.emit(event)
+            elif reply["type"] == "accepted" and on_start is not None:
+                on_start(reply["run_id"], budget)
 
-        reply = client.ask(request, on_reply)
+        reply = client.ask(request, on_reply, on_connect=budget.connected)
     if detach:
-        return None
+        return str(reply["run_id"])
     return RunResult.from_dict(reply["result"])
 
 
+def print_detached(run_id: str) -> None:
+    print(run_id)
+    print(f"[rlm] run {run_id} goes on in the service; `rlm show {run_id}` shows where it is", file=sys.stderr)
+
+
 @contextmanager
-def _context_file(context_path: str, home: Path) -> Iterator[Path]:
-    if context_path != "-":
-        yield Path(context_path).expanduser().resolve()
+def _context_file(context: Any, home: Path) -> Iterator[Path]:
+    if isinstance(context, Path) and str(context) != "-":
+        yield context.expanduser().resolve()
         return
     directory = home / "tmp"
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"stdin-{secrets.token_hex(6)}"
+    path = directory / f"context-{secrets.token_hex(6)}"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as handle:
-            while chunk := sys.stdin.buffer.read(1 << 20):
-                handle.write(chunk)
+            if isinstance(context, Path):  # "-": standard input
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    handle.write(chunk)
+            elif isinstance(context, str):
+                handle.write(context.encode("utf-8"))
+            elif isinstance(context, list):
+                handle.write(json.dumps(context, ensure_ascii=False).encode("utf-8"))
+            else:
+                raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
         yield path
     finally:
         path.unlink(missing_ok=True)

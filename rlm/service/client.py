@@ -68,10 +68,15 @@ class ServiceClient:
             return reply
         raise ServiceGone("the service closed the connection without answering")
 
-    def ask(self, request: dict[str, Any], on_reply: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
-        """An ``ask``: every reply goes to ``on_reply``; returns the ``result`` (or ``accepted`` when detached)."""
+    def ask(self, request: dict[str, Any], on_reply: Callable[[dict[str, Any]], None],
+            on_connect: Callable[[Callable[[], None]], None] | None = None) -> dict[str, Any]:
+        """An ``ask``: every reply goes to ``on_reply``; returns the ``result`` (or ``accepted`` when detached).
+
+        ``on_connect(cancel)`` receives a function that asks the service to cancel the run (from any
+        thread); the run then ends with status ``cancelled`` and its result still arrives.
+        """
         run_id = None
-        for reply in self.stream({"op": "ask", **request}):
+        for reply in self.stream({"op": "ask", **request}, on_connect):
             on_reply(reply)
             if reply["type"] == "accepted":
                 run_id = reply.get("run_id")
@@ -82,7 +87,8 @@ class ServiceClient:
         where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
         raise ServiceGone(f"the service stopped before the run ended{where}")
 
-    def stream(self, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def stream(self, request: dict[str, Any],
+               on_connect: Callable[[Callable[[], None]], None] | None = None) -> Iterator[dict[str, Any]]:
         """Send ``request``; yield the replies. ``error`` and ``busy`` replies raise."""
         try:
             sock = self._connect()
@@ -91,6 +97,8 @@ class ServiceClient:
         with sock:
             try:
                 wire.send(sock, request)
+                if on_connect is not None:
+                    on_connect(lambda: _send_quietly(sock, {"op": "cancel"}))
                 for reply in wire.lines(sock):
                     _raise_for(reply)
                     yield reply
@@ -105,6 +113,13 @@ class ServiceClient:
             sock.close()
             raise
         return sock
+
+
+def _send_quietly(sock: socket.socket, message: dict[str, Any]) -> None:
+    try:
+        wire.send(sock, message)
+    except OSError:
+        pass
 
 
 def _raise_for(reply: dict[str, Any]) -> None:

@@ -241,6 +241,9 @@ class Service:
             self._ask(conn, request)
         elif op in ("runs", "show"):
             self._view(conn, request)
+        elif op == "events":
+            run_id = self.log.resolve_run_id(str(request.get("run_id") or ""))
+            wire.send(conn, {"type": "events", "events": [e.to_dict() for e in self.log.events(run_id)]})
         elif op == "status":
             wire.send(conn, {"type": "status", **self.status()})
         elif op == "stop":
@@ -271,7 +274,7 @@ class Service:
     # -- runs ---------------------------------------------------------------------------
     def _ask(self, conn: socket.socket, request: dict[str, Any]) -> None:
         config = self._config(request.get("config") or {})
-        question, context = str(request.get("question") or ""), str(request.get("context_path") or "")
+        question, context = str(request.get("question") or ""), _context(request)
         run = _Run(conn=conn, detach=bool(request.get("detach")))
         if not self._admit(run):
             with self._lock:
@@ -280,7 +283,7 @@ class Service:
                              "retry_after": 5})
             return
         try:
-            future = self._pool.submit(self._execute, run, question, Path(context), config)
+            future = self._pool.submit(self._execute, run, question, context, config)
         except RuntimeError:  # the service is stopping
             self._release(run)
             raise ConfigError("the service is stopping") from None
@@ -305,18 +308,18 @@ class Service:
             self._runs.discard(run)
 
     def _watch_client(self, run: _Run, future: Future[RunResult | None]) -> None:
-        """Cancel the run when its client hangs up (unless detached, whose client leaves at once)."""
+        """Cancel the run when its client asks (a ``cancel`` line) or hangs up (unless the run is detached)."""
         if run.detach:
             return
 
         def watch() -> None:
             try:
-                while not future.done():
-                    if not run.conn.recv(1):
-                        break
-            except OSError:
+                for message in wire.lines(run.conn):
+                    if message.get("op") == "cancel":
+                        run.cancel()
+            except (OSError, wire.WireError):
                 pass
-            if not future.done():
+            if not future.done():  # the client hung up before the result
                 run.client_gone = True
                 run.cancel()
 
@@ -336,7 +339,7 @@ class Service:
         if result is not None:
             run.send({"type": "result", "result": result.to_dict()})
 
-    def _execute(self, run: _Run, question: str, context: Path, config: RLMConfig) -> RunResult | None:
+    def _execute(self, run: _Run, question: str, context: Any, config: RLMConfig) -> RunResult | None:
         from rlm.runner import run as run_rlm
 
         try:
@@ -389,6 +392,18 @@ class _Shared:
 
     def close(self) -> None:
         pass
+
+
+def _context(request: dict[str, Any]) -> Any:
+    """The run's context: the file the request names, or the documents in it (``context_documents``)."""
+    path = Path(str(request.get("context_path") or ""))
+    if not request.get("context_documents"):
+        return path
+    try:
+        documents = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the documents sent for the run: {exc}") from None
+    return documents
 
 
 def _listen(path: Path) -> socket.socket:

@@ -11,6 +11,8 @@ reads **replies** until the service closes the connection:
     that disconnects cancels its run.
 ``{"op": "runs", "limit", "json"}`` / ``{"op": "show", "run_id", "max_output", "json"}``
     ``output``: the text ``rlm runs`` / ``rlm show`` print.
+``{"op": "events", "run_id"}``
+    ``events``: the run's events as dicts (a client rebuilds its tree from them).
 ``{"op": "status"}``
     ``status``: pid, uptime, runs running and queued, the executor.
 ``{"op": "stop"}``
