@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from rlm.agents import context as contexts
 from rlm.agents.cluster import node_id
 from rlm.agents.ledger import LeasedBudget
-from rlm.agents.sandbox_pool import SandboxPool
+from rlm.sandbox.forkserver import ForkServerPool
 from rlm.agents.spawn import Spawner, actor_died_errors
 from rlm.agents.specs import AgentSpec, RunSpec
 
@@ -48,7 +48,7 @@ from rlm.events import AgentStarted, Event
 from rlm.fanout import serve_shard
 from rlm.lm import LMClient
 from rlm.results import AgentResult
-from rlm.services import AgentLike, FanoutHelper, HostFunction, RunServices, ShardResult
+from rlm.services import AgentLike, FanoutHelper, HostFunction, LocalPlacement, RunServices, ShardResult
 from rlm.subcalls import context_payload
 
 FLUSH_INTERVAL_S = 0.1
@@ -149,6 +149,7 @@ class _RunState:
     services: RunServices
     budget: LeasedBudget
     workdir: Path
+    sandboxes: LocalPlacement  # the run's zygote on this host (its forked sandboxes)
     active: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -178,7 +179,8 @@ class AgentHost:
         self.node = node_id()
         self.incarnation = secrets.token_hex(2)
         self.events = EventForwarder(hub)
-        self.sandboxes = SandboxPool(pool_size)
+        #: Pre-started sandbox zygotes: a run's agents here fork their workers from one (see rlm.sandbox.forkserver).
+        self.zygotes = ForkServerPool(pool_size)
         self._runs: dict[str, _RunState] = {}
         self._lms: dict[tuple[Any, ...], LMClient] = {}
         self._running: dict[str, str] = {}
@@ -210,14 +212,14 @@ class AgentHost:
         return "\n".join(f"--- thread {ident}\n" + "".join(traceback.format_stack(frame))
                          for ident, frame in sys._current_frames().items())
 
-    async def warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
-        """Pre-start ``count`` sandboxes for runs with this config (all booted on return); also loads the LM client."""
-        return await self._blocking(self._warm, config, extra_functions, count)
+    async def warm(self, config: RLMConfig) -> None:
+        """Pre-start sandbox zygotes for runs with this config (up on return); also loads the LM client."""
+        await self._blocking(self._warm, config)
 
-    def _warm(self, config: RLMConfig, extra_functions: dict[str, list[str]], count: int) -> int:
+    def _warm(self, config: RLMConfig) -> None:
         self._preloading.join()
         self._lm(config)
-        return self.sandboxes.warm(config.sandbox, extra_functions, count)
+        self.zygotes.warm(config.sandbox)
 
     # -- agents ------------------------------------------------------------------------
     async def run_agent(self, run: RunSpec | str, spec: AgentSpec,
@@ -355,12 +357,13 @@ class AgentHost:
             state = self._runs.pop(run_id, None)
         if state is not None:
             state.budget.release()
+            state.sandboxes.close()
             shutil.rmtree(state.workdir, ignore_errors=True)
         contexts.drop_run(run_id, self.node)
         self.events.flush()
 
     async def shutdown(self) -> None:
-        await self._blocking(self.sandboxes.close)
+        await self._blocking(self.zygotes.close)
 
     # -- per-run services ----------------------------------------------------------------
     def _state(self, run_spec: RunSpec) -> _RunState:
@@ -376,14 +379,16 @@ class AgentHost:
         workdir = Path(tempfile.gettempdir()) / f"rlm-work-{os.getuid()}" / run_spec.run_id
         workdir.mkdir(parents=True, exist_ok=True)
         spawner = Spawner(run_spec, self.events.emit, self.node, own_host=self.index, run_here=self._run_here)
+        sandboxes = LocalPlacement(fork_servers=self.zygotes.take)
         services = RunServices(
             run_id=run_spec.run_id, config=config, lm=self._lm(config), budget=budget, emit=self.events.emit,
-            workdir=workdir, placement=HostPlacement(self, run_spec, spawner), prompt_extra=run_spec.prompt_extra,
+            workdir=workdir, placement=HostPlacement(self, run_spec, spawner, sandboxes),
+            prompt_extra=run_spec.prompt_extra,
             root_prompt_extra=run_spec.root_prompt_extra,
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
         )
-        return _RunState(services=services, budget=budget, workdir=workdir)
+        return _RunState(services=services, budget=budget, workdir=workdir, sandboxes=sandboxes)
 
     def _lm(self, config: RLMConfig) -> LMClient:
         key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
@@ -400,12 +405,14 @@ class HostPlacement:
 
     Ids carry the host's incarnation (agents of one run are made in many processes);
     children go through the :class:`Spawner` (round-robin over the cluster's hosts);
-    sandboxes come from this host's pool; big batches are shared with the other hosts.
+    sandboxes are forked from the run's zygote on this host; big batches are shared with
+    the other hosts.
     """
 
-    def __init__(self, host: AgentHost, run_spec: RunSpec, spawner: Spawner) -> None:
+    def __init__(self, host: AgentHost, run_spec: RunSpec, spawner: Spawner, sandboxes: LocalPlacement) -> None:
         self._host = host
         self._spawner = spawner
+        self._sandboxes = sandboxes
         self._prefix = f"{host.incarnation}."
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -424,12 +431,8 @@ class HostPlacement:
         return self._spawner(child, here=here)
 
     def sandbox_for(self, agent: AgentLike, handler: Any, extra: dict[str, list[str]]) -> Any:
-        """A pre-started sandbox from this host's pool; ``None``: the agent starts one cold.
-
-        The agent calls it on a helper thread as it starts, so a take (or the cold start)
-        overlaps its first model call.
-        """
-        return self._host.sandboxes.take(agent.config.sandbox, extra, agent.payload, handler)
+        """A sandbox forked from the run's zygote on this host (``None`` for a huge input: a jail of its own)."""
+        return self._sandboxes.sandbox_for(agent, handler, extra)
 
     def fanout_helpers(self) -> list[FanoutHelper]:
         return self._helpers

@@ -81,8 +81,7 @@ def _config(server: Any, home: Path, *, concurrency: int, executor: str, **extra
                      executor=executor, sandbox=SandboxConfig(cell_timeout_s=600), record_run=False, **extra)
 
 
-def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, warm_sandboxes: int = 0,
-         **extra: Any) -> dict[str, Any]:
+def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, **extra: Any) -> dict[str, Any]:
     from rlm.runner import run
     from rlm.testing import ScriptedServer
 
@@ -90,7 +89,8 @@ def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, warm_
             ScriptedServer(policy=_fanout_policy(code), latency_ms=latency_ms) as server:
         home = Path(tmp)
         config = _config(server, home, concurrency=concurrency, executor=executor, **extra)
-        warm_per_host = _warm(config, warm_sandboxes) if executor == "ray" else 0
+        if executor == "ray":
+            _warm(config)
         doc = home / "doc.txt"
         doc.write_text("benchmark root context\n", encoding="utf-8")
         result = run("ROOT", doc, config)
@@ -99,26 +99,18 @@ def _run(code: str, *, latency_ms: float, concurrency: int, executor: str, warm_
         numbers = json.loads(result.answer)
         numbers.update(server_max_concurrency=server.max_concurrency(), requests=len(server.requests),
                        executor=executor)
-        if warm_sandboxes:
-            numbers.update(warm_per_host=warm_per_host)
         return numbers
 
 
-def _warm(config: RLMConfig, sandboxes: int) -> int:
-    """Start the session, load litellm in every host, and pre-start sandboxes (not timed).
+def _warm(config: RLMConfig) -> None:
+    """Start the session and, on every host, its LM client and sandbox zygotes at their default number (not timed).
 
-    Each host gets as many sandboxes as the largest shard a batch of ``sandboxes``
-    children would give one host (:func:`rlm.fanout.plan`; the shards are uneven
-    when the batch takes several waves). Returns that number.
+    Nothing is pre-started to fit the scenario: a run's agents fork their workers from one zygote.
     """
     from rlm.agents.session import RaySession
-    from rlm.fanout import plan
 
     session = RaySession.get(config)
-    shards = plan(sandboxes, config.max_concurrency, len(session.hosts) - 1, min_shard=1)
-    per_host = max((stop - start for start, stop, _ in shards), default=0)
-    session.ray.get([host.warm.remote(config, {}, per_host) for host in session.hosts])
-    return per_host
+    session.ray.get([host.warm.remote(config) for host in session.hosts])
 
 
 def measure_latency_bound(n: int = 1000, latency_ms: float = 500, concurrency: int = 64,
@@ -137,15 +129,10 @@ def measure_cpu_bound(n: int = 1000, concurrency: int = 64, executor: str = "ray
     return numbers
 
 
-def measure_spawn(n: int = 200, latency_ms: float = 100, concurrency: int = 16, executor: str = "ray",
-                  warm_sandboxes: int | None = None) -> dict[str, Any]:
+def measure_spawn(n: int = 200, latency_ms: float = 100, concurrency: int = 16, executor: str = "ray") -> dict[str, Any]:
     """``n`` child agents via ``rlm_query_batched``, one iteration each, each in its own sandbox."""
-    warm = n if warm_sandboxes is None else warm_sandboxes
-    # Each host's pool keeps exactly its share of the warmed sandboxes (warm() sets that target): with a
-    # bigger target, a host that went quiet for REFILL_QUIET_S mid-run launched dozens of refills at once.
-    numbers = _run(_SPAWN_CODE.format(n=n), latency_ms=latency_ms, concurrency=concurrency, executor=executor,
-                   warm_sandboxes=warm, sandbox_pool_size=0)
-    numbers.update(n=n, latency_ms=latency_ms, concurrency=concurrency, warm_sandboxes=warm,
+    numbers = _run(_SPAWN_CODE.format(n=n), latency_ms=latency_ms, concurrency=concurrency, executor=executor)
+    numbers.update(n=n, latency_ms=latency_ms, concurrency=concurrency,
                    ideal_s=-(-n // concurrency) * latency_ms / 1000)
     return numbers
 

@@ -93,8 +93,8 @@ class RLMConfig:
     agent_retries: int = 2
     #: Ray: agent-host actors per node (each hosts many agents, one sandbox each).
     ray_hosts_per_node: int = 2
-    #: Ray: sandbox workers each host keeps pre-started (0: every sandbox starts cold).
-    sandbox_pool_size: int = 4
+    #: Sandbox zygotes kept started per agent host (Ray) or service, for the next runs (0: started on demand).
+    sandbox_pool_size: int = 2
     # infrastructure
     home: Path = field(default_factory=default_home)
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)

@@ -1,4 +1,4 @@
-"""Pieces of the Ray spawn path that need no cluster: the sandbox pool and the event forwarder's hand-over."""
+"""Pieces of the Ray spawn path that need no cluster: the hosts' zygote pool and the event forwarder's hand-over."""
 
 from __future__ import annotations
 
@@ -6,78 +6,33 @@ import threading
 from pathlib import Path
 
 from rlm.agents.host import EventForwarder
-from rlm.agents.sandbox_pool import SandboxPool
+from rlm.sandbox.forkserver import ForkedSandbox, ForkServerPool
 from rlm.config import SandboxConfig
 from rlm.events import AgentFinished, AgentStarted, LMCalled
 from rlm.inputs import payload_from_text
 
 
-def test_pooled_sandboxes_are_fresh_workers_each_on_its_own_context(tmp_path: Path):
+def test_pooled_zygotes_are_started_and_each_run_gets_its_own(tmp_path: Path):
     config = SandboxConfig(cell_timeout_s=60)
-    pool = SandboxPool(0)
+    pool = ForkServerPool(2)
     try:
-        assert pool.warm(config, {}, 3) == 3
-        sandboxes = []
-        for i in range(3):
+        pool.warm(config)
+        assert all(server._control is not None for server in pool._ready[config])  # up before any run asks
+        first, second = pool.take(config), pool.take(config)
+        assert first is not second  # never one zygote for two runs
+        boxes = []
+        for i, server in enumerate((first, first, second)):
             payload = payload_from_text(f"chunk-{i}", workdir=tmp_path)
-            sandbox = pool.take(config, {}, payload, None)
-            assert sandbox is not None
-            assert sandbox.execute("FINAL('got ' + context)").final == f"got chunk-{i}"
-            sandboxes.append(sandbox)
-        assert len({s.pid for s in sandboxes}) == 3  # never one worker for two agents
-        for sandbox in sandboxes:
-            sandbox.close()
-        # no waiting worker for another sandbox config: the caller starts one cold
-        assert pool.take(SandboxConfig(cell_timeout_s=61), {}, payload_from_text("x", workdir=tmp_path), None) is None
-    finally:
-        pool.close()
-
-
-def test_warm_returns_once_every_worker_has_booted(tmp_path: Path):
-    config = SandboxConfig(cell_timeout_s=60)
-    pool = SandboxPool(0)
-    try:
-        assert pool.warm(config, {}, 5) == 5
-        waiting = list(pool._idle[pool.key(config, {})])
-        assert len(waiting) == 5
-        assert all(sandbox.booted(timeout=0) for sandbox in waiting)  # no waiting: the frame is already there
-        sandbox = pool.take(config, {}, payload_from_text("abc", workdir=tmp_path), None)
-        assert sandbox is not None and sandbox.execute("FINAL(context * 2)").final == "abcabc"
-        sandbox.close()
-    finally:
-        pool.close()
-
-
-def test_closed_pooled_sandboxes_are_torn_down_later_and_all_at_pool_close(tmp_path: Path):
-    """close() hands the worker to the pool's teardown thread: it dies once the pool is quiet, and a
-    closing pool kills whatever still waits (nothing is left running)."""
-    import time
-
-    config = SandboxConfig(cell_timeout_s=60)
-    pool = SandboxPool(0)
-    try:
-        pool.warm(config, {}, 2)
-        first = pool.take(config, {}, payload_from_text("one", workdir=tmp_path), None)
-        assert first is not None and first.execute("FINAL(context)").final == "one"
-        proc, placeholder = first._proc, first.placeholder
-        assert proc is not None
+            box = ForkedSandbox(server, payload.path, config=config)
+            assert box.execute("FINAL('got ' + context)").final == f"got chunk-{i}"
+            boxes.append(box)
+        assert len({box.execute("import os; print(os.getpid())").stdout for box in boxes[:2]}) == 2  # fresh workers
+        for box in boxes:
+            box.close()
         first.close()
-        assert first._proc is None  # the agent is done with it at once
-        deadline = time.monotonic() + 20
-        while (proc.poll() is None or placeholder.exists()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert proc.poll() is not None, "a retired sandbox was never torn down on a quiet pool"
-        assert not placeholder.exists()
-
-        second = pool.take(config, {}, payload_from_text("two", workdir=tmp_path), None)
-        assert second is not None and second.execute("FINAL(context)").final == "two"
-        proc = second._proc
-        assert proc is not None
         second.close()
     finally:
         pool.close()
-    assert proc.poll() is not None  # pool.close() waited for the teardown it forced
-    assert not pool.directory.exists()
 
 
 def _started(run: str, agent: str, parent: str | None) -> AgentStarted:
@@ -115,8 +70,8 @@ def test_a_finished_child_takes_its_subtree_events_and_nothing_else():
 
 
 def test_sandboxes_outlive_the_threads_that_started_them(tmp_path: Path):
-    """bubblewrap's --die-with-parent follows the spawning *thread*: a worker started (or pre-started
-    by a pool refill) on a thread that then ends must keep running until the process ends."""
+    """bubblewrap's --die-with-parent follows the spawning *thread*: a worker (or a zygote, started by a
+    pool refill) started on a thread that then ends must keep running until the process ends."""
     import time
 
     from rlm.sandbox.host import Sandbox
@@ -125,28 +80,29 @@ def test_sandboxes_outlive_the_threads_that_started_them(tmp_path: Path):
     context = tmp_path / "context.txt"
     context.write_text("hello")
     started: dict[str, object] = {}
-    pool = SandboxPool(0)
+    pool = ForkServerPool(1)
 
     def start() -> None:
         sandbox = Sandbox(context, "text", config=config)
         sandbox.start()
         started["cold"] = sandbox
-        pool.warm(config, {}, 1)
+        pool.warm(config)
 
     thread = threading.Thread(target=start)
     thread.start()
     thread.join()
     time.sleep(0.5)  # a death signal tied to the thread would have been delivered by now
-    pooled = pool.take(config, {}, payload_from_text("pooled!", workdir=tmp_path), handler=lambda n, a: None)
+    server = pool.take(config)
+    forked = ForkedSandbox(server, payload_from_text("forked!", workdir=tmp_path).path, config=config)
     try:
-        for sandbox, expected in ((started["cold"], "5"), (pooled, "7")):
+        for sandbox, expected in ((started["cold"], "5"), (forked, "7")):
             result = sandbox.execute("print(len(context))")  # type: ignore[union-attr]
             assert result.error is None and not result.restarted, result.error
             assert result.stdout.strip() == expected
     finally:
         started["cold"].close()  # type: ignore[union-attr]
-        if pooled is not None:
-            pooled.close()
+        forked.close()
+        server.close()
         pool.close()
 
 
