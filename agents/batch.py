@@ -8,13 +8,24 @@ Task file (JSONL, one task per line; blank lines are skipped)::
 ``id`` (a string or an integer, unique in the file) and ``question`` are
 required, and exactly one of ``context_path`` (a file or a directory) and
 ``context`` (a string, or a list of ``{"path", "text"}`` documents). Any key of
-:data:`OVERRIDES` replaces the batch's setting for that task.
+:data:`OVERRIDES` replaces the batch's setting for that task. An optional
+``expected`` answer scores the task: 1 when the answer equals it (whitespace
+and case aside), else 0.
+
+With a memory namespace (``rlm batch --memory NS``) every task of the batch
+shares one memory store (this process's, or the resident service's) and, after
+each task, reflects into it (``--reflect``): a batch of similar tasks learns as
+it goes. ``--report FILE`` writes score, tokens and calls per position in the
+task file (see :mod:`rlm.agents.batch_report`).
 
 Result file (JSONL, one line per finished task, appended and flushed as each
 finishes, in completion order)::
 
     {"id": "q1", "answer": "...", "status": "ok", "usage": {"input_tokens": ..., "output_tokens": ...,
-     "llm_calls": ...}, "cost_usd": 0.0012, "run_id": "...", "error": null, "duration_s": 3.2}
+     "llm_calls": ...}, "cost_usd": 0.0012, "run_id": "...", "error": null, "duration_s": 3.2,
+     "position": 0, "score": 1.0}
+
+``position`` is the task's index in the task file; ``score`` is null without ``expected``.
 
 ``status`` is a run's status (``ok``, a limit name, ``error``) or ``error``
 for a task that could not start (e.g. its context file is missing; then
@@ -43,7 +54,7 @@ OVERRIDES = {
     "max_llm_calls": "max_llm_calls", "max_tokens": "max_tokens", "max_cost_usd": "max_cost_usd",
     "timeout_s": "timeout_s", "max_concurrency": "max_concurrency", "temperature": "temperature",
 }
-_KNOWN = {"id", "question", "context_path", "context", *OVERRIDES}
+_KNOWN = {"id", "question", "context_path", "context", "expected", *OVERRIDES}
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,17 @@ class Task:
     context_path: Path | None = None
     context: Any = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    expected: str | None = None
+    position: int = 0
 
     def resolved_context(self) -> Any:
         return self.context_path if self.context_path is not None else self.context
+
+    def score(self, answer: str | None) -> float | None:
+        """1.0 when ``answer`` is the expected one (whitespace and case aside), 0.0 if not, None without one."""
+        if self.expected is None:
+            return None
+        return float(" ".join(str(answer or "").split()).lower() == " ".join(self.expected.split()).lower())
 
 
 def read_tasks(path: Path) -> list[Task]:
@@ -74,7 +93,7 @@ def read_tasks(path: Path) -> list[Task]:
     for number, text in enumerate(lines, start=1):
         if not text.strip():
             continue
-        task = _parse_task(text, number, path.parent)
+        task = dataclasses.replace(_parse_task(text, number, path.parent), position=len(tasks))
         if task.id in seen:
             raise InputError(f"{path}:{number}: duplicate task id {task.id!r} (first on line {seen[task.id]})")
         seen[task.id] = number
@@ -110,9 +129,13 @@ def _parse_task(text: str, number: int, base: Path) -> Task:
         context_path = context_path if context_path.is_absolute() else base / context_path
     elif not isinstance(data["context"], (str, list)):
         raise InputError(f"{where}: 'context' must be a string or a list of {{\"path\", \"text\"}} documents")
+    expected = data.get("expected")
+    if expected is not None and not isinstance(expected, (str, int, float)):
+        raise InputError(f"{where}: 'expected' must be a string or a number")
     overrides = {OVERRIDES[k]: v for k, v in data.items() if k in OVERRIDES}
     return Task(id=str(task_id), question=question, line=number, context_path=context_path,
-                context=data.get("context"), overrides=overrides)
+                context=data.get("context"), overrides=overrides,
+                expected=None if expected is None else str(expected))
 
 
 def finished_ids(results: Path) -> set[str]:
@@ -160,12 +183,14 @@ class BatchJob:
         self.concurrency = concurrency
         self.progress = progress or (lambda stats: None)
         self.run_fn = run_fn
+        self._own_runner = run_fn is None
         done = finished_ids(out)
         self.pending = [task for task in tasks if task.id not in done]
         self.stats = BatchStats(total=len(tasks), skipped=len(tasks) - len(self.pending))
         self._budgets: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._memory: Any = None  # the store every task shares, when the batch has a memory namespace
 
     def run(self) -> BatchStats:
         """Run every pending task; on KeyboardInterrupt stop the running ones and re-raise."""
@@ -188,6 +213,7 @@ class BatchJob:
                 raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
+                self.close()
                 self.progress(self.stats)
         return self.stats
 
@@ -210,11 +236,12 @@ class BatchJob:
             return None
         started = time.monotonic()
         row: dict[str, Any] = {"id": task.id, "answer": None, "status": "error", "usage": None, "cost_usd": None,
-                               "run_id": None, "error": None}
+                               "run_id": None, "error": None, "position": task.position, "score": None}
         try:
             config = dataclasses.replace(self.config, **task.overrides) if task.overrides else self.config
             result = self._run_fn()(task.question, task.resolved_context(), config,
-                                    on_start=lambda run_id, budget: self._started(task, budget))
+                                    on_start=lambda run_id, budget: self._started(task, budget),
+                                    **self._extensions(config))
         except RLMError as exc:  # a bad task (missing file, bad override): recorded, the batch goes on
             row["error"] = str(exc)
         except Exception as exc:  # noqa: BLE001 - whatever ends one task must not end the batch
@@ -223,7 +250,8 @@ class BatchJob:
             if self._stopping.is_set() and result.status == "cancelled":
                 return None  # interrupted: not a result; it runs again on resume
             row.update(answer=result.answer, status=result.status, usage=result.usage.to_dict(),
-                       cost_usd=result.cost_usd, run_id=result.run_id, error=result.error)
+                       cost_usd=result.cost_usd, run_id=result.run_id, error=result.error,
+                       score=task.score(result.answer))
         finally:
             with self._lock:
                 self._budgets.pop(task.id, None)
@@ -236,6 +264,27 @@ class BatchJob:
 
             self.run_fn = run
         return self.run_fn
+
+    def _extensions(self, config: RLMConfig) -> dict[str, Any]:
+        """For in-process runs with a memory namespace: the memory extension on the batch's one store.
+
+        (Runs sent to the service use the service's store; a custom ``run_fn`` gets nothing extra.)
+        """
+        if not config.memory_namespace or self.run_fn is not None and not self._own_runner:
+            return {}
+        from rlm.memory.extension import MemoryExtension
+        from rlm.memory.store import MemoryStore, memory_path
+
+        with self._lock:
+            if self._memory is None:
+                self._memory = MemoryStore(memory_path(config.home))
+        return {"extensions": [MemoryExtension(config, store=self._memory)]}  # a lent store is not closed by it
+
+    def close(self) -> None:
+        """Close the batch's memory store, if it opened one."""
+        if self._memory is not None:
+            self._memory.close()
+            self._memory = None
 
     def _started(self, task: Task, budget: Any) -> None:
         with self._lock:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 
 def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:
-    from rlm.cli import add_executor_options, service_option
+    from rlm.cli import add_executor_options, memory_options, service_option
 
     batch = subparsers.add_parser(
         "batch", help="answer many questions (a JSONL task file) concurrently on the Ray cluster",
@@ -20,7 +20,10 @@ def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentPars
     batch.add_argument("--out", required=True, help="JSONL result file (appended; resumable)")
     batch.add_argument("--concurrency", type=int, default=4, help="tasks running at once (default 4)")
     batch.add_argument("--quiet", "-q", action="store_true", help="no progress bar on stderr")
+    batch.add_argument("--report", type=Path, metavar="FILE",
+                       help="also write score, tokens and calls per task position (markdown) to FILE")
     add_model_options(batch)
+    memory_options(batch)
     add_executor_options(batch)
     service_option(batch)
     batch.set_defaults(func=cmd_batch)
@@ -53,4 +56,8 @@ def cmd_batch(args: argparse.Namespace, env: dict[str, str]) -> int:
         return 130
     if progress is not None:
         progress.close()
+    if args.report:
+        from rlm.agents.batch_report import write_batch_report
+
+        print(f"rlm batch: report {write_batch_report(Path(args.out), args.report)}", file=sys.stderr)
     return 0 if stats.failed == 0 else 1

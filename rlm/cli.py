@@ -45,7 +45,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
                        help="run model code WITHOUT bubblewrap isolation (rlimits only); dangerous")
 
 
-def _memory_options(parser: argparse.ArgumentParser) -> None:
+def memory_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("swarm memory")
     choice = group.add_mutually_exclusive_group()
     choice.add_argument("--memory", metavar="NAMESPACE", help="use (and learn into) this memory namespace")
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("context_path", help="file, directory, or - (stdin)")
     ask.add_argument("question")
     _model_options(ask)
-    _memory_options(ask)
+    memory_options(ask)
     add_executor_options(ask)
     ask.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
     ask.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")

@@ -17,7 +17,7 @@ from rlm.errors import InputError
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-RESULT_KEYS = {"id", "answer", "status", "usage", "cost_usd", "run_id", "error", "duration_s"}
+RESULT_KEYS = {"id", "answer", "status", "usage", "cost_usd", "run_id", "error", "duration_s", "position", "score"}
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,35 @@ def test_cli_batch_writes_results_and_a_progress_line(server_factory, tmp_path, 
     assert done.returncode == 0, done.stderr
     assert sorted(r["answer"] for r in results(out)) == ["0n / cli", "1n / cli", "2n / cli"]
     assert "3/3 done" in done.stderr and "0 failed" in done.stderr
+
+
+def test_a_batch_with_memory_learns_across_its_tasks_and_reports_per_position(server_factory, tmp_path, rlm_home):
+    """Every task shares one memory store: what the first task's reflection stored is in the next tasks' prompts."""
+    seen_memory: list[bool] = []
+
+    def policy(messages):
+        if str(messages[0].get("content", "")).startswith("You maintain the long-term memory"):
+            return ('```json\n[{"op": "add", "kind": "memory", "title": "counting", '
+                    '"text": "Count the word with str.count."}]\n```')
+        if not is_agent_prompt(messages):
+            return "unused"
+        seen_memory.append("Count the word with str.count." in str(messages[0]["content"]))
+        return repl("FINAL(str(context.count('needle')))")
+
+    server = server_factory(policy=policy)
+    tasks = tmp_path / "tasks.jsonl"
+    tasks.write_text("".join(json.dumps({"id": f"t{i}", "question": "How many needles?", "context": "needle " * i,
+                                         "expected": str(i)}) + "\n" for i in range(1, 5)))
+    out, report = tmp_path / "results.jsonl", tmp_path / "report.md"
+    env = {**os.environ, "RLM_HOME": str(rlm_home), "RLM_EXECUTOR": "local"}
+    done = subprocess.run([sys.executable, "-m", "rlm.cli", "batch", str(tasks), "--out", str(out), "--concurrency",
+                           "1", "--model", "openai/scripted", "--api-base", server.base_url, "--memory", "needles",
+                           "--reflect", "always", "--report", str(report), "-q"], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = sorted(results(out), key=lambda r: r["position"])
+    assert [(r["position"], r["score"]) for r in rows] == [(0, 1.0), (1, 1.0), (2, 1.0), (3, 1.0)]
+    assert seen_memory == [False, True, True, True]  # learnt after the first task, used by the others
+    text = report.read_text()
+    assert "| position | id | status | score | tokens | LM calls | cost (USD) |" in text
+    assert "Overall score: 4 of 4." in text

@@ -378,20 +378,7 @@ class Service:
         with self._lock:
             if self._memory is None:
                 self._memory = MemoryStore(memory_path(config.home))
-        return [MemoryExtension(config, store=_Shared(self._memory))]
-
-
-class _Shared:
-    """The service's memory store lent to one run: the run's ``close`` does not close it."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def close(self) -> None:
-        pass
+        return [MemoryExtension(config, store=self._memory)]  # a store it is given, the extension never closes
 
 
 def _context(request: dict[str, Any]) -> Any:
