@@ -31,6 +31,7 @@ slots of the filter are patched with the worker's own pid first.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -49,6 +50,8 @@ PR_SET_SECCOMP = 22
 PR_SET_DUMPABLE = 4
 SECCOMP_MODE_FILTER = 2
 MAX_MESSAGE = 1 << 16
+#: Loaded before any fork: every worker inherits it instead of loading it again.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 FDS_PER_REQUEST = 5
 #: Where a forked worker finds its context (read-only; closed once decoded).
 CONTEXT_FD = 9
@@ -127,11 +130,13 @@ class Zygote:
             os._exit(code)
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 def _confine(request: dict) -> None:
     """Non-dumpable, a private scratch directory, and the per-worker seccomp filter (if any)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _LIBC
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
     scratch = tempfile.mkdtemp(prefix="agent-", dir=os.environ.get("HOME") or "/tmp")
@@ -143,12 +148,8 @@ def _confine(request: dict) -> None:
     patched = bytearray(program)
     for slot in request.get("pid_slots") or ():
         struct.pack_into("=I", patched, 8 * int(slot) + 4, os.getpid())
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
     buffer = ctypes.create_string_buffer(bytes(patched), len(patched))
-    prog = SockFprog(len(patched) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    prog = _SockFprog(len(patched) // 8, ctypes.cast(buffer, ctypes.c_void_p))
     if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_SECCOMP) failed")
 
