@@ -4,7 +4,8 @@ The bubblewrap command line is the whole of the isolation, so it is built in one
 place (:func:`bwrap_policy`) and read like a policy: new user/pid/ipc/net/uts/cgroup
 namespaces (no network at all, not even loopback), no capabilities, no nested
 user namespaces, read-only system directories, only the Python installation,
-the worker's own files and the context file bound in (nothing from
+the worker's own files, the context file and the analysis packages
+(:mod:`rlm.sandbox.packages`, never the host's venv) bound in (nothing from
 ``$HOME``, ``/tmp``, ``/run``, the project or the run log), size-capped tmpfs
 for ``/tmp`` and ``/dev/shm``, a cleared environment, a new session (no
 terminal), death with the parent, and the seccomp filter of
@@ -60,6 +61,8 @@ WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py")
 JAIL_WORKER_DIR = "/opt/rlm-sandbox"
 JAIL_CONTEXT_PATH = "/input/context"
 JAIL_SCRATCH = "/tmp"
+#: Where the sandbox's analysis packages (rlm.sandbox.packages) are bound read-only, when installed.
+JAIL_PACKAGES = "/opt/rlm-packages"
 #: Where a Python installed outside /usr (pyenv, conda, uv: often under $HOME) is bound, so no host path shows.
 JAIL_PYTHON_PREFIX = "/opt/rlm-python"
 #: The only environment the worker sees (bwrap itself is started with it too).
@@ -74,6 +77,11 @@ WORKER_ENV = {
     # mmap per buffer: on small VMs the page faults of mapping and unmapping cost 10x the copying.
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+    # numpy's OpenBLAS (and any OpenMP/MKL build) would start a thread per core at import: one thread keeps
+    # BLAS inside the process limit and the CPU rlimit, and leaves the host's cores to the other agents.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 #: In bubblewrap's environment (never the worker's): the owning process as ``pid:start-time``.
@@ -165,7 +173,7 @@ def _python_in_jail(python: str) -> tuple[str, str | None, dict[str, str]]:
 
 
 def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], python: str,
-                worker: WorkerFiles) -> list[str]:
+                worker: WorkerFiles, packages: Path | None) -> list[str]:
     _, prefix, _ = _python_in_jail(python)
     size = str(scratch_mb * 1024 * 1024)
     if prefix is not None:
@@ -190,6 +198,8 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
     else:
         for name in WORKER_FILES:
             args += ["--ro-bind", str(worker.directory / name), f"{JAIL_WORKER_DIR}/{name}"]
+    if packages is not None:
+        args += ["--ro-bind", str(packages), JAIL_PACKAGES]
     return args + [
         "--ro-bind", str(context_file), JAIL_CONTEXT_PATH,
         # /proc/sys read-only: when rlm runs as root the sandbox's uid maps to host root, and sysctl
@@ -203,8 +213,11 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
 
 
 def bwrap_policy(context_file: Path, *, scratch_mb: int, python: str | None = None,
-                 weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None) -> list[str]:
+                 weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None,
+                 packages: Path | None = None) -> list[str]:
     """The bubblewrap options that jail the worker on ``context_file`` (the policy, in one list).
+
+    ``packages`` is an installed set of :mod:`rlm.sandbox.packages`, bound read-only at :data:`JAIL_PACKAGES`.
 
     :func:`spawn` adds ``--seccomp FD`` and hands the list to bwrap through ``--args FD``.
     """
@@ -220,7 +233,7 @@ def bwrap_policy(context_file: Path, *, scratch_mb: int, python: str | None = No
     ]
     if "env" not in weaken:
         args.append("--clearenv")
-    args += _filesystem(context_file, scratch_mb, weaken, python, worker)
+    args += _filesystem(context_file, scratch_mb, weaken, python, worker, packages)
     _, _, extra_env = _python_in_jail(python)
     for key, value in {**WORKER_ENV, **extra_env}.items():
         args += ["--setenv", key, value]
@@ -235,7 +248,7 @@ def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool) -> list[s
 
 
 def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
-           weaken: frozenset[str] = frozenset()) -> Launch:
+           weaken: frozenset[str] = frozenset(), packages: Path | None = None) -> Launch:
     """What to start for ``mode`` (``"bwrap"`` or ``"unsafe"``); :func:`spawn` starts it."""
     if weaken:
         _check_weaken(weaken)
@@ -243,7 +256,8 @@ def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: b
     if mode == "bwrap":
         check_bwrap()
         bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes)
-        policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker)
+        policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker,
+                              packages=packages)
         env = {**os.environ, **WORKER_ENV} if "env" in weaken else dict(WORKER_ENV)
         env[OWNER_ENV] = _owner_token()  # bwrap's own environment only: --clearenv keeps it from the worker
         argv = [shutil.which("bwrap") or "bwrap", "--", *_worker_command(python, worker, jailed=True)]
@@ -252,14 +266,15 @@ def launch(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: b
 
 
 def spawn(mode: str, context_file: Path, *, scratch_mb: int, allow_processes: bool = False,
-          weaken: frozenset[str] = frozenset()) -> WorkerProcess:
+          weaken: frozenset[str] = frozenset(), packages: Path | None = None) -> WorkerProcess:
     """Start the worker for ``mode``: stdio on pipes, no other descriptor inherited.
 
     For bubblewrap, the BPF program and the policy are written into two pipes whose write
     ends are closed before bwrap starts (both fit a pipe's buffer many times over), and bwrap
     gets only their read ends: ``bwrap --json-status-fd S --args A -- python ...``.
     """
-    spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken)
+    spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken,
+                  packages=packages)
     if mode != "bwrap":
         return WorkerProcess(_popen(spec.argv, spec.env, ()), spec.context_path)
     fds: list[int] = []
