@@ -177,7 +177,7 @@ class Agent:
         return prompts.PromptSpec(
             capacity=capacity(self.model, config.effective_sub_model), max_iterations=config.max_iterations,
             max_concurrency=config.max_concurrency, observation_chars=config.max_observation_chars,
-            child=self.depth > 0, sub_calls=config.sub_calls, packages=packages.available(config.sandbox.packages_dir),
+            child=self.depth > 0, sub_calls=config.sub_calls, children=self.depth < config.max_depth, packages=packages.available(config.sandbox.packages_dir),
             extra_functions=tuple(f.doc for f in self.services.host_functions.values()), extra=extra)
 
     def _initial_messages(self) -> list[Message]:

@@ -44,11 +44,18 @@ SUB_CALL_FUNCTIONS = """\
 - `llm_query_batched(prompts)` — many `llm_query` calls at once ({concurrency} run in parallel); returns \
 a list in the same order. An item that failed is a `QueryError` instead of a str (falsy; `str()` tells \
 why): check with `isinstance(x, QueryError)`.
+{rlm_functions}"""
+
+RLM_FUNCTIONS = """\
 - `rlm_query(prompt, context=None)` — hands a sub-task to a helper agent with its own REPL: it can explore, \
 run code and call sub-models itself, and returns its answer (a str). With `context=piece` the helper's \
 `context` is that piece; with no `context` it works on your whole `context` (nothing is copied). Prefer it \
 to `llm_query` when the sub-task needs several steps of its own, such as searching a large piece.
 - `rlm_query_batched(prompts, contexts=None)` — many helper agents in parallel; failed items are `QueryError`.
+"""
+RLM_FUNCTIONS_AT_MAX_DEPTH = """\
+- `rlm_query(prompt, context=None)`, `rlm_query_batched(prompts, contexts=None)` — at this depth no helper \
+agents can be started: each is one sub-model call on `prompt` followed by the `context` you pass (as text).
 """
 
 FULL_SYSTEM = """\
@@ -58,12 +65,10 @@ what it prints. Variables persist between blocks.
 
 ## The REPL
 {functions}{packages}
-
 ## How to work
 1. Look before you answer: print `len(context)`, the start of it, and how it is structured (lines, \
 records, separators, headings).
-2. Filter with code, read with sub-calls. Code (`re`, string methods, counting) finds where things are \
-and does exact work; {read_with}
+2. {read_with}
 3. When the answer depends on the whole input (counting, totals, "all", "every", "most", pairs of \
 items), cover all of it. {map_reduce} A search that found some matches is not a count of all of them.
 4. When later parts depend on earlier ones, read the pieces in order and carry a short buffer of what \
@@ -78,9 +83,11 @@ and never call FINAL in the same block as the code whose result you have not see
 - Give the answer by calling FINAL(answer) inside a ```repl block.
 {no_sub_calls}"""
 
-READ_WITH_SUB_CALLS = ("`llm_query` reads for meaning (classifying, judging, extracting what no pattern "
-                       "finds). Put the question and the text into every sub-call prompt.")
-READ_WITHOUT_SUB_CALLS = "print the text you found and read it yourself."
+READ_WITH_SUB_CALLS = ("Filter with code, read with sub-calls. Code (`re`, string methods, counting) finds where "
+                       "things are and does exact work; `llm_query` reads for meaning (classifying, judging, "
+                       "extracting what no pattern finds). Put the question and the text into every sub-call prompt.")
+READ_WITHOUT_SUB_CALLS = ("Filter with code: `re`, string methods and counting find where things are and do exact "
+                          "work; print the text you found and read it yourself.")
 MAP_REDUCE = ("Split `context` into pieces of at most {sub_chars} characters, ask the same instruction "
               "about every piece with one `llm_query_batched` call (map), then combine the answers in code "
               "(reduce).")
@@ -129,8 +136,8 @@ EXAMPLE_TURNS = [
              "1887-03-01 - Wind from the west. Sails mended. Crew of nine.\n"
              "1887-03-02 - Calm. Fished for cod.\n1887-03-03 - Rain. Cook sick.\n>>>\n\n"
              "Write a ```repl block to start exploring `context`."),
-    ("assistant", "```repl\nimport re\nprint(re.findall(r\"secret code is ([\\w-]+)\", context))\n```"),
-    ("user", "Output of your code (13 characters):\n['ZEBRA-42']"),
+    ("assistant", "```repl\ni = context.find(\"secret code\")\nprint(context[i:i + 60])\n```"),
+    ("user", "Output of your code (60 characters):\nsecret code is ZEBRA-42. Keep it safe.\n1887-06-12 - Calm. Fi"),
     ("assistant", "```repl\nFINAL(\"ZEBRA-42\")\n```"),
 ]
 #: Opens the task turn after :data:`EXAMPLE_TURNS`; :func:`task_index` finds the task by it.
@@ -169,6 +176,8 @@ class PromptSpec:
     observation_chars: int | None = None  # None: from ``capacity``
     child: bool = False
     sub_calls: bool = True
+    #: False at the deepest level (``max_depth``): ``rlm_query`` is then a plain sub-model call.
+    children: bool = True
     packages: Sequence[str] = ()
     extra_functions: Sequence[str] = ()
     extra: str = ""
@@ -197,7 +206,9 @@ class TurnState:
 def system_prompt(spec: PromptSpec) -> str:
     """The system prompt for ``spec`` (full or compact style)."""
     sub_chars = f"{spec.capacity.sub_call_chars:,}"
-    sub_call_functions = SUB_CALL_FUNCTIONS.format(sub_chars=sub_chars, concurrency=spec.max_concurrency)
+    sub_call_functions = SUB_CALL_FUNCTIONS.format(
+        sub_chars=sub_chars, concurrency=spec.max_concurrency,
+        rlm_functions=RLM_FUNCTIONS if spec.children else RLM_FUNCTIONS_AT_MAX_DEPTH)
     functions = _FUNCTIONS.format(sub_call_functions=sub_call_functions if spec.sub_calls else "",
                                   extra_functions="".join(f"- {doc}\n" for doc in spec.extra_functions))
     packages = PACKAGES.format(names=", ".join(spec.packages)) if spec.packages else NO_PACKAGES

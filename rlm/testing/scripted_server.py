@@ -39,6 +39,10 @@ Blank lines are ignored. Keys:
     Overrides the reported token counts: any of ``prompt_tokens``,
     ``completion_tokens``, ``total_tokens`` (non-negative integers). A missing
     ``total_tokens`` is the sum of the other two.
+``reasoning_content`` (string, optional)
+    A reasoning model's separate reasoning, sent in the message beside
+    ``content`` (and as its own delta when streaming), as servers with a
+    reasoning parser do.
 
 Any other key is an error. Example::
 
@@ -166,7 +170,7 @@ _MODEL_PREFIXES = ("/v1/models/", "/models/")
 _STREAM_LIMIT = 1 << 20  # largest request head, and the reader's buffer size
 _MAX_BODY = 256 << 20  # largest request body
 _BACKLOG = 4096
-_SCRIPT_KEYS = frozenset({"content", "delay_ms", "status", "usage"})
+_SCRIPT_KEYS = frozenset({"content", "delay_ms", "status", "usage", "reasoning_content"})
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 _WORD_RE = re.compile(r"\S+\s*|\s+")
 
@@ -186,12 +190,15 @@ class Reply:
         status: an HTTP error status (400-599) to answer instead of a completion.
         usage: token counts overriding the estimates (keys from ``prompt_tokens``,
             ``completion_tokens``, ``total_tokens``).
+        reasoning_content: a reasoning model's separate reasoning text, sent beside ``content``
+            in the message (as vLLM's and DeepSeek's reasoning parsers do).
     """
 
     content: str = ""
     delay_ms: float = 0.0
     status: int | None = None
     usage: Mapping[str, int] | None = None
+    reasoning_content: str | None = None
 
     @classmethod
     def parse(cls, item: object, where: str) -> Reply:
@@ -218,7 +225,14 @@ class Reply:
             delay_ms=_parse_delay(item.get("delay_ms", 0), where),
             status=status,
             usage=_parse_usage(item.get("usage"), where),
+            reasoning_content=_parse_reasoning(item.get("reasoning_content"), where),
         )
+
+
+def _parse_reasoning(value: object, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f'{where}: "reasoning_content" must be a string, got {type(value).__name__}')
+    return value
 
 
 def _parse_status(value: object, where: str) -> int | None:
@@ -972,6 +986,7 @@ class ScriptedServer:
             model=record.model or self.model,
             content=reply.content,
             usage=_usage(messages, reply),
+            reasoning_content=reply.reasoning_content,
         )
         if record.stream:
             return completion.sse_response(_include_usage(payload))
@@ -1046,8 +1061,12 @@ class _Completion:
     model: str
     content: str
     usage: dict[str, int]
+    reasoning_content: str | None = None
 
     def json_response(self) -> _HttpResponse:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
         body = {
             "id": self.id,
             "object": "chat.completion",
@@ -1057,7 +1076,7 @@ class _Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.content, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
@@ -1068,6 +1087,8 @@ class _Completion:
 
     def sse_response(self, include_usage: bool) -> _HttpResponse:
         deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant", "content": ""}, None)]
+        if self.reasoning_content is not None:
+            deltas.append(({"reasoning_content": self.reasoning_content}, None))
         deltas.extend(({"content": word}, None) for word in _WORD_RE.findall(self.content))
         deltas.append(({}, "stop"))
         events = [self._chunk(delta, finish, include_usage) for delta, finish in deltas]
