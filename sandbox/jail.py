@@ -87,7 +87,7 @@ _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/
 #: In bubblewrap's environment (never the worker's): the owning process as ``pid:start-time``.
 OWNER_ENV = "RLM_SANDBOX_OWNER"
 #: Protections the test suite may remove (see :func:`spawn`); never reachable from the CLI or config.
-WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid"})
+WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid", "packages"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,8 +198,8 @@ def _filesystem(context_file: Path, scratch_mb: int, weaken: frozenset[str], pyt
     else:
         for name in WORKER_FILES:
             args += ["--ro-bind", str(worker.directory / name), f"{JAIL_WORKER_DIR}/{name}"]
-    if packages is not None:
-        args += ["--ro-bind", str(packages), JAIL_PACKAGES]
+    if packages is not None:  # weakened (test-only): bound writable, so the suite can see a probe notice it
+        args += ["--bind" if "packages" in weaken else "--ro-bind", str(packages), JAIL_PACKAGES]
     return args + [
         "--ro-bind", str(context_file), JAIL_CONTEXT_PATH,
         # /proc/sys read-only: when rlm runs as root the sandbox's uid maps to host root, and sysctl
