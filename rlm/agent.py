@@ -63,6 +63,8 @@ class Agent:
         self.spec = self._prompt_spec()
         self.iterations = 0
         self._variables: tuple[str, ...] = ()
+        #: Whether the example's answer may be given: not yet refused once, or seen in an output of this agent.
+        self._example_answer_ok = not prompts.example_turns(self.spec)
         self._partial: str | None = None
         self._sandbox: Sandbox | None = None
         self._sandbox_starting: Future[Sandbox] | None = None
@@ -129,6 +131,9 @@ class Agent:
         dropped = 0
         for index, code in enumerate(blocks):
             result = self._run_cell(code, index)
+            if result.final is not None and self._copied_example(result.final):
+                parts.append(prompts.EXAMPLE_LEAK)
+                return None, self._observation(parts, dropped), index + 1
             if result.final is not None:
                 return result.final, "", index + 1
             parts.append(self._format_cell(index, len(blocks), result))
@@ -146,11 +151,20 @@ class Agent:
         if final.ambiguous:
             return None, prompts.AMBIGUOUS_FINAL, 0
         if final.text is not None:
-            return final.text, "", 0
+            return (None, prompts.EXAMPLE_LEAK, 0) if self._copied_example(final.text) else (final.text, "", 0)
         result = self._run_cell(final.code or "", 0)
         if result.final is not None:
+            if self._copied_example(result.final):
+                return None, prompts.EXAMPLE_LEAK, 1
             return result.final, "", 1
         return None, self._observation([self._format_cell(0, 1, result)], result.truncated), 1
+
+    def _copied_example(self, answer: str) -> bool:
+        """True, once, for an answer holding the worked example's answer that no output of this agent showed."""
+        if self._example_answer_ok or prompts.EXAMPLE_ANSWER not in answer:
+            return False
+        self._example_answer_ok = True  # refused once: a model that insists is answered
+        return True
 
     def _force_final(self, messages: list[Message]) -> AgentResult:
         """Out of iterations: ask once for a final answer from what the model has."""
@@ -236,6 +250,8 @@ class Agent:
                                        should_stop=lambda: self.services.budget.stop_reason is not None)
         if result.stdout.strip():
             self._partial = result.stdout.strip()[-PREVIEW_CHARS:]
+        if prompts.EXAMPLE_ANSWER in result.stdout:
+            self._example_answer_ok = True  # the input itself holds it
         self._variables = result.variables
         self._emit(CellExecuted, iteration=self.iterations, index=index, code=code,
                    stdout=result.stdout[:self.config.sandbox.max_output_chars],

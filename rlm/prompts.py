@@ -136,10 +136,19 @@ EXAMPLE_TURNS = [
              "1887-03-01 - Wind from the west. Sails mended. Crew of nine.\n"
              "1887-03-02 - Calm. Fished for cod.\n1887-03-03 - Rain. Cook sick.\n>>>\n\n"
              "Write a ```repl block to start exploring `context`."),
-    ("assistant", "```repl\ni = context.find(\"secret code\")\nprint(context[i:i + 60])\n```"),
-    ("user", "Output of your code (60 characters):\nsecret code is ZEBRA-42. Keep it safe.\n1887-06-12 - Calm. Fi"),
+    ("assistant", "```repl\nlines = [line for line in context.splitlines() if \"secret code\" in line]\n"
+                  "print(lines[:5])\n```"),
+    # The example's observation has the footer every real one has: a 135M model answered only when the shapes matched.
+    ("user", "Output of your code (75 characters):\n"
+             "[\"1887-06-11 - Note: the captain's secret code is ZEBRA-42. Keep it safe.\"]\n\n"
+             "[turn 1 of 20 done; 19 left; 199 LM calls left in this run]\nVariables: lines (list, 1)\n"
+             "Question: What is the ship captain's secret code?"),
     ("assistant", "```repl\nFINAL(\"ZEBRA-42\")\n```"),
 ]
+#: The worked example's answer: small models copy it when they find nothing (see :data:`EXAMPLE_LEAK`).
+EXAMPLE_ANSWER = "ZEBRA-42"
+EXAMPLE_LEAK = (f"{EXAMPLE_ANSWER} is the answer of the worked example, not of this task: no output of your code "
+                "showed it. Print the text your answer comes from, then call FINAL(answer).")
 #: Opens the task turn after :data:`EXAMPLE_TURNS`; :func:`task_index` finds the task by it.
 AFTER_EXAMPLE = "Correct. That was an example. Now the real task, with a new `context`.\n\n"
 

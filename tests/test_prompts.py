@@ -223,3 +223,19 @@ def test_reasoning_content_field_is_not_run(server_factory, make_config, text_fi
 
     result, server, _ = run_policy(server_factory, make_config, text_file, policy)
     assert result.answer == "right" and result.iterations == 2
+
+
+# -- the compact example's answer is not taken for this task's -------------------------------------
+def test_the_examples_answer_is_refused_once_unless_an_output_showed_it(server_factory, make_config, text_file):
+    def copying(messages):
+        return [repl("print('nothing found')"), repl("FINAL('ZEBRA-42')"), repl("FINAL('ZEBRA-42')")][turn(messages)]
+
+    result, server, _ = run_policy(server_factory, make_config, text_file, copying, model="openai/smollm2-135m")
+    assert result.answer == "ZEBRA-42" and result.iterations == 3  # refused once, then the model insisted
+    assert prompts.EXAMPLE_LEAK in server.requests[2].messages[-1]["content"]
+
+    def reading(messages):
+        return [repl("print(context[context.find('secret'):][:27])"), repl("FINAL('ZEBRA-42')")][turn(messages)]
+
+    result, _, _ = run_policy(server_factory, make_config, text_file, reading, model="openai/smollm2-135m")
+    assert result.answer == "ZEBRA-42" and result.iterations == 2  # DOC holds it and an output showed it
