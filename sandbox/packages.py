@@ -127,44 +127,48 @@ def project_name(requirement: str) -> str:
     return re.sub(r"[-_.]+", "-", match.group(1)).lower()
 
 
-def requested(directory: Path, add: tuple[str, ...] = ()) -> tuple[str, ...]:
+def requested(directory: Path, add: tuple[str, ...] = (),
+              defaults: tuple[str, ...] = DEFAULT_REQUIREMENTS) -> tuple[str, ...]:
     """The defaults, then ``requirements.txt``, then ``add``; a later entry for the same project wins."""
     chosen: dict[str, str] = {}
     listed = directory / "requirements.txt"
     lines = listed.read_text(encoding="utf-8").splitlines() if listed.exists() else []
-    for requirement in (*DEFAULT_REQUIREMENTS, *lines, *add):
+    for requirement in (*defaults, *lines, *add):
         requirement = requirement.split("#", 1)[0].strip()
         if requirement:
             chosen[project_name(requirement)] = requirement
     return tuple(chosen.values())
 
 
-def install(directory: str | os.PathLike[str], add: tuple[str, ...] = (), *, quiet: bool = True) -> Path:
+def install(directory: str | os.PathLike[str], add: tuple[str, ...] = (), *, quiet: bool = True,
+            defaults: tuple[str, ...] = DEFAULT_REQUIREMENTS, pip_options: tuple[str, ...] = ()) -> Path:
     """Make ``directory/current`` hold the requested set (installing only when it changed); returns the env.
+
+    ``defaults`` and ``pip_options`` (e.g. ``--no-index``) exist for tests that install a local wheel offline.
 
     Raises:
         PackagesError: pip failed (nothing is swapped: the previous set stays current).
     """
     root = Path(directory)
     (root / "envs").mkdir(parents=True, exist_ok=True)
-    wanted = requested(root, add)
+    wanted = requested(root, add, defaults)
     digest = hashlib.sha256("\n".join([python_tag(), *sorted(wanted)]).encode()).hexdigest()[:16]
     env = root / "envs" / digest
     if not (env / MANIFEST).exists():
-        _build(env, wanted, quiet=quiet)
+        _build(env, wanted, quiet=quiet, pip_options=pip_options)
     _point_current(root, env)
     # The user's additions and overrides only: the defaults follow rlm's pins when it is upgraded.
-    own = [r for r in wanted if r not in DEFAULT_REQUIREMENTS]
+    own = [r for r in wanted if r not in defaults]
     (root / "requirements.txt").write_text("".join(f"{r}\n" for r in own), encoding="utf-8")
     _prune(root, keep={env, _previous(root)})
     return env
 
 
-def _build(env: Path, wanted: tuple[str, ...], *, quiet: bool) -> None:
+def _build(env: Path, wanted: tuple[str, ...], *, quiet: bool, pip_options: tuple[str, ...]) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=env.parent))
     try:
         command = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--no-warn-conflicts",
-                   "--no-input", "--target", str(staging), *wanted]
+                   "--no-input", *pip_options, "--target", str(staging), *wanted]
         done = subprocess.run(command + (["-q"] if quiet else []), capture_output=quiet, text=True)
         if done.returncode != 0:
             detail = (done.stderr or "").strip().splitlines()[-5:] if quiet else []
