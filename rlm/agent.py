@@ -191,7 +191,8 @@ class Agent:
         return prompts.PromptSpec(
             capacity=capacity(self.model, config.effective_sub_model), max_iterations=config.max_iterations,
             max_concurrency=config.max_concurrency, observation_chars=config.max_observation_chars,
-            child=self.depth > 0, sub_calls=config.sub_calls, children=self.depth < config.max_depth, packages=packages.available(config.sandbox.packages_dir),
+            child=self.depth > 0, sub_calls=config.sub_calls, children=self.depth < config.max_depth,
+            packages=packages.available(config.sandbox.packages_dir),
             extra_functions=tuple(f.doc for f in self.services.host_functions.values()), extra=extra)
 
     def _initial_messages(self) -> list[Message]:
@@ -212,8 +213,9 @@ class Agent:
         if room is None or sum(len(m["content"]) for m in messages) <= room:
             return messages
         fitted = list(messages)
-        observations = [i for i, m in enumerate(fitted) if m["role"] == "user" and m["content"].startswith(
-            prompts.OBSERVATION_HEADER)][:-1]  # the latest output always stays whole
+        task = prompts.task_index(fitted) or 0  # the worked example before the task stays as it is
+        observations = [i for i, m in enumerate(fitted) if i > task and m["role"] == "user" and m[
+            "content"].startswith(prompts.OBSERVATION_HEADER)][:-1]  # the latest output always stays whole
         for index in observations:
             fitted[index] = {"role": "user", "content": prompts.trimmed_observation(fitted[index]["content"])}
             if sum(len(m["content"]) for m in fitted) <= room:

@@ -24,6 +24,7 @@ import textwrap
 from conftest import first_user, is_agent_prompt, repl, turn
 
 from rlm import prompts
+from rlm.capacity import Capacity
 from rlm.runner import run
 
 SHOP_LOG = "".join(
@@ -87,7 +88,7 @@ def observation(server, index: int) -> str:
 
 
 def test_our_map_reduce_example_runs_verbatim(server_factory, make_config, text_file):
-    system = prompts.system_prompt(prompts.PromptSpec(capacity=prompts.Capacity(None, 8_192)))
+    system = prompts.system_prompt(prompts.PromptSpec(capacity=Capacity(None, 8_192)))
     block = system.split("look like this:\n```repl\n", 1)[1].split("```", 1)[0]
     assert "size = 12_000" in block  # the prompt's own number for a sub-model with an 8k window
     result, server = solve(server_factory, make_config, text_file, "Which orders were cancelled?", SHOP_LOG, [
