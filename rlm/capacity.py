@@ -25,6 +25,7 @@ import sys
 from dataclasses import dataclass
 
 from rlm.config import LOCAL_MODEL
+from rlm.local_model import SERVED_NAME
 
 __all__ = ["Capacity", "DEFAULT_WINDOW", "COMPACT_WINDOW", "window_for", "capacity"]
 
@@ -34,7 +35,7 @@ DEFAULT_WINDOW = 32_768
 COMPACT_WINDOW = 16_384
 CHARS_PER_TOKEN = 3
 #: Windows of models rlm ships or serves itself (the embedded llama.cpp server runs SmolLM2 with n_ctx 8192).
-BUILTIN_WINDOWS = {LOCAL_MODEL: 8_192, "openai/smollm2-135m": 8_192}
+BUILTIN_WINDOWS = {LOCAL_MODEL: 8_192, f"openai/{SERVED_NAME}": 8_192}
 
 
 def window_for(model: str) -> int | None:
