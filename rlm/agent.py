@@ -26,17 +26,22 @@ from typing import Any
 
 from rlm import prompts
 from rlm.calls import PREVIEW_CHARS, CallMeter
+from rlm.capacity import capacity
 from rlm.errors import LimitReached, RLMError
 from rlm.events import AgentFinished, AgentStarted, CellExecuted, Event, IterationFinished
 from rlm.inputs import ContextPayload
 from rlm.lm import Message
-from rlm.parsing import extract_code_blocks, plain_final, strip_code
+from rlm.parsing import extract_code_blocks, plain_final, strip_code, visible_text
 from rlm.results import AgentResult
+from rlm.sandbox import packages
 from rlm.sandbox.host import CellResult, Sandbox
 from rlm.services import AgentLike, RunServices
 from rlm.subcalls import SubCalls
 
 __all__ = ["Agent", "AgentResult", "PREVIEW_CHARS"]
+
+#: Variables listed in an observation's footer.
+MAX_LISTED_VARIABLES = 20
 
 
 class Agent:
@@ -55,7 +60,11 @@ class Agent:
         self.subcalls = SubCalls(self)
         self.role = "root" if depth == 0 else "sub"
         self.model = self.config.model if depth == 0 else self.config.effective_sub_model
+        self.spec = self._prompt_spec()
         self.iterations = 0
+        self._variables: tuple[str, ...] = ()
+        #: Whether the example's answer may be given: not yet refused once, or seen in an output of this agent.
+        self._example_answer_ok = not prompts.example_turns(self.spec)
         self._partial: str | None = None
         self._sandbox: Sandbox | None = None
         self._sandbox_starting: Future[Sandbox] | None = None
@@ -101,14 +110,15 @@ class Agent:
         """One model turn and its cells; returns the answer if FINAL was called."""
         started = time.monotonic()
         self.services.budget.check()
-        reply = self.calls.call(messages, role=self.role, purpose=purpose).text
-        messages.append({"role": "assistant", "content": reply})
-        answer, observation, n_cells = self._act(reply)
+        reply = self.calls.call(self._fitted(messages), role=self.role, purpose=purpose).text
+        visible = visible_text(reply)  # code drafted in a reasoning section is never run
+        messages.append({"role": "assistant", "content": visible})
+        answer, observation, n_cells = self._act(visible)
         self._emit(IterationFinished, iteration=self.iterations, reply=reply, n_cells=n_cells,
                    duration_s=time.monotonic() - started)
         if answer is not None:
             return answer
-        messages.append({"role": "user", "content": observation})
+        messages.append({"role": "user", "content": f"{observation}\n\n{self._footer()}"})
         self.services.budget.check()
         return None
 
@@ -118,15 +128,20 @@ class Agent:
         if not blocks:
             return self._act_on_prose(reply)
         parts: list[str] = []
+        dropped = 0
         for index, code in enumerate(blocks):
             result = self._run_cell(code, index)
+            if result.final is not None and self._copied_example(result.final):
+                parts.append(prompts.EXAMPLE_LEAK)
+                return None, self._observation(parts, dropped), index + 1
             if result.final is not None:
                 return result.final, "", index + 1
             parts.append(self._format_cell(index, len(blocks), result))
+            dropped += result.truncated
             if result.error is not None and index + 1 < len(blocks):
                 parts.append(f"[blocks {index + 2}-{len(blocks)} were not run because block {index + 1} failed]")
-                return None, self._observation(parts), index + 1
-        return None, self._observation(parts), len(blocks)
+                return None, self._observation(parts, dropped), index + 1
+        return None, self._observation(parts, dropped), len(blocks)
 
     def _act_on_prose(self, reply: str) -> tuple[str | None, str, int]:
         self._partial = strip_code(reply) or self._partial
@@ -136,16 +151,27 @@ class Agent:
         if final.ambiguous:
             return None, prompts.AMBIGUOUS_FINAL, 0
         if final.text is not None:
-            return final.text, "", 0
+            return (None, prompts.EXAMPLE_LEAK, 0) if self._copied_example(final.text) else (final.text, "", 0)
         result = self._run_cell(final.code or "", 0)
         if result.final is not None:
+            if self._copied_example(result.final):
+                return None, prompts.EXAMPLE_LEAK, 1
             return result.final, "", 1
-        return None, self._observation([self._format_cell(0, 1, result)]), 1
+        return None, self._observation([self._format_cell(0, 1, result)], result.truncated), 1
+
+    def _copied_example(self, answer: str) -> bool:
+        """True, once, for an answer holding the worked example's answer that no output of this agent showed."""
+        if self._example_answer_ok or prompts.EXAMPLE_ANSWER not in answer:
+            return False
+        self._example_answer_ok = True  # refused once: a model that insists is answered
+        return True
 
     def _force_final(self, messages: list[Message]) -> AgentResult:
         """Out of iterations: ask once for a final answer from what the model has."""
-        messages.append({"role": "user", "content": prompts.FORCE_FINAL})
-        reply = self.calls.call(messages, role=self.role, purpose="final").text
+        # Appended to the last observation: two user turns in a row break some chat templates.
+        request = prompts.force_final(self.config.max_iterations, self.prompt)
+        messages[-1] = {"role": "user", "content": f"{messages[-1]['content']}\n\n{request}"}
+        reply = visible_text(self.calls.call(self._fitted(messages), role=self.role, purpose="final").text)
         answer, _, _ = self._act(reply)
         if answer is None:
             answer = strip_code(reply) or self._partial
@@ -157,18 +183,44 @@ class Agent:
                      agent_id=agent_id)
 
     # -- pieces ------------------------------------------------------------------
-    def _initial_messages(self) -> list[Message]:
+    def _prompt_spec(self) -> prompts.PromptSpec:
         extra = self.services.prompt_extra
         if self.depth == 0 and self.services.root_prompt_extra:
             extra = f"{extra}\n\n{self.services.root_prompt_extra}".strip()
-        system = prompts.system_prompt(sub_chars=100_000, obs_chars=self.config.max_observation_chars,
-                                       child=self.depth > 0, sub_calls=self.config.sub_calls,
-                                       extra_functions=[f.doc for f in self.services.host_functions.values()],
-                                       extra=extra)
-        example = [{"role": role, "content": text} for role, text in prompts.EXAMPLE_TURNS]
+        config = self.config
+        return prompts.PromptSpec(
+            capacity=capacity(self.model, config.effective_sub_model), max_iterations=config.max_iterations,
+            max_concurrency=config.max_concurrency, observation_chars=config.max_observation_chars,
+            child=self.depth > 0, sub_calls=config.sub_calls, children=self.depth < config.max_depth,
+            packages=packages.available(config.sandbox.packages_dir),
+            extra_functions=tuple(f.doc for f in self.services.host_functions.values()), extra=extra)
+
+    def _initial_messages(self) -> list[Message]:
+        example = [{"role": role, "content": text} for role, text in prompts.example_turns(self.spec)]
         description = self.payload.describe(self.config.sandbox.huge_input_bytes)
-        return [{"role": "system", "content": system}, *example,
-                {"role": "user", "content": prompts.user_prompt(self.prompt, description)}]
+        return [{"role": "system", "content": prompts.system_prompt(self.spec)}, *example,
+                {"role": "user", "content": prompts.task_prompt(self.spec, self.prompt, description)}]
+
+    def _footer(self) -> str:
+        budget = self.services.budget
+        calls_left = max(0, budget.max_llm_calls - budget.usage().llm_calls)
+        return prompts.footer(prompts.TurnState(self.iterations, self.config.max_iterations, self.prompt,
+                                                calls_left, self._variables[:MAX_LISTED_VARIABLES]))
+
+    def _fitted(self, messages: list[Message]) -> list[Message]:
+        """``messages`` as sent: when they outgrow the root window, the oldest outputs are cut to a note."""
+        room = self.spec.capacity.history_chars
+        if room is None or sum(len(m["content"]) for m in messages) <= room:
+            return messages
+        fitted = list(messages)
+        task = prompts.task_index(fitted) or 0  # the worked example before the task stays as it is
+        observations = [i for i, m in enumerate(fitted) if i > task and m["role"] == "user" and m[
+            "content"].startswith(prompts.OBSERVATION_HEADER)][:-1]  # the latest output always stays whole
+        for index in observations:
+            fitted[index] = {"role": "user", "content": prompts.trimmed_observation(fitted[index]["content"])}
+            if sum(len(m["content"]) for m in fitted) <= room:
+                break
+        return fitted
 
     def _result(self, answer: str | None, status: str, *, error: str | None = None) -> AgentResult:
         if answer is None and status != "ok":
@@ -200,6 +252,9 @@ class Agent:
                                        should_stop=lambda: self.services.budget.stop_reason is not None)
         if result.stdout.strip():
             self._partial = result.stdout.strip()[-PREVIEW_CHARS:]
+        if prompts.EXAMPLE_ANSWER in result.stdout:
+            self._example_answer_ok = True  # the input itself holds it
+        self._variables = result.variables
         self._emit(CellExecuted, iteration=self.iterations, index=index, code=code,
                    stdout=result.stdout[:self.config.sandbox.max_output_chars],
                    stderr=result.stderr[:self.config.sandbox.max_output_chars], error=result.error,
@@ -220,14 +275,17 @@ class Agent:
             lines.append("(no output)")
         return "\n".join(lines)
 
-    def _observation(self, parts: list[str]) -> str:
+    def _observation(self, parts: list[str], dropped: int = 0) -> str:
+        """The cells' outputs for the model: headed by their full length (``dropped``: what the sandbox kept back)."""
         text = "\n".join(parts)
-        limit = self.config.max_observation_chars
-        if len(text) > limit:
-            head = text[: limit * 3 // 4]
-            tail = text[-(limit // 4):]
-            text = f"{head}\n[... {len(text) - len(head) - len(tail):,} characters cut ...]\n{tail}"
-        return f"{prompts.OBSERVATION_HEADER}\n{text}"
+        limit = self.spec.obs_chars
+        if len(text) <= limit:
+            shown = len(text) if dropped else None
+            return f"{prompts.observation_header(len(text) + dropped, shown)}\n{text}"
+        head, tail = text[: limit * 3 // 4], text[-(limit // 4):]
+        cut = len(text) - len(head) - len(tail)
+        return (f"{prompts.observation_header(len(text) + dropped, len(head), len(tail))}\n"
+                f"{head}\n[... {cut:,} characters not shown ...]\n{tail}")
 
     def _emit(self, event_type: type[Event], **fields: Any) -> None:
         self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))

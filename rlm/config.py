@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,6 +27,11 @@ def default_home() -> Path:
     """``~/.local/share/rlm`` (XDG data dir when set)."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "rlm"
+
+
+def default_packages_dir() -> str:
+    """``<venv>/rlm-sandbox-packages``, where ``scripts/setup.sh`` installs the sandbox's packages."""
+    return os.path.join(sys.prefix, "rlm-sandbox-packages")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +59,9 @@ class SandboxConfig:
     regex_timeout_s: float = 30.0
     #: Let model code start processes (subprocess, fork). Off: the seccomp filter refuses them (no fork bombs).
     allow_subprocesses: bool = False
+    #: The analysis packages model code may import (numpy, pandas, regex, ...; see rlm.sandbox.packages),
+    #: bound read-only into the jail. None: the standard library only.
+    packages_dir: str | None = field(default_factory=default_packages_dir)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +88,7 @@ class RLMConfig:
     # False: no sub-calls (llm_query/rlm_query refused, the model told so): the paper's "RLM, no sub-calls"
     sub_calls: bool = True
     # what the model sees
-    max_observation_chars: int = 4_000
+    max_observation_chars: int | None = None  # REPL output shown per turn; None: from the root model's window
     # swarm memory (None: off) and learning after a run ("always", "success", "never")
     memory_namespace: str | None = None
     reflect: str = "success"
@@ -110,6 +119,8 @@ class RLMConfig:
             (self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd must be > 0"),
             (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
+            (self.max_observation_chars is None or self.max_observation_chars >= 200,
+             "max_observation_chars must be >= 200"),
             (self.lm_retries >= 0, "lm_retries must be >= 0"),
             (self.executor.isidentifier(), f"executor must be a name such as 'local' or 'ray', not {self.executor!r}"),
             (self.agent_retries >= 0, "agent_retries must be >= 0"),

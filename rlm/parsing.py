@@ -12,6 +12,15 @@ unambiguous (:func:`plain_final`):
 What is inside is then either Python (``FINAL("x")``, ``FINAL(total)``), which
 the agent runs as a cell so variables resolve, or free text that does not parse
 as Python (``FINAL(The answer is 42)``), which is taken verbatim.
+
+Reasoning models served without a reasoning parser (DeepSeek-R1 or Qwen3 on
+vLLM or llama.cpp, gpt-oss) put their drafts in the reply text. Code drafted
+there is never run: :func:`split_reasoning` separates the reasoning
+(``<think>...</think>``, a ``</think>`` whose opening tag was in the chat
+template, an unclosed ``<think>`` of a reply cut short, gpt-oss's ``analysis``
+channel) from the visible reply, and only the visible reply is read for code
+and FINAL. Reasoning a server returns separately (``reasoning_content``) never
+reaches the reply text at all.
 """
 
 from __future__ import annotations
@@ -29,6 +38,35 @@ __all__ = [
 
 _FENCE = re.compile(r"```(repl|python|py)[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
 _FINAL_AT_LINE_START = re.compile(r"^[ \t]*FINAL(?:_VAR)?\(", re.MULTILINE)
+_THINK_BLOCK = re.compile(r"<(think|thinking|reasoning)>(.*?)(?:</\1>|\Z)", re.DOTALL | re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
+_HARMONY_ANALYSIS = re.compile(r"<\|channel\|>analysis<\|message\|>(.*?)(?=<\|end\|>|<\|start\|>|\Z)", re.DOTALL)
+_HARMONY_TOKEN = re.compile(r"<\|(?:start|end|return|call|message|channel|constrain)\|>(?:assistant|final|commentary)?")
+
+
+def split_reasoning(reply: str) -> tuple[str, str]:
+    """``(reasoning, visible)``: the reply's reasoning sections, and the rest, which alone is acted on."""
+    reasoning: list[str] = []
+    opening = _THINK_BLOCK.search(reply)
+    closing = _THINK_CLOSE.search(reply)
+    if closing is not None and (opening is None or closing.start() < opening.start()):
+        # The template opened the reasoning in the prompt: everything up to the first closing tag is reasoning.
+        reasoning.append(reply[:closing.start()])
+        reply = reply[closing.end():]
+
+    def keep(match: re.Match[str]) -> str:
+        reasoning.append(match.group(match.lastindex or 0))
+        return ""
+
+    visible = _THINK_BLOCK.sub(keep, reply)
+    if "<|channel|>" in visible:
+        visible = _HARMONY_TOKEN.sub("", _HARMONY_ANALYSIS.sub(keep, visible))
+    return "\n".join(part.strip() for part in reasoning if part.strip()), visible.strip()
+
+
+def visible_text(reply: str) -> str:
+    """The reply without its reasoning sections (see :func:`split_reasoning`)."""
+    return split_reasoning(reply)[1]
 
 
 def extract_code_blocks(reply: str) -> list[str]:

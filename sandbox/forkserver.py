@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from rlm.config import SandboxConfig
 from rlm.errors import SandboxError
-from rlm.sandbox import jail, seccomp
+from rlm.sandbox import jail, packages, seccomp
 from rlm.sandbox.host import Handler, Sandbox
 
 __all__ = ["ForkServer", "ForkServerPool", "ForkedSandbox", "ForkedProcess"]
@@ -123,6 +123,8 @@ class ForkServer:
         self._control: socket.socket | None = None
         self._jail: jail.WorkerProcess | None = None
         self._closed = False
+        #: Where its workers find the analysis packages (set when the jail starts; None: none).
+        self.packages_path: str | None = None
         filter_wanted = config.mode == "bwrap" and "seccomp" not in weaken
         program, slots = (seccomp.build_worker_filter(allow_processes=config.allow_subprocesses)
                           if filter_wanted else (b"", []))
@@ -186,8 +188,10 @@ class ForkServer:
         try:
             os.set_inheritable(jail_end.fileno(), True)
             cfg = self.config
+            env = packages.current_env(cfg.packages_dir)
+            self.packages_path = None if env is None else jail.JAIL_PACKAGES if cfg.mode == "bwrap" else str(env)
             self._jail = jail.spawn(cfg.mode, None, scratch_mb=cfg.scratch_mb, allow_processes=True,
-                                    weaken=self.weaken, zygote_fd=jail_end.fileno())
+                                    weaken=self.weaken, packages=env, zygote_fd=jail_end.fileno())
         except BaseException:
             host_end.close()
             raise
@@ -274,7 +278,9 @@ class ForkedSandbox(Sandbox):
         self.server = server
 
     def _spawn(self) -> Any:
-        return ForkedWorker(self.server.fork(self.context_path))
+        process = self.server.fork(self.context_path)
+        self.packages_path = self.server.packages_path
+        return ForkedWorker(process)
 
     def close(self) -> None:
         proc = self._proc

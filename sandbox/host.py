@@ -32,7 +32,7 @@ from rlm.config import SandboxConfig
 from rlm.errors import HostCallError, LimitReached, SandboxError
 from rlm.inputs import text_facts
 from rlm.sandbox import protocol
-from rlm.sandbox import jail
+from rlm.sandbox import jail, packages
 
 #: Names the worker may always call on the host; ``extra_functions`` add more per sandbox.
 HOST_FUNCTIONS = frozenset({"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched"})
@@ -53,6 +53,8 @@ class CellResult:
     duration_s: float = 0.0
     restarted: bool = False
     host_calls: int = 0
+    #: The model's REPL variables after the cell, as ``name (type, length)`` lines.
+    variables: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}
@@ -121,6 +123,8 @@ class Sandbox:
         self.restarts = 0
         self._cell_budget = self.config.cell_timeout_s
         self._should_stop: Callable[[], bool] | None = None
+        #: Where the worker finds the analysis packages (set by ``_spawn``; None: standard library only).
+        self.packages_path: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -154,6 +158,7 @@ class Sandbox:
                 "rlimits": self._rlimits(), "extra_functions": self.extra_functions,
                 "huge_input_bytes": cfg.huge_input_bytes, "regex_timeout_s": cfg.regex_timeout_s,
                 "context_facts": text_facts(self.context_path) if self.context_kind == "text" else None,
+                "packages_path": self.packages_path,
             })
             deadline = time.monotonic() + 120.0
             ready = self._read(deadline)
@@ -172,8 +177,10 @@ class Sandbox:
     def _spawn(self) -> jail.WorkerProcess:
         """Start the worker process (the escape suite overrides this to spawn a weakened jail)."""
         cfg = self.config
+        env = packages.current_env(cfg.packages_dir)
+        self.packages_path = None if env is None else jail.JAIL_PACKAGES if cfg.mode == "bwrap" else str(env)
         return jail.spawn(cfg.mode, self.context_path, scratch_mb=cfg.scratch_mb,
-                          allow_processes=cfg.allow_subprocesses)
+                          allow_processes=cfg.allow_subprocesses, packages=env)
 
     @property
     def huge_context(self) -> bool:
@@ -270,6 +277,7 @@ class Sandbox:
             truncated=truncated,
             duration_s=duration,
             host_calls=calls,
+            variables=_variables(message.get("variables")),
         )
 
     def _serve_call(self, message: dict) -> None:
@@ -383,6 +391,23 @@ def _signal_name(number: int) -> str:
         return signal.Signals(number).name
     except ValueError:
         return str(number)
+
+
+def _variables(entries: object, limit: int = 40) -> tuple[str, ...]:
+    """``name (type, length)`` for each well-formed ``[name, type, length]`` entry the worker sent."""
+    if not isinstance(entries, list):
+        return ()
+    described = []
+    for entry in entries[:limit]:
+        if not (isinstance(entry, list) and len(entry) == 3):
+            continue
+        name, kind, length = entry
+        if not (isinstance(name, str) and isinstance(kind, str) and name.isidentifier() and kind.isidentifier()
+                and len(name) <= 64 and len(kind) <= 40):
+            continue
+        sized = isinstance(length, int) and not isinstance(length, bool) and 0 <= length < 1 << 62
+        described.append(f"{name} ({kind}, {length:,})" if sized else f"{name} ({kind})")
+    return tuple(described)
 
 
 def _str(value: object) -> str:

@@ -4,7 +4,8 @@ The bubblewrap command line is the whole of the isolation, so it is built in one
 place (:func:`bwrap_policy`) and read like a policy: new user/pid/ipc/net/uts/cgroup
 namespaces (no network at all, not even loopback), no capabilities, no nested
 user namespaces, read-only system directories, only the Python installation,
-the worker's own files and the context file bound in (nothing from
+the worker's own files, the context file and the analysis packages
+(:mod:`rlm.sandbox.packages`, never the host's venv) bound in (nothing from
 ``$HOME``, ``/tmp``, ``/run``, the project or the run log), size-capped tmpfs
 for ``/tmp`` and ``/dev/shm``, a cleared environment, a new session (no
 terminal), death with the parent, and the seccomp filter of
@@ -60,6 +61,8 @@ WORKER_FILES = ("worker.py", "protocol.py", "bigcontext.py", "zygote.py")
 JAIL_WORKER_DIR = "/opt/rlm-sandbox"
 JAIL_CONTEXT_PATH = "/input/context"
 JAIL_SCRATCH = "/tmp"
+#: Where the sandbox's analysis packages (rlm.sandbox.packages) are bound read-only, when installed.
+JAIL_PACKAGES = "/opt/rlm-packages"
 #: Where a Python installed outside /usr (pyenv, conda, uv: often under $HOME) is bound, so no host path shows.
 JAIL_PYTHON_PREFIX = "/opt/rlm-python"
 #: The only environment the worker sees (bwrap itself is started with it too).
@@ -74,12 +77,17 @@ WORKER_ENV = {
     # mmap per buffer: on small VMs the page faults of mapping and unmapping cost 10x the copying.
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
     "MALLOC_TRIM_THRESHOLD_": str(64 << 20),
+    # numpy's OpenBLAS (and any OpenMP/MKL build) would start a thread per core at import: one thread keeps
+    # BLAS inside the process limit and the CPU rlimit, and leaves the host's cores to the other agents.
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
 }
 _ETC_FILES = ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/passwd", "/etc/group")
 #: In bubblewrap's environment (never the worker's): the owning process as ``pid:start-time``.
 OWNER_ENV = "RLM_SANDBOX_OWNER"
 #: Protections the test suite may remove (see :func:`spawn`); never reachable from the CLI or config.
-WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid"})
+WEAKENINGS = frozenset({"net", "seccomp", "env", "fs", "pid", "packages"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +173,7 @@ def _python_in_jail(python: str) -> tuple[str, str | None, dict[str, str]]:
 
 
 def _filesystem(context_file: Path | None, scratch_mb: int, weaken: frozenset[str], python: str,
-                worker: WorkerFiles) -> list[str]:
+                worker: WorkerFiles, packages: Path | None) -> list[str]:
     _, prefix, _ = _python_in_jail(python)
     size = str(scratch_mb * 1024 * 1024)
     if prefix is not None:
@@ -190,6 +198,8 @@ def _filesystem(context_file: Path | None, scratch_mb: int, weaken: frozenset[st
     else:
         for name in WORKER_FILES:
             args += ["--ro-bind", str(worker.directory / name), f"{JAIL_WORKER_DIR}/{name}"]
+    if packages is not None:  # weakened (test-only): bound writable, so the suite can see a probe notice it
+        args += ["--bind" if "packages" in weaken else "--ro-bind", str(packages), JAIL_PACKAGES]
     if context_file is not None:  # a zygote's workers get theirs as a descriptor instead
         args += ["--ro-bind", str(context_file), JAIL_CONTEXT_PATH]
     return args + [
@@ -204,8 +214,11 @@ def _filesystem(context_file: Path | None, scratch_mb: int, weaken: frozenset[st
 
 
 def bwrap_policy(context_file: Path | None, *, scratch_mb: int, python: str | None = None,
-                 weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None) -> list[str]:
+                 weaken: frozenset[str] = frozenset(), worker: WorkerFiles | None = None,
+                 packages: Path | None = None) -> list[str]:
     """The bubblewrap options that jail the worker on ``context_file`` (the policy, in one list).
+
+    ``packages`` is an installed set of :mod:`rlm.sandbox.packages`, bound read-only at :data:`JAIL_PACKAGES`.
 
     :func:`spawn` adds ``--seccomp FD`` and hands the list to bwrap through ``--args FD``.
     """
@@ -221,7 +234,7 @@ def bwrap_policy(context_file: Path | None, *, scratch_mb: int, python: str | No
     ]
     if "env" not in weaken:
         args.append("--clearenv")
-    args += _filesystem(context_file, scratch_mb, weaken, python, worker)
+    args += _filesystem(context_file, scratch_mb, weaken, python, worker, packages)
     _, _, extra_env = _python_in_jail(python)
     for key, value in {**WORKER_ENV, **extra_env}.items():
         args += ["--setenv", key, value]
@@ -237,7 +250,8 @@ def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool, script: s
 
 
 def launch(mode: str, context_file: Path | None, *, scratch_mb: int, allow_processes: bool = False,
-           weaken: frozenset[str] = frozenset(), zygote_fd: int | None = None) -> Launch:
+           weaken: frozenset[str] = frozenset(), packages: Path | None = None,
+           zygote_fd: int | None = None) -> Launch:
     """What to start for ``mode`` (``"bwrap"`` or ``"unsafe"``); :func:`spawn` starts it.
 
     With ``zygote_fd`` (and no context file) the jail runs the zygote (``sandbox/zygote.py``)
@@ -252,7 +266,8 @@ def launch(mode: str, context_file: Path | None, *, scratch_mb: int, allow_proce
     if mode == "bwrap":
         check_bwrap()
         bpf = None if "seccomp" in weaken else _seccomp_filter(allow_processes or zygote_fd is not None)
-        policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker)
+        policy = bwrap_policy(context_file, scratch_mb=scratch_mb, python=python, weaken=weaken, worker=worker,
+                              packages=packages)
         env = {**os.environ, **WORKER_ENV} if "env" in weaken else dict(WORKER_ENV)
         env[OWNER_ENV] = _owner_token()  # bwrap's own environment only: --clearenv keeps it from the worker
         argv = [shutil.which("bwrap") or "bwrap", "--",
@@ -263,7 +278,8 @@ def launch(mode: str, context_file: Path | None, *, scratch_mb: int, allow_proce
 
 
 def spawn(mode: str, context_file: Path | None, *, scratch_mb: int, allow_processes: bool = False,
-          weaken: frozenset[str] = frozenset(), zygote_fd: int | None = None) -> WorkerProcess:
+          weaken: frozenset[str] = frozenset(), packages: Path | None = None,
+          zygote_fd: int | None = None) -> WorkerProcess:
     """Start the worker (or, with ``zygote_fd``, a zygote) for ``mode``: stdio on pipes, no other
     descriptor inherited but ``zygote_fd``.
 
@@ -272,7 +288,7 @@ def spawn(mode: str, context_file: Path | None, *, scratch_mb: int, allow_proces
     gets only their read ends: ``bwrap --json-status-fd S --args A -- python ...``.
     """
     spec = launch(mode, context_file, scratch_mb=scratch_mb, allow_processes=allow_processes, weaken=weaken,
-                  zygote_fd=zygote_fd)
+                  packages=packages, zygote_fd=zygote_fd)
     kept = () if zygote_fd is None else (zygote_fd,)
     if mode != "bwrap":
         return WorkerProcess(_popen(spec.argv, spec.env, kept), spec.context_path)

@@ -209,6 +209,7 @@ class Worker:
             "truncated": stdout.dropped + stderr.dropped,
             "error": error,
             "final": self.final,
+            "variables": describe_variables(self.namespace, self.functions),
         }
 
     def serve(self) -> None:
@@ -219,6 +220,10 @@ class Worker:
         self.max_output_chars = int(init.get("max_output_chars", self.max_output_chars))
         self.max_call_bytes = int(init.get("max_call_bytes", self.max_call_bytes))
         apply_rlimits(init.get("rlimits") or {})
+        packages = init.get("packages_path")
+        if isinstance(packages, str) and packages:
+            # Last on the path: the standard library wins, and nothing is imported until model code asks.
+            sys.path.append(packages)
         extra = init.get("extra_functions") or {}
         self.extra_functions = {str(k): [str(p) for p in v] for k, v in extra.items() if str(k).isidentifier()}
         context = load_context(init["context_path"], init.get("context_kind", "text"),
@@ -300,6 +305,23 @@ def _batch(items: list) -> list:
         print(f"[rlm] {failed} of {len(items)} batched queries failed; those items are QueryError "
               f"objects (falsy; check with isinstance(x, QueryError)).", file=sys.stderr)
     return results
+
+
+#: Sized builtin types: ``len()`` of anything else could run model code after the cell ended.
+_SIZED = (str, bytes, list, tuple, dict, set, frozenset)
+MAX_VARIABLES = 40
+
+
+def describe_variables(namespace: dict, hidden: dict) -> list:
+    """``[name, type name, length or None]`` of the model's variables (not modules, host functions or _names)."""
+    entries = []
+    for name, value in namespace.items():
+        if name.startswith("_") or name in hidden or name == "context" or type(value).__name__ == "module":
+            continue
+        if len(entries) == MAX_VARIABLES:
+            break
+        entries.append([name, type(value).__name__, len(value) if type(value) in _SIZED else None])
+    return entries
 
 
 def run_cell(code: str, namespace: dict, filename: str) -> None:

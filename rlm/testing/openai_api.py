@@ -126,8 +126,12 @@ class Completion:
     model: str
     content: str
     usage: dict[str, int]
+    reasoning_content: str | None = None
 
     def json_response(self) -> Response:
+        message: dict[str, Any] = {"role": "assistant", "content": self.content, "refusal": None}
+        if self.reasoning_content is not None:
+            message["reasoning_content"] = self.reasoning_content
         body = {
             "id": self.id,
             "object": "chat.completion",
@@ -137,7 +141,7 @@ class Completion:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.content, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": "stop",
                 }
@@ -148,6 +152,8 @@ class Completion:
 
     def sse_response(self, include_usage: bool) -> Response:
         deltas: list[tuple[dict[str, Any], str | None]] = [({"role": "assistant", "content": ""}, None)]
+        if self.reasoning_content is not None:
+            deltas.append(({"reasoning_content": self.reasoning_content}, None))
         deltas.extend(({"content": word}, None) for word in _WORD_RE.findall(self.content))
         deltas.append(({}, "stop"))
         events = [self._chunk(delta, finish, include_usage) for delta, finish in deltas]

@@ -39,6 +39,10 @@ Blank lines are ignored. Keys:
     Overrides the reported token counts: any of ``prompt_tokens``,
     ``completion_tokens``, ``total_tokens`` (non-negative integers). A missing
     ``total_tokens`` is the sum of the other two.
+``reasoning_content`` (string, optional)
+    A reasoning model's separate reasoning, sent in the message beside
+    ``content`` (and as its own delta when streaming), as servers with a
+    reasoning parser do.
 
 Any other key is an error. Example::
 
@@ -475,6 +479,7 @@ class ScriptedServer:
             model=record.model or self.model,
             content=reply.content,
             usage=usage(messages, reply),
+            reasoning_content=reply.reasoning_content,
         )
         if record.stream:
             return completion.sse_response(include_usage(payload))

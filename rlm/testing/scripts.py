@@ -38,7 +38,7 @@ Message = dict[str, Any]
 Policy = Callable[[list[Message]], Any]
 ScriptSource = Union[str, "os.PathLike[str]", Sequence[Union[str, Mapping[str, Any]]]]
 
-_SCRIPT_KEYS = frozenset({"content", "delay_ms", "status", "usage"})
+_SCRIPT_KEYS = frozenset({"content", "delay_ms", "status", "usage", "reasoning_content"})
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 
 
@@ -58,6 +58,8 @@ class Reply:
     delay_ms: float = 0.0
     status: int | None = None
     usage: Mapping[str, int] | None = None
+    #: a reasoning model's separate reasoning, sent beside ``content`` (as vLLM's and DeepSeek's parsers do)
+    reasoning_content: str | None = None
 
     @classmethod
     def parse(cls, item: object, where: str) -> Reply:
@@ -84,6 +86,7 @@ class Reply:
             delay_ms=_parse_delay(item.get("delay_ms", 0), where),
             status=status,
             usage=_parse_usage(item.get("usage"), where),
+            reasoning_content=_parse_reasoning(item.get("reasoning_content"), where),
         )
 
 
@@ -99,6 +102,12 @@ def _parse_delay(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ConfigError(f'{where}: "delay_ms" must be a number >= 0, got {value!r}')
     return float(value)
+
+
+def _parse_reasoning(value: object, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f'{where}: "reasoning_content" must be a string, got {type(value).__name__}')
+    return value
 
 
 def _parse_usage(value: object, where: str) -> dict[str, int] | None:
