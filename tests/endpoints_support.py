@@ -24,11 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import VENV_BIN, first_user, is_agent_prompt, repl, turn
 from rlm.config import RLMConfig, SandboxConfig
 from rlm.prompts import FORCE_FINAL
 from rlm.service.paths import find_service, read_token
 from rlm.service.server import Service, ServiceSettings
+from rlm.testing import ScriptedServer
 
 ECHO_CODE = ("c = context if isinstance(context, str) else ' | '.join(d['path'] + '=' + d['text'] for d in context)\n"
              "FINAL('ctx=' + c)")
@@ -57,6 +60,13 @@ def endpoint_policy(messages: list[dict[str, Any]]) -> Any:
     if "ECHO" in task:
         return repl(ECHO_CODE)
     return "FINAL(unexpected question)"
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[ScriptedServer]:
+    """The scripted model of a test module, answering with :func:`endpoint_policy`."""
+    with ScriptedServer(policy=endpoint_policy) as server:
+        yield server
 
 
 @dataclass

@@ -22,6 +22,7 @@ from endpoints_support import (
     ServiceProcess,
     endpoint_policy,
     in_process_service,
+    model,  # noqa: F401 - the module's scripted model (a fixture)
     start_service_process,
     stop_service_process,
 )
@@ -31,12 +32,6 @@ from rlm.service.server import ServiceSettings
 from rlm.testing import ScriptedServer, estimate_tokens
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def model() -> Iterator[ScriptedServer]:
-    with ScriptedServer(policy=endpoint_policy) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ memory), over the service's HTTP at /mcp, and through real ``rlm mcp`` stdio sub
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -17,7 +18,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import VENV_BIN
-from endpoints_support import endpoint_policy, in_process_service, service_env
+from endpoints_support import endpoint_policy, in_process_service, model, service_env  # noqa: F401 - model: a fixture
 from rlm.config import RLMConfig, SandboxConfig
 from rlm.service.access import AllowedRoots
 from rlm.service.http import base_config
@@ -30,12 +31,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model() -> Iterator[ScriptedServer]:
-    with ScriptedServer(policy=endpoint_policy) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, model: ScriptedServer) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("mcp") / "home"
     with in_process_service(home, model.base_url) as running:
@@ -43,8 +38,6 @@ def service(tmp_path_factory: pytest.TempPathFactory, model: ScriptedServer) -> 
 
 
 def backend(service: Service, roots: AllowedRoots | None = None, **config: Any) -> ServiceBackend:
-    import dataclasses
-
     base = dataclasses.replace(base_config(service), **config)
     return ServiceBackend(service, base, roots or AllowedRoots(everything=True))
 
@@ -262,3 +255,21 @@ def test_stdio_subprocess_relays_to_the_running_service(tmp_path, server_factory
         assert len(progress) >= 5  # two children started, three first iterations
         # the run was the service's: it is in the service's own run log
         assert service.log.get_run(result.structured_content["run_id"]).status == "ok"
+
+
+def test_a_service_that_stops_ends_the_relayed_session(tmp_path, server_factory):
+    model = server_factory(policy=endpoint_policy)
+    home = tmp_path / "svc-home"
+    with in_process_service(home, model.base_url, http=None) as service:
+        process = _stdio(home, model.base_url)
+        try:
+            _rpc(process, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            assert process.stdout is not None
+            assert json.loads(process.stdout.readline())["id"] == 1
+            started = time.monotonic()
+            service.stop()
+            assert process.wait(timeout=30) == 0  # the relay ends with the session
+            assert time.monotonic() - started < 30
+        finally:
+            process.kill()

@@ -32,7 +32,7 @@ import dataclasses
 import json
 import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -265,16 +265,21 @@ def _answer(future: Future[RunResult | None]) -> Answer:
                   duration_s=round(result.duration_s, 3), error=result.error)
 
 
+async def _with(opened: Callable[[], contextlib.AbstractContextManager[Any]], action: Callable[[Any], Any]) -> Any:
+    """``action`` of what ``opened()`` opens, on a worker thread (DuckDB blocks); rlm's errors become the tool's."""
+    def in_thread() -> Any:
+        with opened() as resource:
+            return action(resource)
+
+    try:
+        return await anyio.to_thread.run_sync(in_thread)
+    except RLMError as exc:
+        raise ToolError(str(exc)) from None
+
+
 def _add_views(server: MCPServer, backend: Backend) -> None:
     async def read(view: Callable[["RunLog | None"], Any]) -> Any:
-        def in_thread() -> Any:
-            with backend.run_log() as log:
-                return view(log)
-
-        try:
-            return await anyio.to_thread.run_sync(in_thread)
-        except RLMError as exc:
-            raise ToolError(str(exc)) from None
+        return await _with(backend.run_log, view)
 
     @server.tool()
     async def runs(limit: int = 20) -> list[dict[str, Any]]:
@@ -320,14 +325,7 @@ def _add_memory(server: MCPServer, backend: Backend) -> None:
     default = str(backend.base.memory_namespace)
 
     async def use(action: Callable[[Any], Any]) -> Any:
-        def in_thread() -> Any:
-            with backend.memory() as store:
-                return action(store)
-
-        try:
-            return await anyio.to_thread.run_sync(in_thread)
-        except RLMError as exc:
-            raise ToolError(str(exc)) from None
+        return await _with(backend.memory, action)
 
     @server.tool()
     async def memory_search(query: str, namespace: str | None = None, k: int = 5) -> list[dict[str, Any]]:
@@ -389,7 +387,10 @@ def serve_socket(service: "Service", conn: socket.socket, request: dict[str, Any
     roots = AllowedRoots(everything=True) if allowed is None else AllowedRoots.of([Path(p) for p in allowed])
     backend = ServiceBackend(service, config, roots)
     wire.send(conn, {"type": "mcp"})
-    service.event_loop().run(_serve_streams(build_server(backend), conn))
+    try:
+        service.event_loop().run(_serve_streams(build_server(backend), conn))
+    except CancelledError:  # the service is stopping: its loop cancelled the session
+        pass
 
 
 async def _serve_streams(server: MCPServer, conn: socket.socket) -> None:
@@ -401,8 +402,11 @@ async def _serve_streams(server: MCPServer, conn: socket.socket) -> None:
         async with stdio_server(anyio.wrap_file(reader), anyio.wrap_file(writer)) as (read, write):
             await _run_session(server, read, write)
     finally:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)  # a thread still blocked reading returns now, so closing cannot wait
         reader.close()
-        writer.close()
+        with contextlib.suppress(OSError):
+            writer.close()
 
 
 async def _run_session(server: MCPServer, read: Any, write: Any) -> None:
