@@ -130,11 +130,19 @@ def stop(procs: Processes) -> None:
 
 
 def service_cpu(procs: Processes) -> float:
+    """CPU seconds of the service's process tree so far (its sandboxes' included once their parent reaped them)."""
     import psutil
 
     assert procs.service is not None
-    times = psutil.Process(procs.service.pid).cpu_times()
-    return times.user + times.system
+    root = psutil.Process(procs.service.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def wait_idle(procs: Processes, timeout: float = 60) -> None:
@@ -161,7 +169,8 @@ class Phase:
     wrong: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
-    service_cpu_s: float | None = None
+    service_cpu_s: float | None = None  # the service's process tree
+    client_cpu_s: float | None = None  # this process: the openai clients
 
     @property
     def per_second(self) -> float:
@@ -202,7 +211,7 @@ async def through_endpoint(procs: Processes, scenario: str, clients: int, per_cl
     import openai
 
     phase = Phase(scenario, clients)
-    cpu_before = service_cpu(procs)
+    cpu_before, client_before = service_cpu(procs), _own_cpu()
 
     async def one_client(index: int) -> None:
         async with openai.AsyncOpenAI(base_url=procs.service_url, api_key=procs.token, max_retries=0,
@@ -223,7 +232,13 @@ async def through_endpoint(procs: Processes, scenario: str, clients: int, per_cl
     await asyncio.gather(*(one_client(i) for i in range(clients)))
     phase.wall_s = time.perf_counter() - started
     phase.service_cpu_s = service_cpu(procs) - cpu_before
+    phase.client_cpu_s = _own_cpu() - client_before
     return phase
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def measure(clients: int, trivial_per_client: int, spawn_n: int, log: Any = sys.stderr) -> dict[str, Any]:
@@ -272,14 +287,20 @@ def render(numbers: dict[str, Any], command: str) -> str:
              "content: each question has a tag of its own that its answer must repeat (a spawn answer must also "
              f"count {numbers['spawn_n']} right children).", "",
              "| scenario | clients at once | requests | answers right | wall | requests/s | p50 | p95 | max "
-             "| in-process run (median) | service CPU |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| in-process run (median) | service CPU per request | client CPU per request |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for p in numbers["phases"]:
         lines.append(f"| {p['scenario']} | {p['clients']} | {p['requests']} | {p['correct']}/{p['requests']} | "
                      f"{p['wall_s']:.2f} s | {p['per_second']:.2f} | {p['p50_s']:.3f} s | {p['p95_s']:.3f} s | "
-                     f"{p['max_s']:.3f} s | {inproc[p['scenario']]:.3f} s | {p['service_cpu_s']:.1f} s |")
+                     f"{p['max_s']:.3f} s | {inproc[p['scenario']]:.3f} s | "
+                     f"{1000 * p['service_cpu_s'] / p['requests']:.0f} ms | "
+                     f"{1000 * p['client_cpu_s'] / p['requests']:.0f} ms |")
     wrong = [w for p in numbers["phases"] for w in p["wrong"]]
     lines += ["", f"Answers wrong, lost or mixed up: {len(wrong)}." + ("" if not wrong else f" First: {wrong[:5]}"),
+              "", "Service CPU is the user+system time of `rlm serve`'s process tree over the phase (the sandbox "
+              "zygotes and the workers they forked and reaped included), per request; client CPU is this "
+              "process's (the `openai` clients). On a 2-core machine, requests/s at 32 clients is bounded by the "
+              "CPU of all of them together, and by whatever else runs on the machine (the load average above).",
               "", "In-process runs: `rlm.run` in the benchmark's process with the local executor, after one warm-up "
               "run (so its sandbox zygote and imports are warm, as in the service); seconds of each: "
               + ", ".join(f"{k} {', '.join(f'{s:.3f}' for s in v)}" for k, v in numbers["in_process_s"].items())

@@ -22,6 +22,7 @@ answer cancels its run (the run is recorded as cancelled).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -37,7 +38,7 @@ from rlm.events import event_from_dict
 from rlm.results import RunResult
 from rlm.service import openai_api as api
 from rlm.service.access import AllowedRoots, parse_address, token_matches
-from rlm.service.files import FileStore, UnknownFile
+from rlm.service.files import FileStore, StoredFile, UnknownFile
 from rlm.service.loop import RunMessages
 from rlm.service.paths import read_token
 from rlm.service.progress import Progress
@@ -56,8 +57,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def base_config(service: "Service") -> RLMConfig:
     """The run config HTTP and MCP requests start from: the service's, for its RLM_HOME and executor."""
-    import dataclasses
-
     settings = service.settings
     config = settings.run_config or RLMConfig(home=settings.home)
     return dataclasses.replace(config, home=settings.home, executor=settings.executor,
@@ -174,7 +173,7 @@ class HttpFront:
         self.files.delete(stored.id)
         return web.json_response({"id": stored.id, "object": "file", "deleted": True})
 
-    def _file(self, request: web.Request) -> Any:
+    def _file(self, request: web.Request) -> StoredFile:
         try:
             return self.files.get(request.match_info["file_id"])
         except UnknownFile as exc:
