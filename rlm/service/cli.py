@@ -112,6 +112,9 @@ def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
         from rlm.preflight import check
 
         check(settings.run_config, env)
+        if settings.run_config.sandbox.mode == "unsafe":
+            print("rlm: WARNING: --unsafe-no-sandbox: code written by the model for HTTP and MCP requests runs on "
+                  "this machine WITHOUT isolation", file=sys.stderr)
     service = Service(settings)
     state = service.start()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -5,13 +5,14 @@ loop (aiohttp's server, imported only then). Every request needs
 ``Authorization: Bearer <token>`` (``rlm service token``); files it names must
 be under the ``--allow-path`` roots (:mod:`rlm.service.access`).
 
-==========================  ====================================================
-``POST /v1/chat/completions``  a run (:mod:`rlm.service.openai_api` has the format)
-``GET /v1/models[/<id>]``      ``rlm`` and ``rlm/<root model>``
-``POST /v1/files``             upload a context file (multipart ``file``, ``purpose``)
-``GET /v1/files[/<id>]``       the uploads; ``DELETE /v1/files/<id>`` removes one
-``/mcp``                       MCP (:mod:`rlm.service.mcp_server`), started on first use
-==========================  ====================================================
+``POST /v1/chat/completions``
+    a run (:mod:`rlm.service.openai_api` has the format)
+``GET /v1/models[/<id>]``
+    ``rlm`` and ``rlm/<root model>``
+``POST /v1/files``, ``GET /v1/files[/<id>]``, ``DELETE /v1/files/<id>``
+    context files uploaded for later requests (multipart ``file`` and ``purpose``)
+``/mcp``
+    MCP's streamable HTTP (:mod:`rlm.service.mcp_server`), started on first use
 
 Statuses: 400 bad request, 401 missing or wrong token, 403 a path outside the
 roots, 404 unknown model, file or path, 429 busy (``Retry-After``), 500 a run
