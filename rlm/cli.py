@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that add sub-commands: each has ``register(subparsers, add_model_options)`` that adds its
 #: parsers and sets ``func=handler(args, env) -> exit code`` on them with ``set_defaults``.
-COMMAND_MODULES = ("rlm.service.cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli", "rlm.tui.cli")
+COMMAND_MODULES = ("rlm.service.cli", "rlm.service.mcp_cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli",
+                   "rlm.tui.cli")
 
 
 def _command_modules() -> list[Any]:

@@ -19,6 +19,12 @@ Requests arrive on a Unix socket (see :mod:`rlm.service.wire` and
 answered ``busy``. A client that disconnects cancels its run unless it asked
 for a detached one. Stopping (``rlm service stop``, SIGTERM, SIGINT) cancels
 the runs in progress and records them as cancelled.
+
+With ``http`` in its settings the service also serves the OpenAI-compatible
+endpoint and MCP over HTTP (:mod:`rlm.service.http`), and an ``mcp`` request on
+the socket is an MCP session (:mod:`rlm.service.mcp_server`); both submit runs
+through :meth:`Service.submit`, as the socket's ``ask`` does, and run their
+asyncio code on the service's event loop thread (:meth:`Service.event_loop`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,12 +68,24 @@ class ServiceSettings:
     max_queued: int = 64
     idle_timeout_s: float | None = None
     zygotes: int = 2
+    #: ``HOST:PORT`` of the OpenAI-compatible and MCP HTTP endpoints (None: no HTTP).
+    http: str | None = None
+    #: Allow ``http`` on an address other than loopback.
+    http_any_interface: bool = False
+    #: The only directories (and what is under them) a request over HTTP may name.
+    allow_paths: tuple[Path, ...] = ()
+    #: The run config requests over HTTP and MCP start from (their model, limits, API key).
+    run_config: RLMConfig | None = None
 
     def __post_init__(self) -> None:
         if self.executor not in ("local", "ray"):
             raise ConfigError(f"executor must be 'local' or 'ray', not {self.executor!r}")
         if self.max_running < 1 or self.max_queued < 0:
             raise ConfigError("max_running must be >= 1 and max_queued >= 0")
+        if self.http is not None:
+            from rlm.service.access import parse_address
+
+            parse_address(self.http, any_interface=self.http_any_interface)
 
 
 class AlreadyRunning(RLMError):
@@ -76,9 +94,10 @@ class AlreadyRunning(RLMError):
 
 @dataclasses.dataclass(eq=False)
 class _Run:
-    """One admitted ``ask``: its connection, and what cancelling it needs."""
+    """One admitted run: where its messages go (``deliver`` raises ``OSError`` once its client is gone),
+    and what cancelling it needs."""
 
-    conn: socket.socket
+    deliver: Callable[[dict[str, Any]], None]
     detach: bool
     run_id: str | None = None
     budget: Ledger | None = None
@@ -92,7 +111,7 @@ class _Run:
             return
         with self.send_lock:
             try:
-                wire.send(self.conn, message)
+                self.deliver(message)
             except OSError:
                 self.client_gone = True
 
@@ -117,6 +136,8 @@ class Service:
         self._pool = ThreadPoolExecutor(max_workers=settings.max_running, thread_name_prefix="rlm-service-run")
         self._lock_fd: int | None = None
         self._listener: socket.socket | None = None
+        self._loop: Any = None  # rlm.service.loop.LoopThread, started by the first front end that needs one
+        self._http: Any = None  # rlm.service.http.HttpFront when settings.http is set
         self.state: ServiceState | None = None
 
     # -- life cycle ---------------------------------------------------------------------
@@ -132,7 +153,7 @@ class Service:
         socket_path = self.paths.socket()
         self._listener = _listen(socket_path)
         self.state = ServiceState(pid=os.getpid(), socket=str(socket_path), started_at=self.started_at,
-                                  version=__version__)
+                                  version=__version__, http=self._start_http())
         _write_private(self.paths.state, json.dumps(self.state.to_dict()))
         try:
             from rlm.runlog import RunLog
@@ -179,6 +200,28 @@ class Service:
     def stop(self) -> None:
         self._stopping.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _start_http(self) -> str | None:
+        """Serve the HTTP endpoints when the settings ask for them; their base URL."""
+        if self.settings.http is None:
+            return None
+        from rlm.service.http import HttpFront
+
+        self._http = HttpFront(self)
+        return self._http.start()
+
+    def event_loop(self) -> Any:
+        """The service's asyncio loop on a thread of its own (a :class:`rlm.service.loop.LoopThread`)."""
+        with self._lock:
+            if self._loop is None:
+                from rlm.service.loop import LoopThread
+
+                self._loop = LoopThread("rlm-service-loop").start()
+            return self._loop
+
     def _stop_if_idle(self) -> None:
         idle = self.settings.idle_timeout_s
         with self._lock:
@@ -193,6 +236,10 @@ class Service:
         for run in runs:
             run.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._http is not None:
+            self._http.stop()
+        if self._loop is not None:
+            self._loop.stop()
         if self._listener is not None:
             self._listener.close()
         if self.state is not None:
@@ -249,16 +296,29 @@ class Service:
         elif op == "stop":
             wire.send(conn, {"type": "output", "stdout": "", "stderr": f"rlm: service {os.getpid()} stopping\n"})
             self.stop()
+        elif op == "mcp":
+            from rlm.service.mcp_server import serve_socket
+
+            serve_socket(self, conn, request)
         else:
             raise ConfigError(f"unknown request {op!r}")
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            running = sum(1 for run in self._runs if run.run_id is not None)
-            queued = len(self._runs) - running
+        running, queued = self._counts()
         return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 3), "running": running,
                 "queued": queued, "executor": self.settings.executor, "socket": self.state.socket if self.state else None,
-                "version": __version__}
+                "http": self.state.http if self.state else None, "version": __version__}
+
+    def _counts(self) -> tuple[int, int]:
+        """Runs running and runs queued."""
+        with self._lock:
+            running = sum(1 for run in self._runs if run.run_id is not None)
+            return running, len(self._runs) - running
+
+    def busy_reply(self) -> dict[str, Any]:
+        """The ``busy`` answer to a run that was not admitted."""
+        running, queued = self._counts()
+        return {"type": "busy", "running": running, "queued": queued, "retry_after": 5}
 
     def _view(self, conn: socket.socket, request: dict[str, Any]) -> None:
         from rlm.views import runs_view, show_view
@@ -275,20 +335,36 @@ class Service:
     def _ask(self, conn: socket.socket, request: dict[str, Any]) -> None:
         config = self._config(request.get("config") or {})
         question, context = str(request.get("question") or ""), _context(request)
-        run = _Run(conn=conn, detach=bool(request.get("detach")))
-        if not self._admit(run):
-            with self._lock:
-                running = sum(1 for r in self._runs if r.run_id is not None)
-            wire.send(conn, {"type": "busy", "running": running, "queued": len(self._runs) - running,
-                             "retry_after": 5})
+        submitted = self.submit(question, context, config, lambda message: wire.send(conn, message),
+                                detach=bool(request.get("detach")))
+        if submitted is None:
+            wire.send(conn, self.busy_reply())
             return
+        run, future = submitted
+        self._watch_client(run, conn, future)
+        self._finish(run, future)
+
+    def submit(self, question: str, context: Path | str | list[dict[str, str]], config: RLMConfig,
+               deliver: Callable[[dict[str, Any]], None], *,
+               detach: bool = False) -> tuple[_Run, Future[RunResult | None]] | None:
+        """Admit a run (``None`` when busy) and start it on the run pool.
+
+        ``context`` is a path, the context's text or a list of documents (as :func:`rlm.run` takes).
+        ``deliver`` receives the run's ``accepted`` and ``event`` messages (:mod:`rlm.service.wire`) on
+        the run's thread, and raises ``OSError`` once its client is gone; the future gives the result
+        (``None`` if cancelled before it started) or raises what ended the run before it started.
+        ``_Run.cancel()`` cancels it.
+        """
+        run = _Run(deliver=deliver, detach=detach)
+        if not self._admit(run):
+            return None
+        self._last_activity = time.monotonic()
         try:
             future = self._pool.submit(self._execute, run, question, context, config)
         except RuntimeError:  # the service is stopping
             self._release(run)
             raise ConfigError("the service is stopping") from None
-        self._watch_client(run, future)
-        self._finish(run, future)
+        return run, future
 
     def _config(self, data: Mapping[str, Any]) -> RLMConfig:
         config = RLMConfig.from_dict(data)
@@ -306,15 +382,16 @@ class Service:
     def _release(self, run: _Run) -> None:
         with self._lock:
             self._runs.discard(run)
+        self._last_activity = time.monotonic()
 
-    def _watch_client(self, run: _Run, future: Future[RunResult | None]) -> None:
+    def _watch_client(self, run: _Run, conn: socket.socket, future: Future[RunResult | None]) -> None:
         """Cancel the run when its client asks (a ``cancel`` line) or hangs up (unless the run is detached)."""
         if run.detach:
             return
 
         def watch() -> None:
             try:
-                for message in wire.lines(run.conn):
+                for message in wire.lines(conn):
                     if message.get("op") == "cancel":
                         run.cancel()
             except (OSError, wire.WireError):
@@ -339,7 +416,8 @@ class Service:
         if result is not None:
             run.send({"type": "result", "result": result.to_dict()})
 
-    def _execute(self, run: _Run, question: str, context: Any, config: RLMConfig) -> RunResult | None:
+    def _execute(self, run: _Run, question: str, context: Path | str | list[dict[str, str]],
+                 config: RLMConfig) -> RunResult | None:
         from rlm.runner import run as run_rlm
 
         try:
@@ -373,12 +451,17 @@ class Service:
         if not config.memory_namespace:
             return []
         from rlm.memory.extension import MemoryExtension
+
+        return [MemoryExtension(config, store=self.memory_store())]  # a store it is given, the extension never closes
+
+    def memory_store(self) -> Any:
+        """The service's swarm memory store (a :class:`rlm.memory.store.MemoryStore`, opened on first use)."""
         from rlm.memory.store import MemoryStore, memory_path
 
         with self._lock:
             if self._memory is None:
-                self._memory = MemoryStore(memory_path(config.home))
-        return [MemoryExtension(config, store=self._memory)]  # a store it is given, the extension never closes
+                self._memory = MemoryStore(memory_path(self.settings.home))
+            return self._memory
 
 
 def _context(request: dict[str, Any]) -> Any:

@@ -17,6 +17,10 @@ reads **replies** until the service closes the connection:
     ``status``: pid, uptime, runs running and queued, the executor.
 ``{"op": "stop"}``
     ``output``, then the service cancels its runs and exits.
+``{"op": "mcp", "config", "allow_paths"}``
+    ``mcp``, then the connection is an MCP session in the stdio framing (one
+    JSON-RPC message per line, both ways) until either side closes it: what
+    ``rlm mcp`` relays (:func:`rlm.service.mcp_server.serve_socket`).
 
 Any request may instead get ``error`` (``kind`` is the exception's class name,
 ``exit`` the exit code the command should end with) or ``busy`` (too many runs
