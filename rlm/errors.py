@@ -25,6 +25,10 @@ an infrastructure fault or bad input from the user::
     │   ├── ServiceBusy           as many runs running and queued as it takes
     │   └── ServiceGone           it went away before answering
     ├── AlreadyRunning            a service already runs for this RLM_HOME (rlm.service.server)
+    ├── AccessDenied              an HTTP request without the service's token, or a path outside its roots
+    │                             (rlm.service.access; also InputError subclasses for HTTP requests:
+    │                             ModelNotFound in rlm.service.openai_api, UnknownFile in rlm.service.files)
+    ├── PackagesError             installing the sandbox's analysis packages failed (rlm.sandbox.packages)
     ├── PeerError                 a peer library of the benchmarks cannot run (rlm.benchmarks.peers)
     └── TokenizerUnavailable      the benchmarks' offline tokenizer file is missing (rlm.benchmarks.tokens)
 

@@ -45,8 +45,9 @@ from importlib import metadata
 from pathlib import Path
 
 from rlm.config import default_packages_dir
+from rlm.errors import RLMError
 
-__all__ = ["DEFAULT_REQUIREMENTS", "Manifest", "default_dir", "current_env", "available", "install", "main"]
+__all__ = ["DEFAULT_REQUIREMENTS", "Manifest", "PackagesError", "default_dir", "current_env", "available", "install", "main"]
 
 #: Pinned for Python 3.11+ on Linux (wheels on PyPI); numpy's OpenBLAS is held to one thread in the jail.
 DEFAULT_REQUIREMENTS = ("numpy==2.4.6", "pandas==3.1.1", "regex==2026.12.2")
@@ -55,7 +56,7 @@ _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _SKIP_TOP = {"bin", "__pycache__", "share", "include"}
 
 
-class PackagesError(Exception):
+class PackagesError(RLMError):
     """An install of the sandbox packages failed (pip's message is in it)."""
 
 

@@ -97,7 +97,7 @@ def test_runs_and_show_read_the_run_log(server_factory, rlm_home, doc):
     assert shown.returncode == 0, shown.stderr
     assert "x = 40 + 2" in shown.stdout and "computed 42" in shown.stdout and "first question" in shown.stdout
 
-    as_json = json.loads(rlm("show", first["run_id"][:17], "--json", home=rlm_home).stdout)
+    as_json = json.loads(rlm("show", first["run_id"][:19], "--json", home=rlm_home).stdout)
     assert as_json["run"]["run_id"] == first["run_id"]
     assert as_json["run"]["status"] == "ok"
     root = as_json["root"]
