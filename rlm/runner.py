@@ -101,17 +101,11 @@ def _payload(context: Any, workdir: Path) -> ContextPayload:
     raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
 
 
-@contextlib.contextmanager
-def _model_endpoint(config: RLMConfig) -> Iterator[RLMConfig]:
-    """Start the embedded model server when it is the configured model."""
+def _model_endpoint(config: RLMConfig) -> contextlib.AbstractContextManager[RLMConfig]:
+    """Start the embedded model server when a group the config routes to uses it."""
     from rlm import local_model
 
-    if not local_model.uses_local_model(config):
-        yield config
-        return
-    config.home.mkdir(parents=True, exist_ok=True)
-    with local_model.LocalModelServer(log_path=config.home / "local-model.log") as server:
-        yield local_model.point_at(config, server)
+    return local_model.serving(config)
 
 
 @contextlib.contextmanager
