@@ -178,8 +178,7 @@ class LMClient:
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None, site: CallSite | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)
-        self.state.started(decision.target.name)
+        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -197,8 +196,7 @@ class LMClient:
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                         timeout: float | None = None, site: CallSite | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)
-        self.state.started(decision.target.name)
+        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:

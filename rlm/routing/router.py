@@ -137,10 +137,15 @@ class ModelRouter:
         self.table = table
         self.state = state or DeploymentState()
         self.routing = table.spec.routing
+        self._lock = threading.Lock()
 
     def decide(self, messages: list[dict[str, str]], *, role: str = "root", ask: str | None = None,
                site: CallSite | None = None) -> Decision:
-        """The call's :class:`Decision`; raises :class:`UnknownGroup` or :class:`ContextTooLarge`."""
+        """The call's :class:`Decision`; raises :class:`UnknownGroup` or :class:`ContextTooLarge`.
+
+        The chosen deployment counts the call as in flight from here: the caller reports its end
+        with ``state.finished(decision.target.name, ok)``.
+        """
         site = site or (ROOT_SITE if role == "root" else QUERY_SITE)
         size = PromptSize(messages)
         group, reason = self._group(ask, role, site, size)
@@ -148,7 +153,9 @@ class ModelRouter:
         if not candidates:
             group, candidates, moved = self._elsewhere(group, size)
             reason = f"{reason}; {moved}"
-        target, skipped = self._pick(candidates)
+        with self._lock:  # picking by in-flight counts and counting the pick are one step
+            target, skipped = self._pick(candidates)
+            self.state.started(target.name)
         if skipped:
             reason = f"{reason}; {skipped}"
         ordered = (target, *(t for t in candidates if t is not target))
