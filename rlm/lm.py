@@ -352,11 +352,14 @@ class LMClient:
             node = (getattr(response, "_hidden_params", None) or {}).get(NODE_KEY)
         input_tokens, output_tokens = _count(input_tokens), _count(output_tokens)
         waited = site.waited_s if site is not None else 0.0
+        reason = decision.reason
+        if target is not decision.target:
+            reason = f"{reason}; {decision.target.name} failed: retried on {target.name}"
         return Completion(text=text if isinstance(text, str) else "", model=target.deployment.model,
                           input_tokens=input_tokens, output_tokens=output_tokens,
                           cost_usd=target.cost(input_tokens, output_tokens), latency_s=time.monotonic() - sent,
                           group=decision.group, deployment=target.name,
-                          node=str(node) if node else target.node, route_reason=decision.reason,
+                          node=str(node) if node else target.node, route_reason=reason,
                           queue_s=waited + (sent - entered))
 
 

@@ -131,6 +131,8 @@ def test_heavy_rules_send_big_prompts_deep_agents_and_big_batches_to_heavy():
     assert r.decide([{"role": "user", "content": "word " * 100}], role="sub").group == "root"
     big = r.decide([{"role": "user", "content": "word " * 2000}], role="sub")
     assert big.group == "heavy" and re.fullmatch(r"heavy: prompt ~2,\d{3} tokens > 1,000", big.reason)
+    own_turn = r.decide([{"role": "user", "content": "word " * 2000}], site=CallSite(kind="agent"))
+    assert own_turn.group == "root"  # an agent's own turns keep their group as their history grows
     deep = r.decide([{"role": "user", "content": "x"}], site=CallSite(kind="agent", depth=3))
     assert (deep.group, deep.reason) == ("heavy", "heavy: depth 3 >= 3")
     assert r.batch_group(50) is None
@@ -247,7 +249,7 @@ def test_the_first_order_down_means_the_call_is_retried_on_the_next_order(server
     assert result.status == "ok" and result.answer == "from backup"
     sub = [c for c in calls_of(config, result.run_id) if c.purpose == "llm_query"]
     assert [(c.model_group, c.deployment, c.ok) for c in sub] == [("sub", "backup", True)]
-    assert sub[0].route_reason == "sub-call"  # the first choice was gpu; the Router's retry found the backup
+    assert sub[0].route_reason == "sub-call; gpu failed: retried on backup"
     assert len(backup.requests) == 1 and result.usage.llm_calls == 3  # counted once
 
 
@@ -353,3 +355,32 @@ def test_retries_through_litellms_router_never_reach_a_deployment_the_prompt_doe
     assert small.requests == [] and len(big.requests) == 2
     sub = [c for c in calls_of(config, result.run_id) if c.purpose == "llm_query"]
     assert [(c.deployment, c.ok) for c in sub] == [("big", True)]
+
+
+def test_rlm_show_and_the_tui_show_where_calls_went_and_per_deployment_totals(server_factory, make_config, text_file):
+    from rlm.tree import build_tree, deployment_totals, render_tree
+    from rlm.tui.swarm import SwarmState
+    from rlm.tui.widgets import agent_renderable, renderable_text
+
+    root = server_factory(policy=root_policy("out = llm_query_batched(['a', 'b', 'c'], model='heavy')"))
+    heavy = server_factory(policy=lambda m: "h")
+    spec = models({"root": {"deployments": [deployment(root, name="root-srv")]},
+                   "heavy": {"deployments": [deployment(heavy, name="heavy-srv", input_cost_per_token=1e-6,
+                                                        output_cost_per_token=2e-6)]}})
+    config = make_config(root, models=spec)
+    result = run("q", text_file(DOC), config)
+    with RunLog(config.runlog_path) as log:
+        events = log.events(result.run_id)
+    graph = build_tree(events)
+    totals = {row["deployment"]: row for row in deployment_totals(graph)}
+    assert totals["heavy-srv"]["calls"] == 3 and totals["heavy-srv"]["cost_usd"] > 0
+    assert totals["root-srv"]["calls"] == 2 and totals["root-srv"]["cost_usd"] is None  # price unknown
+    text = render_tree(graph)
+    assert "  deployments:\n    heavy-srv (heavy): 3 calls" in text
+    assert "-> heavy/heavy-srv on 127.0.0.1: 3 llm_query [asked for heavy]" in text
+    assert "-> root/root-srv on 127.0.0.1: 1 iteration [root agent]" in text
+    state = SwarmState.from_events(events)
+    shown = renderable_text(agent_renderable(state.agents["a0"], state), width=200)
+    assert "via root/root-srv on 127.0.0.1 [root agent]" in shown
+    assert "3 -> heavy/heavy-srv on 127.0.0.1 [asked for heavy]" in shown
+    assert "heavy-srv: 3 calls" in shown

@@ -120,8 +120,9 @@ class SettingsScreen(ModalScreen[RLMConfig | None]):
 def load_runs(config: RLMConfig, limit: int = 200) -> list:
     """Past runs from the run log, newest first (empty when there is no log yet)."""
     from rlm.runlog import RunLog
+    from rlm.runlog.journal import journal_paths
 
-    if not config.runlog_path.exists():
+    if not config.runlog_path.exists() and not journal_paths(config.runlog_path):  # runs may be in journals only
         return []
     # Read-write, like the runner: DuckDB refuses a read-only connection next to a
     # read-write one in the same process, and a run may be going on in this process.

@@ -12,8 +12,10 @@ Precedence (each decision carries its reason, recorded with the call):
    reply's room. If no deployment of the chosen group fits, the call goes to the group
    whose smallest fitting window is smallest; if none fits, :class:`ContextTooLarge`
    is raised before anything is sent, and the model sees it (split the chunk).
-4. **Heavy rules** (``[routing.heavy]``): a prompt over ``prompt_tokens``, a batch over
-   ``batch_size`` (:meth:`ModelRouter.batch_group`), an agent at ``depth`` or deeper: the
+4. **Heavy rules** (``[routing.heavy]``): a sub-call whose prompt is over
+   ``prompt_tokens`` (an agent's own turns keep their group as their history grows: the
+   guard moves them only when they no longer fit), a batch over ``batch_size``
+   (:meth:`ModelRouter.batch_group`), any call of an agent at ``depth`` or deeper: the
    call goes to the heavy group (unless the model asked for a group). Evaluated before
    the guard, which still applies.
 5. **Inside the group**: the lowest ``order`` first; a deployment cooling down after a
@@ -189,7 +191,7 @@ class ModelRouter:
         rules = self.routing.heavy
         if rules.depth is not None and site.depth >= rules.depth:
             return f"heavy: depth {site.depth} >= {rules.depth}"
-        if rules.prompt_tokens is not None and size.over(rules.prompt_tokens, "o200k_base"):
+        if rules.prompt_tokens is not None and site.kind != "agent" and size.over(rules.prompt_tokens, "o200k_base"):
             return f"heavy: prompt ~{size.estimate('o200k_base'):,} tokens > {rules.prompt_tokens:,}"
         return None
 

@@ -32,7 +32,7 @@ a deployment
     missing ``sub`` group means ``root``); ``depth``: a table ``{ "2" = "cheap" }`` of
     groups for agents' own calls at a depth.
 ``[routing.heavy]``
-    ``group`` (default ``heavy``), ``prompt_tokens`` (a call whose prompt is over this
+    ``group`` (default ``heavy``), ``prompt_tokens`` (a sub-call whose prompt is over this
     many tokens is heavy), ``batch_size`` (every call of an ``llm_query_batched`` of more
     prompts is heavy), ``depth`` (calls of agents at this depth or deeper are heavy).
 ``[serve.NAME]`` and ``[serve]``
