@@ -162,9 +162,12 @@ def _sink(record: Callable[[Event], None] | None, bus: EventBus,
 def _services(config: RLMConfig, run_id: str, workdir: Path, lm: LM, budget: Ledger,
               emit: Callable[[Event], None], executor: Executor, contributions: list[Contribution]) -> RunServices:
     functions = {f.name: f for c in contributions for f in c.host_functions}
+    from rlm.routing.notes import groups_note  # the model groups model= may name (empty without a models file)
+
+    extras = [groups_note(config), *(c.prompt_extra for c in contributions)]
     return RunServices(run_id=run_id, config=config, lm=lm, budget=budget, emit=emit, workdir=workdir,
                        placement=executor.placement(), host_functions=functions,
-                       prompt_extra="\n\n".join(c.prompt_extra for c in contributions if c.prompt_extra),
+                       prompt_extra="\n\n".join(extra for extra in extras if extra),
                        root_prompt_extra="\n\n".join(c.root_prompt_extra for c in contributions
                                                       if c.root_prompt_extra))
 

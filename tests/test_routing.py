@@ -384,3 +384,41 @@ def test_rlm_show_and_the_tui_show_where_calls_went_and_per_deployment_totals(se
     assert "via root/root-srv on 127.0.0.1 [root agent]" in shown
     assert "3 -> heavy/heavy-srv on 127.0.0.1 [asked for heavy]" in shown
     assert "heavy-srv: 3 calls" in shown
+
+
+def test_rlm_models_lists_groups_health_and_totals_and_ask_takes_models(server_factory, tmp_path, rlm_home,
+                                                                        text_file, capsys, monkeypatch):
+    from rlm.cli import main
+
+    root = server_factory(policy=root_policy("out = llm_query('hi', model='heavy')"))
+    heavy = server_factory(policy=lambda m: "from heavy")
+    path = tmp_path / "models.toml"
+    path.write_text(f'''
+[groups.root]
+deployments = [{{ model = "openai/a", api_base = "{root.base_url}", name = "root-srv", context_window = 32000 }}]
+[groups.heavy]
+description = "the big one"
+deployments = [{{ model = "openai/b", api_base = "{heavy.base_url}", name = "heavy-srv", order = 1 }},
+               {{ model = "openai/c", api_base = "http://127.0.0.1:9/v1", name = "down-srv", order = 2 }}]
+''')
+    monkeypatch.setenv("RLM_API_KEY", "sk-test")
+    assert main(["ask", str(text_file(DOC)), "q", "--models", str(path), "--no-service", "--unsafe-no-sandbox",
+                 "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["answer"] == "from heavy"
+    system = root.requests[0].messages[0]["content"]
+    assert "`root` (32,000-token window), `heavy` (the big one)" in system  # the groups model= may name
+    assert main(["models", "--models", str(path), "--json"]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    rows = {row["deployment"]: row for row in listing["deployments"]}
+    assert rows["root-srv"]["health"] == "up" and rows["down-srv"]["health"] == "down"
+    assert rows["heavy-srv"]["totals"]["calls"] == 1 and rows["root-srv"]["totals"]["calls"] == 2
+    assert rows["down-srv"]["totals"] is None and rows["heavy-srv"]["group"] == "heavy"
+    (rlm_home / "models.toml").write_text(path.read_text())  # the default file in RLM_HOME
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "group heavy  (the big one)" in text and "1. heavy-srv" in text and "DOWN (" in text
+    assert "last 7 days: 1 calls (0 failed) in 1 runs" in text
+    (rlm_home / "models.toml").write_text("[groups.root]\ndeployments = []\n")
+    assert main(["models"]) == 2
+    assert "deployments: must be a non-empty list" in capsys.readouterr().err

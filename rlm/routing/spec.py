@@ -55,7 +55,7 @@ from typing import Any, Mapping
 from rlm.errors import ConfigError
 
 __all__ = ["Deployment", "Group", "HeavyRules", "Routing", "ModelsSpec", "ServeOptions", "load_models",
-           "parse_models", "MODELS_FILE", "DEFAULT_SERVE_PORT"]
+           "parse_models", "models_file", "MODELS_FILE", "DEFAULT_SERVE_PORT"]
 
 #: The models file read from RLM_HOME when no ``--models`` is given.
 MODELS_FILE = "models.toml"
@@ -199,6 +199,14 @@ def load_models(path: Path) -> tuple[ModelsSpec, ServeOptions]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"models file {path}: {exc}") from None
     return parse_models(data, source=str(path))
+
+
+def models_file(option: str | Path | None, home: Path) -> Path | None:
+    """The models file to use: ``--models FILE``, else ``$RLM_HOME/models.toml`` if it exists, else ``None``."""
+    if option:
+        return Path(option).expanduser()
+    default = home / MODELS_FILE
+    return default if default.is_file() else None
 
 
 def parse_models(data: Mapping[str, Any], source: str = "<models>") -> tuple[ModelsSpec, ServeOptions]:
