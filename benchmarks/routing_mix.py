@@ -13,7 +13,7 @@ plus ``max_tokens``); the deployments declare ``tokenizer = "o200k_base"``:
 ======== ======= ========= ============= ===============================
 group    name    window    latency (ms)  notes
 ======== ======= ========= ============= ===============================
-root     root    -         20            the root agent
+root     root    262,144   20            the root agent
 sub      small-a 8,192     40            order 1, at most 8 in flight
 sub      small-b 8,192     80            order 1
 mid      mid     32,768    120
@@ -22,8 +22,8 @@ heavy    api     1,047,576 400           order 2
 ======== ======= ========= ============= ===============================
 
 Reported: calls and tokens per deployment (fractions), the routing reasons, the prompts refused
-before anything was sent, and for every server the requests it refused for their size
-(the guard's promise: zero).
+before anything was sent, for every server the requests it refused for their size (the guard's
+promise: zero) and the fullest request it got (how close to its window the guard packed).
 
 Usage: ``.venv/bin/python -m rlm.benchmarks.routing_mix [--output PATH]``.
 """
@@ -51,7 +51,7 @@ __all__ = ["main", "measure", "report", "DEPLOYMENTS"]
 REPORT = Path(__file__).resolve().parent / "reports" / "routing_mix.md"
 #: name -> (group, window, latency ms, order, max_in_flight)
 DEPLOYMENTS: dict[str, tuple[str, int | None, int, int, int | None]] = {
-    "root": ("root", None, 20, 1, None),
+    "root": ("root", 262144, 20, 1, None),
     "small-a": ("sub", 8192, 40, 1, 8),
     "small-b": ("sub", 8192, 80, 1, None),
     "mid": ("mid", 32768, 120, 1, None),
@@ -119,10 +119,12 @@ def _spec(servers: dict[str, Any]) -> Any:
 
 
 def measure() -> dict[str, Any]:
+    from rlm.routing import tokens
     from rlm.runlog import RunLog
     from rlm.runner import run
 
     servers = _servers()
+    estimated, counted = tokens._estimate.cache_info().misses, tokens._exact.cache_info().misses
     try:
         with tempfile.TemporaryDirectory(prefix="rlm-routing-mix-") as tmp:
             home = Path(tmp)
@@ -138,7 +140,9 @@ def measure() -> dict[str, Any]:
             with RunLog(config.runlog_path) as log:
                 calls = [c for c in log.lm_calls(result.run_id) if c.purpose == "llm_query"]
         cell = _cell_result(servers["root"])
-        return _summary(calls, servers, cell, seconds, result)
+        steps = {"estimated": tokens._estimate.cache_info().misses - estimated,
+                 "counted_exactly": tokens._exact.cache_info().misses - counted}
+        return {**_summary(calls, servers, cell, seconds, result), "token_steps": steps}
     finally:
         for server in servers.values():
             server.stop()
@@ -151,6 +155,14 @@ def _cell_result(root: Any) -> dict[str, Any]:
         if found:
             return json.loads(found.group(1))
     return {}
+
+
+def _fullest(server: Any, window: int | None) -> float | None:
+    """The largest share of its window a request to ``server`` took (exact o200k count, as the server counts)."""
+    count = tokenizer("o200k_base").count
+    sizes = [sum(count(str(m.get("content") or "")) + 4 for m in r.messages) + MAX_TOKENS
+             for r in server.requests if r.messages]
+    return max(sizes) / window if sizes and window else None
 
 
 def _kind(reason: str) -> str:
@@ -171,7 +183,8 @@ def _summary(calls: list[Any], servers: dict[str, Any], cell: dict[str, Any], se
                      "input_tokens": sum(c.input_tokens or 0 for c in mine),
                      "tokens_fraction": sum(c.input_tokens or 0 for c in mine) / tokens,
                      "server_requests": len(servers[name].requests),
-                     "refused_for_size": sum(1 for r in servers[name].requests if r.fault == "context_window")}
+                     "refused_for_size": sum(1 for r in servers[name].requests if r.fault == "context_window"),
+                     "fullest": _fullest(servers[name], DEPLOYMENTS[name][1])}
     return {"status": result.status, "seconds": seconds, "sub_calls": len(calls), "sent": len(sent),
             "refused_before_sending": sum(1 for c in calls if not c.ok and "fits no model" in (c.error or "")),
             "failed_otherwise": sum(1 for c in calls if not c.ok and "fits no model" not in (c.error or "")),
@@ -189,13 +202,18 @@ def report(data: dict[str, Any], command: str) -> str:
              f"anything was sent (bigger than every window), {data['failed_otherwise']} failed otherwise. "
              f"Context-window errors from the deployments: **{refused}**.", "",
              "| deployment | group | calls | share of calls | input tokens | share of tokens | requests at the server "
-             "| refused by the server for size |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| refused by the server for size | fullest request (share of window) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, row in per.items():
         if name == "root":
             continue
         lines.append(f"| {name} | {row['group']} | {row['calls']:,} | {row['calls_fraction']:.1%} | "
                      f"{row['input_tokens']:,} | {row['tokens_fraction']:.1%} | {row['server_requests']:,} | "
-                     f"{row['refused_for_size']} |")
+                     f"{row['refused_for_size']} | {row['fullest']:.1%} |")
+    steps = data["token_steps"]
+    lines += ["", f"Texts the size guard had to tokenize (the rest were decided by their bytes alone): "
+                  f"{steps['estimated']} estimated from samples, {steps['counted_exactly']} counted exactly "
+                  "(estimate within 25% of a window). The root's own turns are among them.", ""]
     lines += ["", "Routing reasons of the calls sent (numbers replaced by N):", "", "| reason | calls |", "| --- | ---: |"]
     lines += [f"| {reason} | {count} |" for reason, count in data["reasons"]]
     lines += ["", f"The root's cell saw: {json.dumps(data['cell'])[:600]}", ""]

@@ -113,15 +113,12 @@ def _kill_tree(process: subprocess.Popen[bytes] | None) -> None:
     """Kill ``process`` and its descendants, by pid (Ray's daemons are its children)."""
     if process is None:
         return
+    from rlm.agents.cluster import kill_processes
+
     try:
         tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         tree = []
-    for member in tree:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=10)
+    kill_processes(tree)
     process.wait(timeout=10)
 
