@@ -126,6 +126,21 @@ def test_heavy_calls_by_every_rule_reach_the_gpu_node_and_light_calls_do_not(
     assert _stats(gpu_cluster["port"])["served"] - served_before == len(heavy)  # what the GPU node served
 
 
+def test_rlm_models_status_shows_the_replica_its_node_and_queue(gpu_cluster, tmp_path, capsys):
+    from rlm.cli import main
+
+    path = tmp_path / "models.toml"
+    path.write_text(f"[serve]\nport = {gpu_cluster['port']}\n[serve.smol-gpu]\nnum_gpus = 1\n")
+    assert main(["models", "status", "--models", str(path), "--ray-address", "auto", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["deployment"], row["status"]) == ("smol-gpu", "HEALTHY")
+    assert [(r["state"], r["node_id"]) for r in row["replicas"]] == [("RUNNING", gpu_cluster["node"])]
+    assert row["stats"][0]["node"] == gpu_cluster["node"] and row["stats"][0]["ongoing"] == 0
+    assert main(["models", "status", "--models", str(path), "--ray-address", "auto"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("smol-gpu  HEALTHY  replicas 1/1") and f"node {gpu_cluster['node']}" in text
+
+
 def test_a_replica_killed_mid_run_has_its_calls_retried_on_the_next_order_counted_once(
         gpu_cluster, server_factory, make_config, text_file):
     import ray
