@@ -50,10 +50,9 @@ class NetnsCluster:
         self.ip_head, self.ip_gpu = f"10.77.{tag}.1", f"10.77.{tag}.2"
         self.port = 6390
         self.temp = temp
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path),
-                    "RAY_USAGE_STATS_ENABLED": "0"}
-        self.env.pop("RAY_AUTH_TOKEN", None)
-        self.env.pop("RAY_ADDRESS", None)
+        # Nothing of another cluster's set-up (e.g. the single-machine switch that binds loopback only).
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path), RAY_USAGE_STATS_ENABLED="0")
         self.head: subprocess.Popen[bytes] | None = None
         self.gpu: subprocess.Popen[bytes] | None = None
 
