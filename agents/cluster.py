@@ -142,13 +142,19 @@ def shutdown_embedded(before: set[int] | None = None) -> None:
     ray = ray_module()
     started = [p for p in psutil.Process().children(recursive=True) if before is None or p.pid not in before]
     ray.shutdown()
-    alive = [p for p in started if p.is_running()]
-    for process in alive:
+    kill_processes([p for p in started if p.is_running()], timeout=5)
+
+
+def kill_processes(processes: list[Any], timeout: float = 10.0) -> None:
+    """SIGKILL each of ``processes`` (``psutil.Process``es, by pid) and wait up to ``timeout`` for them."""
+    import psutil
+
+    for process in processes:
         try:
             process.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs(alive, timeout=5)
+    psutil.wait_procs(processes, timeout=timeout)
 
 
 def node_id() -> str:

@@ -262,7 +262,7 @@ class AgentHost:
             else:
                 payload = contexts.materialize(spec.context, self.node)
             agent = Agent(state.services, prompt=spec.prompt, payload=payload, depth=spec.depth,
-                          parent_id=spec.parent_id, agent_id=spec.agent_id)
+                          parent_id=spec.parent_id, agent_id=spec.agent_id, group=spec.group)
             with self._lock:
                 self._running[spec.agent_id] = run_id
             try:
@@ -391,7 +391,7 @@ class AgentHost:
         return _RunState(services=services, budget=budget, workdir=workdir, sandboxes=sandboxes)
 
     def _lm(self, config: RLMConfig) -> LMClient:
-        key = (config.model, config.sub_model, config.api_base, config.api_key, config.lm_retries,
+        key = (config.model, config.sub_model, config.api_base, config.api_key, config.models, config.lm_retries,
                config.lm_timeout_s, config.timeout_s is None, config.max_completion_tokens, config.temperature)
         with self._lm_lock:
             client = self._lms.get(key)
@@ -447,7 +447,7 @@ def _shard_helper(run_spec: RunSpec, index: int, spawner: Spawner, events: Event
 
         if kind == "rlm":
             assert isinstance(agent, Agent)  # a host's placement serves its own agents only
-            return _start_children(run_spec, index, spawner, events, agent, items, concurrency)
+            return _start_children(run_spec, index, spawner, events, agent, items, concurrency, model)
         caller = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth}
         ref = host.llm_batch.remote(run_spec, caller, items, model, concurrency)
         return lambda: ray.get(ref)
@@ -456,8 +456,9 @@ def _shard_helper(run_spec: RunSpec, index: int, spawner: Spawner, events: Event
 
 
 def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: EventForwarder, parent: Agent,
-                    triples: list[tuple[str, Any, str]], concurrency: int) -> Any:
-    """Send children ``(prompt, context, id)`` of ``parent`` to host ``index`` as one streaming call.
+                    triples: list[tuple[str, Any, str]], concurrency: int, group: str | None = None) -> Any:
+    """Send children ``(prompt, context, id)`` of ``parent`` to host ``index`` as one streaming call
+    (their own turns on model ``group`` if given).
 
     A small context travels inside the child's spec and the host writes its file; a big one is
     written here first (the host reads it on this node, or from the object store on another). The waiter collects the children's results as they finish; if the
@@ -472,11 +473,11 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
             small = contexts.inline(context)
             if small is not None:  # the host writes its file, as the child starts
                 spec = AgentSpec(agent_id=child_id, parent_id=parent.agent_id, depth=parent.depth + 1,
-                                 prompt=prompt, context=small)
+                                 prompt=prompt, context=small, group=group)
             else:
                 payload = parent.subcalls.child_payload(context)
                 payloads.append(payload)
-                spec = spawner.spec_for(parent.child(prompt, payload, child_id))
+                spec = spawner.spec_for(parent.child(prompt, payload, child_id, group=group))
             spawner.ship(spec, index)
             specs.append(spec)
         events.flush()  # the parent's events so far reach the hub before its children's (pushed by that host)

@@ -70,7 +70,8 @@ class Spawner:
 
     def spec_for(self, agent: AgentLike) -> AgentSpec:
         return AgentSpec(agent_id=agent.agent_id, parent_id=agent.parent_id, depth=agent.depth, prompt=agent.prompt,
-                         context=share(agent.payload, self.run_spec.run_id, self.node))
+                         context=share(agent.payload, self.run_spec.run_id, self.node),
+                         group=getattr(agent, "group", None))
 
     def run(self, spec: AgentSpec, avoid: int | None = None) -> AgentResult:
         """Run ``spec`` on a host other than ``avoid`` (when there is one); retry it when its host dies.

@@ -37,7 +37,8 @@ class AgentSpec:
     """One agent to run on a host: who it is, what it is asked, on which context.
 
     ``context`` is a shared file (the parent's payload, or a big chunk), or a small
-    chunk inline (:mod:`rlm.agents.context`).
+    chunk inline (:mod:`rlm.agents.context`). ``group``: the model group its own turns
+    ask for (its parent's ``rlm_query(..., model=...)``).
     """
 
     agent_id: str
@@ -46,3 +47,4 @@ class AgentSpec:
     prompt: str
     context: SharedContext | InlineContext
     attempt: int = 0
+    group: str | None = None

@@ -21,6 +21,7 @@ there too, as a ``RunStarted``/``RunFinished`` pair whose question starts with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -128,36 +129,63 @@ def base_prompt(task: Task, context: Context, window_tokens: int, output_tokens:
 
 
 class BaseMethod:
-    """The model reads the (truncated) context directly: one LM call."""
+    """The model reads the (truncated) context directly: one LM call.
+
+    The model is reached as a run reaches it: the embedded one's server is started for it
+    (:func:`rlm.local_model.serving`), and the context is cut to the smaller of
+    ``base_window_tokens`` and the model's own window, counted with the model's tokenizer
+    where rlm knows it (:mod:`rlm.routing`), so the size guard never refuses the call.
+    """
 
     name = "base"
 
     def __init__(self) -> None:
         self._clients: dict[int, Any] = {}
+        self._servers = contextlib.ExitStack()
         self._lock = threading.Lock()
 
     def _client(self, config: RLMConfig) -> Any:
-        from rlm.lm import LiteLLMClient
+        from rlm.lm import LMClient
+        from rlm.local_model import serving
 
         with self._lock:
-            return self._clients.setdefault(id(config), LiteLLMClient(config))
+            client = self._clients.get(id(config))
+            if client is None:
+                client = self._clients[id(config)] = LMClient(self._servers.enter_context(serving(config)))
+            return client
 
     def close(self) -> None:
         for client in self._clients.values():
             if hasattr(client, "close"):
                 client.close()
         self._clients.clear()
+        self._servers.close()
 
     def run(self, task: Task, context: Context, settings: BenchSettings) -> MethodOutcome:
-        prompt, truncated = base_prompt(task, context, settings.base_window_tokens, settings.base_output_tokens)
         started = time.monotonic()
         try:
-            completion = self._client(settings.config).complete([{"role": "user", "content": prompt}], role="root")
-        except LMError as exc:
-            return MethodOutcome(None, "error", seconds=time.monotonic() - started, error=str(exc),
-                                 notes={"truncated": truncated})
+            client = self._client(settings.config)
+            prompt, truncated = fitted_prompt(task, context, settings, client)
+            completion = client.complete([{"role": "user", "content": prompt}], role="root")
+        except RLMError as exc:  # LMError, or the embedded model that could not start
+            return MethodOutcome(None, "error", seconds=time.monotonic() - started, error=str(exc))
         return MethodOutcome(completion.text, "ok", completion.input_tokens, completion.output_tokens, 1,
                              completion.cost_usd, time.monotonic() - started, notes={"truncated": truncated})
+
+
+def fitted_prompt(task: Task, context: Context, settings: BenchSettings, client: Any) -> tuple[str, bool]:
+    """:func:`base_prompt` cut to fit the root model's window under its own tokenizer (shrunk until it does)."""
+    from rlm.routing.tokens import PromptSize
+
+    table = client.routes.table
+    target = table.groups[table.resolve(table.spec.routing.root)][0]
+    window = min(settings.base_window_tokens, target.window or settings.base_window_tokens)
+    while True:
+        prompt, truncated = base_prompt(task, context, window, settings.base_output_tokens)
+        if target.room is None or window <= 256 or PromptSize([{"role": "user", "content": prompt}]).fits(
+                target.room, target.tokenizer):
+            return prompt, truncated
+        window = int(window * 0.85)
 
 
 # -- ours --------------------------------------------------------------------------------

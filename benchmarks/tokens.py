@@ -12,19 +12,14 @@ network. A missing bundled file is an error, never a download.
 from __future__ import annotations
 
 import functools
-import hashlib
-import importlib.util
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
-from rlm.errors import RLMError
+from rlm.errors import ConfigError, RLMError
+from rlm.routing.tokens import bundled_tiktoken_dir, tiktoken_encoding
 
 #: The encoding used for every token count in the benchmarks.
 ENCODING = "o200k_base"
-_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
-_lock = threading.Lock()
 
 
 class TokenizerUnavailable(RLMError):
@@ -33,30 +28,19 @@ class TokenizerUnavailable(RLMError):
 
 def bundled_dir() -> Path:
     """litellm's folder of bundled tiktoken files (found without importing litellm)."""
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.submodule_search_locations:
-        raise TokenizerUnavailable("litellm is not installed, so the offline tokenizer is missing")
-    return Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
+    try:
+        return bundled_tiktoken_dir()
+    except ConfigError as exc:
+        raise TokenizerUnavailable(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=1)
 def encoding() -> Any:
-    """The ``o200k_base`` encoding, loaded from litellm's bundled file."""
-    import tiktoken
-
-    folder = bundled_dir()
-    if not (folder / hashlib.sha1(_URL.encode()).hexdigest()).is_file():
-        raise TokenizerUnavailable(f"{ENCODING} is not bundled under {folder}; reinstall with scripts/setup.sh")
-    with _lock:  # tiktoken reads its cache folder from the environment: set it only while loading
-        previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)
-        try:
-            return tiktoken.get_encoding(ENCODING)
-        finally:
-            if previous is None:
-                os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-            else:
-                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+    """The ``o200k_base`` encoding, loaded from litellm's bundled file (:mod:`rlm.routing.tokens`)."""
+    try:
+        return tiktoken_encoding(ENCODING)
+    except ConfigError as exc:
+        raise TokenizerUnavailable(str(exc)) from None
 
 
 def count_tokens(text: str) -> int:

@@ -48,7 +48,7 @@ class Agent:
     """One agent: its prompt, its context payload, its own sandbox, its message history."""
 
     def __init__(self, services: RunServices, *, prompt: str, payload: ContextPayload, depth: int = 0,
-                 parent_id: str | None = None, agent_id: str | None = None) -> None:
+                 parent_id: str | None = None, agent_id: str | None = None, group: str | None = None) -> None:
         self.services = services
         self.config = services.config
         self.prompt = prompt
@@ -56,7 +56,9 @@ class Agent:
         self.depth = depth
         self.parent_id = parent_id
         self.agent_id = agent_id or services.new_id("a")
-        self.calls = CallMeter(services, self.agent_id)
+        #: The model group this agent's own turns ask for (its parent's ``rlm_query(..., model=...)``).
+        self.group = group
+        self.calls = CallMeter(services, self.agent_id, depth, group)
         self.subcalls = SubCalls(self)
         self.role = "root" if depth == 0 else "sub"
         self.model = self.config.model if depth == 0 else self.config.effective_sub_model
@@ -177,10 +179,11 @@ class Agent:
             answer = strip_code(reply) or self._partial
         return AgentResult(self.agent_id, answer, "max_iterations", self.iterations)
 
-    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None) -> "Agent":
-        """A child agent of this one at depth + 1 (not started)."""
+    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None,
+              group: str | None = None) -> "Agent":
+        """A child agent of this one at depth + 1 (not started), its own turns on ``group`` if given."""
         return Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id,
-                     agent_id=agent_id)
+                     agent_id=agent_id, group=group)
 
     # -- pieces ------------------------------------------------------------------
     def _prompt_spec(self) -> prompts.PromptSpec:

@@ -5,7 +5,11 @@ its place in the run's :class:`~rlm.budget.Ledger` first (so the call cap holds
 across the tree), is sent with the time left before the run's deadline as its
 timeout, and on return adds its tokens and cost to the ledger and to the
 agent's own totals and emits one :class:`~rlm.events.LMCalled` event (also for a
-failed call).
+failed call) saying where the call went and why. It tells the LM client who calls
+(:class:`~rlm.routing.router.CallSite`: the agent's own turn or a sub-call, its
+depth) so that the router can apply the role, depth and heavy rules;
+an agent started with a group of its own (``rlm_query(..., model=...)``) asks
+for that group for its own turns.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TYPE_CHECKING
 from rlm.errors import LMError
 from rlm.events import LMCalled
 from rlm.lm import Completion, Message
+from rlm.routing.router import CallSite
 
 if TYPE_CHECKING:
     from rlm.services import RunServices
@@ -26,6 +31,8 @@ __all__ = ["CallMeter", "Totals", "PREVIEW_CHARS"]
 
 #: Characters of prompts, replies and outputs kept in events.
 PREVIEW_CHARS = 2_000
+#: Purposes of an agent's own turns (the rest are sub-calls).
+AGENT_TURNS = frozenset({"iteration", "final"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,29 +45,39 @@ class Totals:
 
 
 class CallMeter:
-    """The LM calls of agent ``agent_id`` (thread-safe: batched sub-calls run concurrently)."""
+    """The LM calls of agent ``agent_id`` at ``depth`` (thread-safe: batched sub-calls run concurrently).
 
-    def __init__(self, services: "RunServices", agent_id: str) -> None:
+    ``group``: the model group the agent's own turns ask for (``None``: the router's default).
+    """
+
+    def __init__(self, services: "RunServices", agent_id: str, depth: int = 0, group: str | None = None) -> None:
         self.services = services
         self.agent_id = agent_id
+        self.depth = depth
+        self.group = group
         self._lock = threading.Lock()
         self._totals = [0, 0, 0]
 
     def call(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
         """One call from this thread; raises :class:`LMError` or :class:`~rlm.errors.LimitReached`."""
         remaining, call_id = self._before()
+        model, site = self._route(purpose, model, 0.0)
         try:
-            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining)
+            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining, site=site)
         except LMError as exc:
             self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
             raise
         return self._done(completion, call_id, messages, role=role, purpose=purpose)
 
-    async def acall(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None) -> Completion:
-        """:meth:`call` as a coroutine, for fan-outs on the LM client's event loop."""
+    async def acall(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None,
+                    waited_s: float = 0.0) -> Completion:
+        """:meth:`call` as a coroutine, for fan-outs on the LM client's event loop (a batch item that
+        waited ``waited_s`` for its slot)."""
         remaining, call_id = self._before()
+        model, site = self._route(purpose, model, waited_s)
         try:
-            completion = await self.services.lm.acomplete(messages, role=role, model=model, timeout=remaining)
+            completion = await self.services.lm.acomplete(messages, role=role, model=model, timeout=remaining,
+                                                          site=site)
         except LMError as exc:
             self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
             raise
@@ -78,6 +95,12 @@ class CallMeter:
         with self._lock:
             return Totals(*self._totals)
 
+    def _route(self, purpose: str, model: str | None, waited_s: float) -> tuple[str | None, CallSite]:
+        """The group asked for (the agent's own, for its turns) and who calls, for the router."""
+        own_turn = purpose in AGENT_TURNS
+        site = CallSite(kind="agent" if own_turn else "query", depth=self.depth, waited_s=waited_s)
+        return ((model or self.group) if own_turn else model), site
+
     def _before(self) -> tuple[float | None, str]:
         """Claim the call from the tree-wide budget (raises LimitReached); its timeout and id."""
         budget = self.services.budget
@@ -86,8 +109,10 @@ class CallMeter:
 
     def _failed(self, exc: LMError, call_id: str, messages: list[Message], *, role: str, purpose: str,
                 model: str | None) -> None:
-        self._emit(LMCalled, call_id=call_id, model=model or self.services.lm.model_for(role), role=role,
-                   purpose=purpose, ok=False, error=str(exc), prompt_preview=messages[-1]["content"][:PREVIEW_CHARS])
+        self._emit(LMCalled, call_id=call_id, model=exc.model or model or self.services.lm.model_for(role),
+                   role=role, purpose=purpose, ok=False, error=str(exc),
+                   prompt_preview=messages[-1]["content"][:PREVIEW_CHARS], model_group=exc.group,
+                   deployment=exc.deployment, route_reason=exc.route_reason)
         self.services.budget.check()  # a call cut off by the run's deadline is a timeout, not an error
 
     def _done(self, completion: Completion, call_id: str, messages: list[Message], *, role: str,
@@ -98,7 +123,9 @@ class CallMeter:
                    input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
                    cost_usd=completion.cost_usd, latency_s=completion.latency_s,
                    prompt_preview=messages[-1]["content"][:PREVIEW_CHARS],
-                   response_preview=completion.text[:PREVIEW_CHARS])
+                   response_preview=completion.text[:PREVIEW_CHARS], model_group=completion.group,
+                   deployment=completion.deployment, node=completion.node, route_reason=completion.route_reason,
+                   queue_s=completion.queue_s)
         return completion
 
     def _emit(self, event_type: type[LMCalled], **fields: object) -> None:

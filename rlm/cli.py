@@ -33,6 +33,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", help=f"litellm model string (env RLM_MODEL; default: the embedded {LOCAL_MODEL})")
     group.add_argument("--sub-model", help="model for llm_query and child agents (env RLM_SUB_MODEL; default: --model)")
     group.add_argument("--api-base", help="base URL of an OpenAI-compatible server (env RLM_API_BASE)")
+    group.add_argument("--models", metavar="FILE",
+                       help="model groups and routing rules (TOML; default: $RLM_HOME/models.toml if it exists)")
     group.add_argument("--max-depth", type=int, help="deepest rlm_query recursion (default 1)")
     group.add_argument("--max-iterations", type=int, help="iterations per agent (default 20)")
     group.add_argument("--max-llm-calls", type=int, help="LM calls over the whole tree (default 200)")
@@ -100,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Modules that add sub-commands: each has ``register(subparsers, add_model_options)`` that adds its
 #: parsers and sets ``func=handler(args, env) -> exit code`` on them with ``set_defaults``.
-COMMAND_MODULES = ("rlm.service.cli", "rlm.service.mcp_cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.benchmarks.cli",
+COMMAND_MODULES = ("rlm.service.cli", "rlm.service.mcp_cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.models_cli",
+                   "rlm.benchmarks.cli",
                    "rlm.tui.cli")
 
 
@@ -129,8 +132,17 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig
         max_cost_usd=args.max_cost, timeout_s=args.timeout, max_concurrency=args.max_concurrency, sandbox=sandbox,
         memory_namespace=None if getattr(args, "no_memory", False) else getattr(args, "memory", None),
         reflect=getattr(args, "reflect", None),
+        models=_models(args, env),
         **_executor_overrides(args, env),
     )
+
+
+def _models(args: argparse.Namespace, env: dict[str, str]) -> Any:
+    """The models file's groups (``--models``, else ``$RLM_HOME/models.toml``), or ``None``."""
+    from rlm.routing.spec import load_models, models_file
+
+    path = models_file(getattr(args, "models", None), RLMConfig.from_env(env).home)
+    return load_models(path)[0] if path is not None else None
 
 
 def _executor_overrides(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -187,7 +199,9 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
     if config.sandbox.mode == "unsafe":
         print("[rlm] WARNING: --unsafe-no-sandbox: model-written code runs on this machine WITHOUT isolation "
               "(no namespaces, only rlimits). Never use it with untrusted input.", file=sys.stderr)
-    if LOCAL_MODEL in (config.model, config.effective_sub_model) and not args.quiet:
+    from rlm.local_model import uses_local_model
+
+    if uses_local_model(config) and not args.quiet:
         from rlm.local_model import NOTICE
 
         print(f"[rlm] {NOTICE}", file=sys.stderr)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from rlm.errors import ConfigError
+from rlm.routing.spec import ModelsSpec
 
 __all__ = ['LOCAL_MODEL', 'default_home', 'SandboxConfig', 'RLMConfig']
 
@@ -72,6 +73,9 @@ class RLMConfig:
     sub_model: str | None = None  # None: same as model
     api_base: str | None = None
     api_key: str | None = None
+    #: Model groups and routing rules from a models file (rlm.routing.spec); groups it does not name
+    #: (``root``, ``sub``) are made from model/sub_model/api_base.
+    models: ModelsSpec | None = None
     # limits
     max_depth: int = 1
     max_iterations: int = 20  # per agent
@@ -144,6 +148,7 @@ class RLMConfig:
         data = dataclasses.asdict(self)
         data.pop("api_key", None)
         data["home"] = str(self.home)
+        data["models"] = self.models.to_dict() if self.models is not None else None
         return data
 
     @classmethod
@@ -156,6 +161,8 @@ class RLMConfig:
         values = dict(data)
         if "home" in values:
             values["home"] = Path(values["home"])
+        if isinstance(values.get("models"), Mapping):
+            values["models"] = ModelsSpec.from_dict(values["models"])
         if isinstance(values.get("sandbox"), Mapping):
             sandbox_names = {f.name for f in dataclasses.fields(SandboxConfig)}
             extra = set(values["sandbox"]) - sandbox_names

@@ -8,7 +8,9 @@ an infrastructure fault or bad input from the user::
     ├── ConfigError               an invalid option or environment value
     ├── InputError                the context path is missing, empty, unreadable...
     ├── LMError                   the model endpoint failed after retries
-    │   └── TransportError        an OpenAI-compatible server refused or dropped a call (rlm.transport)
+    │   ├── TransportError        an OpenAI-compatible server refused or dropped a call (rlm.transport)
+    │   ├── UnknownGroup          the model asked for a model group that does not exist (rlm.routing)
+    │   └── ContextTooLarge       the prompt fits no deployment's window; nothing was sent (rlm.routing)
     ├── HostCallError             a host function failed in a way the model should see
     ├── SandboxError              the REPL worker could not be started or talked to
     │   └── SandboxUnavailable    no isolation available here (bubblewrap missing...)
@@ -63,15 +65,21 @@ class InputError(RLMError):
 
 
 class LMError(RLMError):
-    """A language-model call failed after retries and fallbacks.
+    """A language-model call failed after retries and fallbacks, or was refused before it was sent.
 
     Attributes:
-        model: the model string that failed.
+        model: the model string (or group name) that failed.
+        group, deployment, route_reason: where the router sent the call and why (``None``/empty
+            when it was refused before a deployment was chosen).
     """
 
-    def __init__(self, message: str, *, model: str = "") -> None:
+    def __init__(self, message: str, *, model: str = "", group: str | None = None, deployment: str | None = None,
+                 route_reason: str = "") -> None:
         super().__init__(message)
         self.model = model
+        self.group = group
+        self.deployment = deployment
+        self.route_reason = route_reason
 
 
 class HostCallError(RLMError):

@@ -98,7 +98,10 @@ class LMCalled(Event):
     ``purpose`` is ``"iteration"`` (the agent's own turn), ``"llm_query"`` (a
     sub-call from the REPL), ``"final"`` (the forced final answer) or
     ``"fallback"`` (an ``rlm_query`` at max depth answered by a plain call).
-    ``cost_usd`` is ``None`` when the provider's price is unknown.
+    ``cost_usd`` is ``None`` when the provider's price is unknown. ``model_group``,
+    ``deployment`` and ``node`` say where the call went (:mod:`rlm.routing`),
+    ``route_reason`` why, ``queue_s`` how long it waited before its request left
+    (for a batch item: its wait for a slot too); ``latency_s`` is from then to the reply.
     """
 
     call_id: str
@@ -113,6 +116,11 @@ class LMCalled(Event):
     error: str | None = None
     prompt_preview: str = ""
     response_preview: str = ""
+    model_group: str | None = None
+    deployment: str | None = None
+    node: str | None = None
+    route_reason: str = ""
+    queue_s: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -7,6 +7,12 @@ fallbacks); its deployments of such servers name the provider ``rlm-openai``,
 which sends the request through the same transport and raises litellm's own
 exception types, so the Router classifies failures as it does for any provider.
 
+:func:`register_filter` adds one more piece to litellm: a deployment filter
+(litellm's ``CustomLogger.async_filter_deployments`` hook) that keeps a Router call
+to the deployments named in its request metadata (``rlm_allowed``), so that a
+retry or fall-back never reaches a deployment whose window the prompt does not fit
+(:mod:`rlm.routing`). Calls without that key are left alone.
+
 Importing this module imports litellm (seconds): only :mod:`rlm.lm` does, and
 only once the Router is needed.
 """
@@ -19,10 +25,12 @@ from typing import Any
 
 import litellm
 from litellm import CustomLLM
+from litellm.integrations.custom_logger import CustomLogger
 
+from rlm.lm import ALLOWED_KEY, NODE_KEY
 from rlm.transport import Endpoint, TransportError, chat
 
-__all__ = ["PROVIDER", "register", "provider_model", "to_litellm_error"]
+__all__ = ["PROVIDER", "register", "register_filter", "provider_model", "to_litellm_error"]
 
 PROVIDER = "rlm-openai"
 
@@ -71,10 +79,13 @@ class _Provider(CustomLLM):
             data = await chat(Endpoint(model, api_base, api_key), messages, params, _seconds(timeout))
         except TransportError as exc:
             raise to_litellm_error(exc) from None
-        return litellm.ModelResponse(id=data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
-                                     created=data.get("created") or int(time.time()),
-                                     model=data.get("model") or model, choices=data["choices"],
-                                     usage=data.get("usage") or {})
+        response = litellm.ModelResponse(id=data.get("id") or f"chatcmpl-{uuid.uuid4().hex}",
+                                         created=data.get("created") or int(time.time()),
+                                         model=data.get("model") or model, choices=data["choices"],
+                                         usage=data.get("usage") or {})
+        if data.get(NODE_KEY):  # the node a cluster deployment says served the call (rlm.agents.serving)
+            response._hidden_params[NODE_KEY] = data[NODE_KEY]
+        return response
 
     def completion(self, *args: Any, **kwargs: Any) -> Any:
         raise litellm.BadRequestError("the rlm-openai provider is async only", model="", llm_provider="openai")
@@ -100,3 +111,25 @@ def register() -> None:
 
         custom_llm_setup()
         _registered = True
+
+
+class _AllowedDeployments(CustomLogger):
+    """Keeps a Router call to the deployments its metadata allows (see the module docstring)."""
+
+    async def async_filter_deployments(self, model: str, healthy_deployments: list, messages: Any,
+                                       request_kwargs: dict | None = None, parent_otel_span: Any = None) -> list:
+        allowed = ((request_kwargs or {}).get("metadata") or {}).get(ALLOWED_KEY)
+        if allowed is None:
+            return healthy_deployments
+        return [d for d in healthy_deployments if (d.get("model_info") or {}).get("id") in allowed]
+
+
+_filter_registered = False
+
+
+def register_filter() -> None:
+    """Add the deployment filter to litellm's callbacks once per process."""
+    global _filter_registered
+    if not _filter_registered:
+        litellm.callbacks = [*litellm.callbacks, _AllowedDeployments()]
+        _filter_registered = True

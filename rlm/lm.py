@@ -2,27 +2,31 @@
 
 :class:`LM` is the seam the agent loop talks to: ``complete(messages, role=...)``
 returns a :class:`Completion` with the text, token counts, cost (``None`` when
-the provider's price is unknown — never invented) and latency. Model groups are
-``root`` and ``sub``.
+the provider's price is unknown — never invented), latency, and where the call
+went and why. Every call is first routed (:mod:`rlm.routing`): a model group
+(``root``, ``sub``, ``heavy``, any the models file names), then one of its
+deployments, after the size guard made sure the prompt fits.
 
 :class:`LMClient` is the production one, built so that a run pays only for what
 it uses:
 
 * A call to an OpenAI-compatible server (``openai/<model>`` with an
-  ``api_base``: vLLM, llama.cpp, the scripted test server) goes straight through
-  :mod:`rlm.transport` from the calling thread (or the client's event loop for
-  fan-outs). No litellm, no Router: ``import litellm`` alone costs seconds, and
-  ``Router.acompletion`` ~4 ms of CPU per call.
+  ``api_base``: vLLM, llama.cpp, Ray Serve, the scripted test server) goes straight
+  through :mod:`rlm.transport` from the calling thread (or the client's event loop
+  for fan-outs), to the deployment the router picked. No litellm, no Router:
+  ``import litellm`` alone costs seconds, and ``Router.acompletion`` ~4 ms of CPU
+  per call.
 * A first attempt that failed in a way another attempt could fix (429, 5xx, a
   dropped connection, a timeout without a run deadline) is handed to a
-  ``litellm.Router`` with one retry fewer, so retries, back-off, cooldowns and
-  fallbacks are litellm's and a call is tried ``1 + lm_retries`` times. 400, 401,
-  403 and 404 are not retried.
-* Any other provider (``anthropic/...``, ``openai/gpt-4.1-mini`` without an
-  ``api_base``, ``ollama/...``) goes through the Router from the start.
+  ``litellm.Router`` with one retry fewer, limited to the group's deployments that
+  fit the prompt, less the one that just failed when there are others; so retries,
+  back-off, cooldowns and the fall-back to the next ``order`` are litellm's and a
+  call is tried ``1 + lm_retries`` times. 400, 401, 403 and 404 are not retried.
+* A deployment of any other provider (``anthropic/...``, ``openai/gpt-4.1-mini``
+  without an ``api_base``, ``ollama/...``) is reached through the Router from the start.
 
 The Router and litellm are imported the first time one of the last two cases
-happens. Prices and context windows come from :mod:`rlm.model_info`.
+happens. Prices come from the models file or :mod:`rlm.model_info`.
 """
 
 from __future__ import annotations
@@ -41,13 +45,19 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from rlm import model_info  # noqa: E402
 from rlm.config import RLMConfig  # noqa: E402
 from rlm.errors import ConfigError, LMError  # noqa: E402
-from rlm.transport import Endpoint, TransportError, chat, chat_sync, is_lean  # noqa: E402
+from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter  # noqa: E402
+from rlm.routing.table import RouteTable, Target  # noqa: E402
+from rlm.transport import TransportError, chat, chat_sync  # noqa: E402
 
 __all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
 
 Message = dict[str, str]
 T = TypeVar("T")
 ROLES = ("root", "sub")
+#: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
+ALLOWED_KEY = "rlm_allowed"
+#: The key under which a deployment may report the cluster node that served a call (rlm.agents.serving).
+NODE_KEY = "rlm_node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,22 +70,31 @@ class Completion:
     output_tokens: int
     cost_usd: float | None
     latency_s: float
+    #: Where the call went and why (rlm.routing): the group, the deployment's name, the node that
+    #: served it, the routing reason, and the seconds it waited before its request left.
+    group: str | None = None
+    deployment: str | None = None
+    node: str | None = None
+    route_reason: str = ""
+    queue_s: float = 0.0
 
 
 class LM(Protocol):
     """What the agent loop needs from a language model client.
 
-    ``role`` names a model group (``"root"`` or ``"sub"``); ``model`` overrides it with an
-    explicit model string. Failures raise :class:`LMError`.
+    ``role`` is ``"root"`` (an agent's own turn) or ``"sub"`` (a sub-call); ``model`` names the
+    model group the model asked for; ``site`` says who calls (:class:`~rlm.routing.router.CallSite`:
+    an agent's turn or a sub-call, its depth). The router (:mod:`rlm.routing`) turns
+    them into a group and a deployment. Failures raise :class:`LMError`.
     """
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None) -> Completion:
+                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
         """One call, blocking the calling thread."""
         ...
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
         """One call as a coroutine; it must run on :meth:`run_async`'s loop."""
         ...
 
@@ -84,7 +103,15 @@ class LM(Protocol):
         ...
 
     def model_for(self, role: str) -> str:
-        """The model string a ``role`` group calls."""
+        """The model string a ``role``'s default group calls first."""
+        ...
+
+    def groups(self) -> tuple[str, ...]:
+        """The model groups a model may ask for by name."""
+        ...
+
+    def batch_group(self, size: int) -> str | None:
+        """The group a heavy rule sends every call of a batch of ``size`` sub-calls to (``None``: no rule)."""
         ...
 
     def close(self) -> None:
@@ -123,21 +150,13 @@ class _EventLoopThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One call's target: the model string, the group it belongs to (``None``: a model outside the groups)."""
-
-    model: str
-    group: str | None
-    endpoint: Endpoint | None
-
-
 class LMClient:
     """The production :class:`LM` (see the module docstring)."""
 
     def __init__(self, config: RLMConfig) -> None:
         self.config = config
-        self.models = {"root": config.model, "sub": config.effective_sub_model}
+        self.state = DeploymentState()
+        self._routes: ModelRouter | None = None
         self._router: Any = None
         self._router_lock = threading.Lock()
         model_info.preload()  # the first call's cost is known when it returns, not parsed then
@@ -146,33 +165,50 @@ class LMClient:
     def model_for(self, role: str) -> str:
         if role not in ROLES:
             raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
-        return self.models[role]
+        routing = self.routes.routing
+        group = self.routes.table.resolve(routing.root if role == "root" else routing.llm_query)
+        return self.routes.table.groups[group][0].deployment.model
+
+    def groups(self) -> tuple[str, ...]:
+        return tuple(self.routes.table.groups)
+
+    def batch_group(self, size: int) -> str | None:
+        return self.routes.batch_group(size)
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None) -> Completion:
-        target = self._target(role, model)
-        started = time.monotonic()
+                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
+        entered = time.monotonic()
+        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        sent, ok = time.monotonic(), False
         try:
-            if target.endpoint is not None:
-                response = self._lean_sync(target, messages, timeout)
+            if decision.target.endpoint is not None:
+                response, target = self._lean_sync(decision, messages, timeout)
             else:
-                response = self.run_async(self._litellm_call(target, messages, timeout, self.config.lm_retries))
+                response, target = self.run_async(self._litellm_call(decision, messages, timeout,
+                                                                     self.config.lm_retries))
+            ok = True
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
-            raise self._failed(exc, target.model) from exc
-        return self._completion(response, target.model, time.monotonic() - started)
+            raise self._failed(exc, decision) from exc
+        finally:
+            self.state.finished(decision.target.name, ok)
+        return self._completion(response, decision, target, sent, entered, site)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None) -> Completion:
-        target = self._target(role, model)
-        started = time.monotonic()
+                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+        entered = time.monotonic()
+        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        sent, ok = time.monotonic(), False
         try:
-            if target.endpoint is not None:
-                response = await self._lean(target, messages, timeout)
+            if decision.target.endpoint is not None:
+                response, target = await self._lean(decision, messages, timeout)
             else:
-                response = await self._litellm_call(target, messages, timeout, self.config.lm_retries)
+                response, target = await self._litellm_call(decision, messages, timeout, self.config.lm_retries)
+            ok = True
         except Exception as exc:  # litellm raises many types; all are infrastructure faults here
-            raise self._failed(exc, target.model) from exc
-        return self._completion(response, target.model, time.monotonic() - started)
+            raise self._failed(exc, decision) from exc
+        finally:
+            self.state.finished(decision.target.name, ok)
+        return self._completion(response, decision, target, sent, entered, site)
 
     def run_async(self, coro: Coroutine[Any, Any, T]) -> T:
         return _EventLoopThread.get().run(coro)
@@ -183,16 +219,19 @@ class LMClient:
             self._router.discard()
 
     # -- routing a call ---------------------------------------------------------------------
-    def _target(self, role: str, model: str | None) -> _Call:
-        name = model or self.model_for(role)
-        group = next((g for g, m in self.models.items() if m == name), None) if model else role
-        endpoint = (Endpoint.of(name, self.config.api_base, self._api_key())
-                    if self.config.api_base and is_lean(name, self.config.api_base) else None)
-        return _Call(name, group, endpoint)
+    @property
+    def routes(self) -> ModelRouter:
+        """The run's groups and the router deciding each call (built on first use)."""
+        if self._routes is None:
+            with self._router_lock:
+                if self._routes is None:
+                    self._routes = ModelRouter(RouteTable(self.config), self.state)
+        return self._routes
 
-    def _api_key(self) -> str:
-        # OpenAI-compatible servers often need no key, but clients insist on one.
-        return self.config.api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+    def _decide(self, messages: list[Message], role: str, model: str | None, site: CallSite | None) -> Decision:
+        if role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
+        return self.routes.decide(messages, role=role, ask=model, site=site)
 
     def _wire(self) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -205,23 +244,27 @@ class LMClient:
     def _seconds(self, timeout: float | None) -> float:
         return self.config.lm_timeout_s if timeout is None else timeout
 
-    def _lean_sync(self, target: _Call, messages: list[Message], timeout: float | None) -> Any:
+    def _lean_sync(self, decision: Decision, messages: list[Message], timeout: float | None) -> tuple[Any, Target]:
+        target = decision.target
         assert target.endpoint is not None
         try:
-            return chat_sync(target.endpoint, messages, self._wire(), self._seconds(timeout))
+            return chat_sync(target.endpoint, messages, self._wire(), self._seconds(timeout)), target
         except TransportError as exc:
             if not self._worth_retrying(exc):
                 raise
-        return self.run_async(self._litellm_call(target, messages, timeout, self.config.lm_retries - 1))
+            self.state.failed(target.name)
+        return self.run_async(self._litellm_call(decision, messages, timeout, self.config.lm_retries - 1, target))
 
-    async def _lean(self, target: _Call, messages: list[Message], timeout: float | None) -> Any:
+    async def _lean(self, decision: Decision, messages: list[Message], timeout: float | None) -> tuple[Any, Target]:
+        target = decision.target
         assert target.endpoint is not None
         try:
-            return await chat(target.endpoint, messages, self._wire(), self._seconds(timeout))
+            return await chat(target.endpoint, messages, self._wire(), self._seconds(timeout)), target
         except TransportError as exc:
             if not self._worth_retrying(exc):
                 raise
-        return await self._litellm_call(target, messages, timeout, self.config.lm_retries - 1)
+            self.state.failed(target.name)
+        return await self._litellm_call(decision, messages, timeout, self.config.lm_retries - 1, target)
 
     def _worth_retrying(self, exc: TransportError) -> bool:
         """Whether the Router should try again (a timeout under a run deadline cannot succeed)."""
@@ -229,29 +272,32 @@ class LMClient:
             return False
         return not (exc.kind == "timeout" and self.config.timeout_s is not None)
 
-    async def _litellm_call(self, target: _Call, messages: list[Message], timeout: float | None,
-                            retries: int) -> Any:
-        kwargs: dict[str, Any] = {**self._wire(), "num_retries": retries}
+    async def _litellm_call(self, decision: Decision, messages: list[Message], timeout: float | None,
+                            retries: int, failed: Target | None = None) -> tuple[Any, Target]:
+        """The call through litellm's Router, limited to the decision's fitting deployments (less ``failed``,
+        the one whose first attempt just failed, when there are others)."""
+        allowed = [t for t in decision.candidates if t is not failed] or list(decision.candidates)
+        kwargs: dict[str, Any] = {**self._wire(), "num_retries": retries,
+                                  "metadata": {ALLOWED_KEY: [t.router_id for t in allowed]}}
         if timeout is not None:
             kwargs["timeout"] = timeout
-        if target.group is not None:
-            return await self._get_router().acompletion(model=target.group, messages=messages, **kwargs)
-        params = self._litellm_params(target.model)
-        return await _litellm().acompletion(messages=messages, **params, **kwargs)
+        response = await self._get_router().acompletion(model=decision.group, messages=messages, **kwargs)
+        used = (getattr(response, "_hidden_params", None) or {}).get("model_id")
+        return response, next((t for t in allowed if t.router_id == used), allowed[0])
 
     # -- litellm, when it is needed ---------------------------------------------------------
-    def _litellm_params(self, model: str) -> dict[str, Any]:
-        params: dict[str, Any] = {"model": model}
-        if self.config.api_base and is_lean(model, self.config.api_base):
+    def _litellm_params(self, target: Target) -> dict[str, Any]:
+        d = target.deployment
+        params: dict[str, Any] = {"model": d.model, "order": d.order}
+        if target.endpoint is not None:
             from rlm import litellm_provider
 
             litellm_provider.register()
-            params["model"] = litellm_provider.provider_model(model)
-        if self.config.api_base:
-            params["api_base"] = self.config.api_base
-            params["api_key"] = self._api_key()
-        elif self.config.api_key:
-            params["api_key"] = self.config.api_key
+            params.update(model=litellm_provider.provider_model(d.model), api_key=target.endpoint.api_key)
+        elif d.api_key or d.api_key_env:
+            params["api_key"] = d.api_key or os.environ.get(d.api_key_env or "")
+        if d.api_base:
+            params["api_base"] = d.api_base
         return params
 
     def _get_router(self) -> Any:
@@ -264,14 +310,11 @@ class LMClient:
         litellm = _litellm()
         from litellm.types.router import RetryPolicy
 
-        deployments = []
-        for group, model in self.models.items():
-            deployment: dict[str, Any] = {"model_name": group, "litellm_params": self._litellm_params(model)}
-            if not model_info.info(model).priced:  # unknown price: the Router must not invent one
-                deployment["model_info"] = {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                            "cache_creation_input_token_cost": 0.0,
-                                            "cache_read_input_token_cost": 0.0}
-            deployments.append(deployment)
+        from rlm import litellm_provider
+
+        litellm_provider.register_filter()
+        deployments = [{"model_name": t.group, "litellm_params": self._litellm_params(t),
+                        "model_info": _router_info(t)} for t in self.routes.table.targets()]
         router = litellm.Router(
             model_list=deployments, num_retries=self.config.lm_retries, timeout=self.config.lm_timeout_s,
             retry_after=0,
@@ -286,25 +329,47 @@ class LMClient:
 
     # -- results ------------------------------------------------------------------------------
     @staticmethod
-    def _failed(exc: Exception, name: str) -> LMError:
-        return LMError(f"model call to {name} failed: {_short(exc)}", model=name)
+    def _failed(exc: Exception, decision: Decision) -> LMError:
+        target = decision.target
+        return LMError(f"model call to {decision.group} ({target.name}) failed: {_short(exc)}",
+                       model=target.deployment.model, group=decision.group, deployment=target.name,
+                       route_reason=decision.reason)
 
-    def _completion(self, response: Any, model: str, latency: float) -> Completion:
+    def _completion(self, response: Any, decision: Decision, target: Target, sent: float, entered: float,
+                    site: CallSite | None) -> Completion:
         """A :class:`Completion` from the transport's parsed body or litellm's ``ModelResponse``."""
         if isinstance(response, dict):
             usage = response.get("usage") or {}
             message = response["choices"][0].get("message") or {}
             text = message.get("content") if isinstance(message, dict) else None
             input_tokens, output_tokens = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            node = response.get(NODE_KEY)
         else:
             usage = getattr(response, "usage", None)
             text = response.choices[0].message.content
             input_tokens = getattr(usage, "prompt_tokens", 0)
             output_tokens = getattr(usage, "completion_tokens", 0)
+            node = (getattr(response, "_hidden_params", None) or {}).get(NODE_KEY)
         input_tokens, output_tokens = _count(input_tokens), _count(output_tokens)
-        return Completion(text=text if isinstance(text, str) else "", model=model, input_tokens=input_tokens,
-                          output_tokens=output_tokens, cost_usd=model_info.cost(model, input_tokens, output_tokens),
-                          latency_s=latency)
+        waited = site.waited_s if site is not None else 0.0
+        reason = decision.reason
+        if target is not decision.target:
+            reason = f"{reason}; {decision.target.name} failed: retried on {target.name}"
+        return Completion(text=text if isinstance(text, str) else "", model=target.deployment.model,
+                          input_tokens=input_tokens, output_tokens=output_tokens,
+                          cost_usd=target.cost(input_tokens, output_tokens), latency_s=time.monotonic() - sent,
+                          group=decision.group, deployment=target.name,
+                          node=str(node) if node else target.node, route_reason=reason,
+                          queue_s=waited + (sent - entered))
+
+
+def _router_info(target: Target) -> dict[str, Any]:
+    """The Router's model_info of a deployment: its id (ours), and zero prices where the price is unknown."""
+    info: dict[str, Any] = {"id": target.router_id}
+    if target.cost(1_000_000, 1_000_000) is None:  # unknown price: the Router must not invent one
+        info.update(input_cost_per_token=0.0, output_cost_per_token=0.0, cache_creation_input_token_cost=0.0,
+                    cache_read_input_token_cost=0.0)
+    return info
 
 
 #: The name this client had when litellm carried every call; kept for existing imports.

@@ -10,6 +10,7 @@ work points ``RLM_MODEL`` (or ``--model``) at a real provider.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -20,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from rlm.config import LOCAL_MODEL, RLMConfig
@@ -116,18 +118,41 @@ class LocalModelServer:
 
 
 def uses_local_model(config: RLMConfig) -> bool:
-    return LOCAL_MODEL in (config.model, config.effective_sub_model)
+    """Whether a group the config routes to has a deployment of the embedded model."""
+    from rlm.routing.table import groups_of
+
+    return any(d.model == LOCAL_MODEL for group in groups_of(config).groups for d in group.deployments)
 
 
 def point_at(config: RLMConfig, server: LocalModelServer) -> RLMConfig:
-    """The config with the local model replaced by the running server's endpoint."""
+    """The config with the local model replaced by the running server's endpoint (in the models file's groups too)."""
     served = f"openai/{SERVED_NAME}"
+    models = config.models
+    if models is not None:
+        groups = tuple(dataclasses.replace(g, deployments=tuple(
+            dataclasses.replace(d, model=served, api_base=server.base_url) if d.model == LOCAL_MODEL else d
+            for d in g.deployments)) for g in models.groups)
+        models = dataclasses.replace(models, groups=groups)
+    uses_options = LOCAL_MODEL in (config.model, config.effective_sub_model)
     return dataclasses.replace(
         config,
         model=served if config.model == LOCAL_MODEL else config.model,
         sub_model=served if config.effective_sub_model == LOCAL_MODEL else config.sub_model,
-        api_base=server.base_url,
+        api_base=server.base_url if uses_options else config.api_base,
         api_key=config.api_key or "sk-local",
+        models=models,
         max_completion_tokens=config.max_completion_tokens or 512,
         temperature=0.0 if config.temperature is None else config.temperature,
     )
+
+
+@contextlib.contextmanager
+def serving(config: RLMConfig) -> Iterator[RLMConfig]:
+    """``config`` as it is, or, when it routes to the embedded model, pointed at that model's server
+    (started here, stopped on exit; its log goes to ``$RLM_HOME/local-model.log``)."""
+    if not uses_local_model(config):
+        yield config
+        return
+    config.home.mkdir(parents=True, exist_ok=True)
+    with LocalModelServer(log_path=config.home / "local-model.log") as server:
+        yield point_at(config, server)

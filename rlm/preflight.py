@@ -6,7 +6,8 @@ closed port after ~10 s of retries. :func:`check` runs at the edges (the CLI,
 the TUI, the service) with their environment, and raises
 :class:`~rlm.errors.ConfigError`:
 
-* **Credentials.** A model of a known provider needs its key in the
+* **Credentials.** A model of a known provider (any deployment of the groups the run
+  routes to, a models file's included) needs its key in the
   environment (``OPENAI_API_KEY`` for ``openai/...`` and bare ``gpt-...``,
   ``ANTHROPIC_API_KEY`` for ``anthropic/...``, ...), unless ``RLM_API_KEY``
   gives one or ``--api-base`` points at an OpenAI-compatible
@@ -67,9 +68,18 @@ def provider_of(model: str) -> str | None:
 
 def check(config: RLMConfig, env: Mapping[str, str]) -> None:
     """Raise :class:`ConfigError` naming the fix for a missing key or an unreachable server."""
-    for model in dict.fromkeys((config.model, config.effective_sub_model)):
-        if model != LOCAL_MODEL:
-            _check_credentials(model, config, env)
+    from rlm.routing.table import groups_of  # the deployments the config routes to (a models file's too)
+
+    deployments = {(d.model, d.api_base, d.api_key_env, d.api_key): d for group in groups_of(config).groups
+                   for d in group.deployments}
+    for model, api_base, key_env, key in deployments:
+        if model == LOCAL_MODEL or key or (api_base and model.startswith("openai/")):
+            continue
+        if key_env:
+            if not env.get(key_env):
+                raise ConfigError(f"model {model} takes its key from {key_env}, which is not set (export {key_env}=...)")
+            continue
+        _check_credentials(model, config, env)
     if config.api_base:
         _check_reachable(config.api_base, "--api-base / RLM_API_BASE")
     elif any(provider_of(m) == "ollama" for m in (config.model, config.effective_sub_model)):

@@ -101,17 +101,11 @@ def _payload(context: Any, workdir: Path) -> ContextPayload:
     raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
 
 
-@contextlib.contextmanager
-def _model_endpoint(config: RLMConfig) -> Iterator[RLMConfig]:
-    """Start the embedded model server when it is the configured model."""
+def _model_endpoint(config: RLMConfig) -> contextlib.AbstractContextManager[RLMConfig]:
+    """Start the embedded model server when a group the config routes to uses it."""
     from rlm import local_model
 
-    if not local_model.uses_local_model(config):
-        yield config
-        return
-    config.home.mkdir(parents=True, exist_ok=True)
-    with local_model.LocalModelServer(log_path=config.home / "local-model.log") as server:
-        yield local_model.point_at(config, server)
+    return local_model.serving(config)
 
 
 @contextlib.contextmanager
@@ -168,9 +162,12 @@ def _sink(record: Callable[[Event], None] | None, bus: EventBus,
 def _services(config: RLMConfig, run_id: str, workdir: Path, lm: LM, budget: Ledger,
               emit: Callable[[Event], None], executor: Executor, contributions: list[Contribution]) -> RunServices:
     functions = {f.name: f for c in contributions for f in c.host_functions}
+    from rlm.routing.notes import groups_note  # the model groups model= may name (empty without a models file)
+
+    extras = [groups_note(config), *(c.prompt_extra for c in contributions)]
     return RunServices(run_id=run_id, config=config, lm=lm, budget=budget, emit=emit, workdir=workdir,
                        placement=executor.placement(), host_functions=functions,
-                       prompt_extra="\n\n".join(c.prompt_extra for c in contributions if c.prompt_extra),
+                       prompt_extra="\n\n".join(extra for extra in extras if extra),
                        root_prompt_extra="\n\n".join(c.root_prompt_extra for c in contributions
                                                       if c.root_prompt_extra))
 

@@ -7,10 +7,15 @@ thread, every ``call(name, args)`` the worker sends:
   — sub-model calls through the agent's :class:`~rlm.calls.CallMeter`; a batch
   runs as coroutines on the LM client's loop, at most ``max_concurrency`` in
   flight, spread over the run's other processes when it is big (:mod:`rlm.fanout`);
-* ``rlm_query(prompt, context=None)`` and ``rlm_query_batched(prompts, contexts=None)``
-  — child agents at depth + 1, placed by the run's
-  :class:`~rlm.services.Placement` (a plain LM call at ``max_depth``);
+* ``rlm_query(prompt, context=None, model=None)`` and
+  ``rlm_query_batched(prompts, contexts=None, model=None)`` — child agents at
+  depth + 1, placed by the run's :class:`~rlm.services.Placement` (a plain LM
+  call at ``max_depth``), whose own turns use the model group ``model`` names;
 * any :class:`~rlm.services.HostFunction` an extension added (``note``, ...).
+
+``model`` names a model group (:mod:`rlm.routing`); a name that is no group is an
+error the model sees. A batch bigger than the models file's heavy ``batch_size``
+goes to the heavy group, every item of it, wherever its shards run.
 
 A failed item of a batch is an ``{"error": ...}`` entry (the worker turns it
 into a falsy ``QueryError``); a failed single call raises
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -66,9 +72,9 @@ class SubCalls:
         if name == "llm_query_batched":
             return self._llm_query_batched(_list_arg(args, "prompts"), _model_arg(args))
         if name == "rlm_query":
-            return self.rlm_query(_text_arg(args, "prompt"), args.get("context"))
+            return self.rlm_query(_text_arg(args, "prompt"), args.get("context"), group=self._group_arg(args))
         if name == "rlm_query_batched":
-            return self._rlm_query_batched(_list_arg(args, "prompts"), args.get("contexts"))
+            return self._rlm_query_batched(_list_arg(args, "prompts"), args.get("contexts"), self._group_arg(args))
         extra = self.services.host_functions.get(name)
         if extra is None:
             raise HostCallError(f"unknown host function {name}")
@@ -83,6 +89,7 @@ class SubCalls:
             raise HostCallError(str(exc)) from None
 
     def _llm_query_batched(self, prompts: list[Any], model: str | None) -> list[Item]:
+        model = model or self.services.lm.batch_group(len(prompts))
         if all(isinstance(p, str) for p in prompts):
             results = run_sharded(self.agent, "llm", prompts, model,
                                   lambda part, gate: self.llm_batch(part, model, gate))
@@ -96,10 +103,12 @@ class SubCalls:
         calls = self.agent.calls
 
         async def one(prompt: str, gate: asyncio.Semaphore) -> Item:
+            queued = time.monotonic()
             async with gate:
                 try:
                     completion = await calls.acall([{"role": "user", "content": prompt}], role="sub",
-                                                   purpose="llm_query", model=model)
+                                                   purpose="llm_query", model=model,
+                                                   waited_s=time.monotonic() - queued)
                 except LMError as exc:
                     return {"error": str(exc)}
                 except LimitReached as exc:
@@ -113,37 +122,41 @@ class SubCalls:
         return self.services.lm.run_async(fan_out()) if prompts else []
 
     # -- child agents ----------------------------------------------------------------------
-    def rlm_query(self, prompt: str, context: Any, agent_id: str | None = None, *, here: bool = False) -> str:
+    def rlm_query(self, prompt: str, context: Any, agent_id: str | None = None, *, here: bool = False,
+                  group: str | None = None) -> str:
         if not isinstance(prompt, str):
             raise HostCallError("rlm_query: prompt must be a str")
         if self.agent.depth + 1 > self.config.max_depth:
             # At max depth a child agent is not allowed: answer with a plain LM call.
             text = prompt if context is None else f"{prompt}\n\nContext:\n{_context_text(context)}"
-            return self.llm_query(text, None, purpose="fallback")
+            return self.llm_query(text, group, purpose="fallback")
         payload = self.child_payload(context)
-        child = self.agent.child(prompt, payload, agent_id)
+        child = self.agent.child(prompt, payload, agent_id, group=group)
         try:
             result = self.services.placement.run_child(child, here=here)
         finally:
             self.release_child_payload(payload)
         return self.child_answer(result)
 
-    def _rlm_query_batched(self, prompts: list[Any], contexts: Any) -> list[Item]:
+    def _rlm_query_batched(self, prompts: list[Any], contexts: Any, group: str | None = None) -> list[Item]:
         contexts = contexts or [None] * len(prompts)
         if not isinstance(contexts, list) or len(contexts) != len(prompts):
             raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
         if self.agent.depth >= self.config.max_depth:  # no children allowed: plain LM calls
-            results = self._batched(lambda pair: self.rlm_query(*pair), list(zip(prompts, contexts)))
+            results = self._batched(lambda pair: self.rlm_query(*pair, group=group), list(zip(prompts, contexts)))
         else:
             # Ids are taken in batch order, so item i of the batch is the i-th child id.
             triples = [(p, c, self.services.new_id("a")) for p, c in zip(prompts, contexts)]
-            results = run_sharded(self.agent, "rlm", triples, None, self.rlm_batch, min_shard=1)
+            results = run_sharded(self.agent, "rlm", triples, group,
+                                  lambda part, gate: self.rlm_batch(part, gate, group), min_shard=1)
         self._raise_if_stopped()
         return results
 
-    def rlm_batch(self, triples: list[tuple[Any, Any, str]], concurrency: int) -> list[Item]:
-        """Child agents for ``(prompt, context, child_id)`` triples, in this process, ``concurrency`` at a time."""
-        return self._batched(lambda t: self.rlm_query(t[0], t[1], t[2], here=True), triples, concurrency)
+    def rlm_batch(self, triples: list[tuple[Any, Any, str]], concurrency: int, group: str | None = None) -> list[Item]:
+        """Child agents for ``(prompt, context, child_id)`` triples, in this process, ``concurrency`` at a time,
+        their own turns on ``group`` if given."""
+        return self._batched(lambda t: self.rlm_query(t[0], t[1], t[2], here=True, group=group), triples,
+                             concurrency)
 
     def child_item(self, result: AgentResult) -> Item:
         """A batch item for a finished child: ``{"value": answer}`` or ``{"error": why}``."""
@@ -169,6 +182,14 @@ class SubCalls:
             payload.cleanup()
 
     # -- helpers ---------------------------------------------------------------------------
+    def _group_arg(self, args: dict[str, Any]) -> str | None:
+        """``model=`` of an ``rlm_query``: a model group that exists (checked now, not in the child)."""
+        group = _model_arg(args)
+        if group is not None and group not in self.services.lm.groups():
+            raise HostCallError(f"there is no model group {group!r}; ask for one of: "
+                                f"{', '.join(self.services.lm.groups())} (or leave model= out)")
+        return group
+
     def _raise_if_stopped(self) -> None:
         """After a batch: a limit tripped by any item stops the cell (the items already say so)."""
         if self.services.budget.stop_reason:

@@ -68,6 +68,7 @@ __all__ = [
     "agent_cost",
     "build_tree",
     "critical_path",
+    "deployment_totals",
     "render_tree",
     "subtree_cost",
     "subtree_usage",
@@ -241,6 +242,11 @@ class _TreeBuilder:
                 "prompt_preview": e.prompt_preview,
                 "response_preview": e.response_preview,
                 "ts": e.ts,
+                "model_group": e.model_group,
+                "deployment": e.deployment,
+                "node": e.node,
+                "route_reason": e.route_reason,
+                "queue_s": e.queue_s,
             }
         )
 
@@ -503,6 +509,58 @@ def _calls_summary(calls: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _route_lines(calls: list[dict[str, Any]]) -> list[str]:
+    """Where an iteration's calls went and why: one line per (group, deployment, node, reason), with a count."""
+    routes: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for call in calls:
+        if call.get("model_group") or call.get("route_reason"):
+            key = (call.get("model_group"), call.get("deployment"), call.get("node"), call.get("route_reason"))
+            routes.setdefault(key, []).append(call)
+    lines = []
+    for (group, deployment, node, reason), routed in routes.items():
+        where = f"{group}/{deployment}" if deployment else f"{group or '?'} (not sent)"
+        purposes = ", ".join(sorted({c["purpose"] for c in routed}))
+        on = f" on {_one_line(node)}" if node else ""
+        lines.append(f"-> {_one_line(where)}{on}: {len(routed)} {purposes} [{_one_line(reason or '')}]")
+    return lines
+
+
+def deployment_totals(graph: nx.DiGraph) -> list[dict[str, Any]]:
+    """Per deployment over the whole run: calls, failed calls, tokens, cost (``None`` if any unknown) and time."""
+    totals: dict[str, dict[str, Any]] = {}
+    for agent_id in graph:
+        for iteration in graph.nodes[agent_id]["iterations"]:
+            for call in iteration["lm_calls"]:
+                if not call.get("deployment"):
+                    continue
+                row = totals.setdefault(call["deployment"], {
+                    "deployment": call["deployment"], "groups": set(), "calls": 0, "failed": 0, "input_tokens": 0,
+                    "output_tokens": 0, "costs": [], "latency_s": 0.0})
+                row["groups"].add(call.get("model_group"))
+                row["calls"] += 1
+                row["failed"] += 0 if call["ok"] else 1
+                row["input_tokens"] += call["input_tokens"] or 0
+                row["output_tokens"] += call["output_tokens"] or 0
+                row["costs"].append(call["cost_usd"] if call["ok"] else 0.0)
+                row["latency_s"] += call["latency_s"] or 0.0
+    return [{**{k: v for k, v in row.items() if k not in ("groups", "costs")},
+             "groups": sorted(g for g in row["groups"] if g), "cost_usd": _sum_or_none(row["costs"])}
+            for row in sorted(totals.values(), key=lambda r: -r["calls"])]
+
+
+def _deployment_lines(graph: nx.DiGraph) -> list[str]:
+    rows = deployment_totals(graph)
+    if not rows:
+        return []
+    lines = ["  deployments:"]
+    for row in rows:
+        failed = f", {row['failed']} failed" if row["failed"] else ""
+        lines.append(f"    {_one_line(row['deployment'])} ({', '.join(map(_one_line, row['groups']))}): "
+                     f"{row['calls']} calls{failed}, {_fmt_tokens(row)} tokens, cost={_fmt_cost(row['cost_usd'])}, "
+                     f"time={_fmt_seconds(row['latency_s'])}")
+    return lines
+
+
 def _render_cell(lines: list[str], indent: str, cell: dict[str, Any], max_output: int) -> None:
     flags = "".join([" final" if cell["final"] else "", " sandbox-restarted" if cell["restarted"] else ""])
     lines.append(f"{indent}cell {cell['index']}  ({_fmt_seconds(cell['duration_s'])}){flags}")
@@ -558,6 +616,7 @@ class _Renderer:
         for cell in iteration["cells"]:
             _render_cell(self.lines, inner, cell, self.max_output)
         self.lines.extend(inner + line for line in _calls_summary(iteration["lm_calls"]))
+        self.lines.extend(inner + line for line in _route_lines(iteration["lm_calls"]))
         for child in iteration["children"]:
             if child not in self.seen and child in self.graph:
                 self.agent(child, inner)
@@ -569,11 +628,13 @@ def render_tree(graph: nx.DiGraph, max_output: int = 400) -> str:
     Per agent: a header line (id, depth, model, status, iterations, tokens,
     time, node), then per iteration its cells' code and output (output clipped
     to ``max_output`` characters with a ``... [N more chars]`` marker), a count
-    of sub-calls by purpose, and the sub-agents it started, nested. All
+    of sub-calls by purpose, where its calls went and why (group/deployment, node,
+    routing reason), and the sub-agents it started, nested; under the run's header,
+    the totals per deployment (calls, tokens, cost, time). All
     model-produced text goes through :func:`~rlm.textutil.sanitize_for_terminal`.
     """
     renderer = _Renderer(graph, max_output)
-    renderer.lines.extend([*_run_header(dict(graph.graph), max_output), ""])
+    renderer.lines.extend([*_run_header(dict(graph.graph), max_output), *_deployment_lines(graph), ""])
     root = graph.graph.get("root")
     if root is not None:
         renderer.agent(root, "")

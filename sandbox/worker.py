@@ -141,17 +141,17 @@ class Worker:
             prompts = [_text(p, "prompts[i]") for p in _list(prompts, "prompts")]
             return _batch(worker.call("llm_query_batched", prompts=prompts, model=model))
 
-        def rlm_query(prompt, context=None):
-            """Run a child agent (its own REPL) on ``prompt`` with its own ``context``."""
-            return worker.call("rlm_query", prompt=_text(prompt, "prompt"), context=_ctx(context))
+        def rlm_query(prompt, context=None, model=None):
+            """Run a child agent (its own REPL) on ``prompt`` with its own ``context`` (on model group ``model``)."""
+            return worker.call("rlm_query", prompt=_text(prompt, "prompt"), context=_ctx(context), model=model)
 
-        def rlm_query_batched(prompts, contexts=None):
+        def rlm_query_batched(prompts, contexts=None, model=None):
             """Run many child agents concurrently; returns answers in order (QueryError for failures)."""
             prompts = [_text(p, "prompts[i]") for p in _list(prompts, "prompts")]
             contexts = [None] * len(prompts) if contexts is None else [_ctx(c) for c in _list(contexts, "contexts")]
             if len(contexts) != len(prompts):
                 raise ValueError("rlm_query_batched: prompts and contexts must have the same length")
-            return _batch(worker.call("rlm_query_batched", prompts=prompts, contexts=contexts))
+            return _batch(worker.call("rlm_query_batched", prompts=prompts, contexts=contexts, model=model))
 
         def FINAL(value):  # noqa: N802 - the name the model is taught
             """End this agent with ``value`` (converted to str) as its answer."""

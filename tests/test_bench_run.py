@@ -158,3 +158,23 @@ def test_preset_paper_narrowed_to_a_suite_and_the_paper_table(tmp_path: Path) ->
 def test_preset_rejects_a_suite_it_does_not_hold(tmp_path: Path, capsys) -> None:
     code = main(["bench", "generate", "codeqa-like", "--preset", "paper", "--out", str(tmp_path / "x.jsonl")])
     assert code != 0 and "not in the paper preset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.local_model
+def test_the_base_method_works_with_the_embedded_default_model(tmp_path: Path, rlm_home: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new user's `rlm bench run s-niah --methods base` with nothing configured: the embedded model is
+    started for the base method too, and a 16k context is cut to what its 8k window takes."""
+    for name in ("RLM_MODEL", "RLM_SUB_MODEL", "RLM_API_BASE"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "out"
+    code = main(["bench", "run", "s-niah", "--n", "1", "--lengths", "4096,16384", "--methods", "base",
+                 "--out", str(out), "--seed", "1"])
+    assert code == 0
+    rows = sorted((json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()),
+                  key=lambda r: r["length"])  # written as they finish
+    assert [(r["length"], r["status"], r["llm_calls"]) for r in rows] == [(4096, "ok", 1), (16384, "ok", 1)]
+    assert all(r["input_tokens"] > 1000 and r["error"] is None for r in rows)
+    assert [r["notes"]["truncated"] for r in rows] == [False, True]
+    assert max(r["input_tokens"] for r in rows) <= 8192  # what SmolLM2's server counted: its window held

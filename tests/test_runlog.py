@@ -104,44 +104,44 @@ def run_finished(run_id: str, ts: float) -> RunFinished:
 
 def test_blank_database_gets_all_tables_and_migration_rows(db_path: Path) -> None:
     with RunLog(db_path) as log:
-        assert log.migrations_applied == ["m001_initial"]
+        assert log.migrations_applied == ["m001_initial", "m002_lm_call_routing"]
     assert table_names(db_path) == TABLES
-    assert migration_rows(db_path) == ["m001_initial"]
+    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
 
 
 def test_reopening_applies_nothing_twice(db_path: Path) -> None:
     RunLog(db_path).close()
     with RunLog(db_path) as log:
         assert log.migrations_applied == []
-    assert migration_rows(db_path) == ["m001_initial"]
+    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
 
 
 def test_new_migration_is_applied_once(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     RunLog(db_path).close()
 
-    def m002_notes(conn: duckdb.DuckDBPyConnection) -> None:
+    def m003_notes(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
 
-    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_notes))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m003_notes))
     with RunLog(db_path) as log:
-        assert log.migrations_applied == ["m002_notes"]
+        assert log.migrations_applied == ["m003_notes"]
     with RunLog(db_path) as log:
         assert log.migrations_applied == []
-    assert migration_rows(db_path) == ["m001_initial", "m002_notes"]
+    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing", "m003_notes"]
     assert "notes" in table_names(db_path)
 
 
 def test_failing_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     RunLog(db_path).close()
 
-    def m002_broken(conn: duckdb.DuckDBPyConnection) -> None:
+    def m003_broken(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         conn.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m002_broken))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m003_broken))
     with pytest.raises(RunLogError, match="migrate"):
         RunLog(db_path)
-    assert migration_rows(db_path) == ["m001_initial"]
+    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
     assert "half_done" not in table_names(db_path)
 
 
@@ -505,7 +505,7 @@ def test_a_file_made_by_the_released_m001_opens_and_works(db_path: Path, tmp_pat
     with duckdb.connect(str(db_path)) as conn:
         conn.execute(RELEASED_M001)
     with RunLog(db_path) as log:
-        assert log.migrations_applied == []
+        assert log.migrations_applied == ["m002_lm_call_routing"]  # the routing columns of lm_calls
         log.record(run_started("new-run", 10.0))
         log.record(run_finished("new-run", 11.0))
         runs = log.list_runs()
@@ -514,7 +514,7 @@ def test_a_file_made_by_the_released_m001_opens_and_works(db_path: Path, tmp_pat
     RunLog(tmp_path / "fresh.duckdb").close()
     with duckdb.connect(str(db_path), read_only=True) as old, \
             duckdb.connect(str(tmp_path / "fresh.duckdb"), read_only=True) as fresh:
-        for sql in SCHEMA_FACTS:  # today's m001 makes exactly the released schema
+        for sql in SCHEMA_FACTS:  # today's migrations make exactly the released schema, migrated
             assert fresh.execute(sql).fetchall() == old.execute(sql).fetchall()
 
 

@@ -57,6 +57,11 @@ class CallView:
     latency_s: float
     ok: bool
     error: str | None
+    #: Where it went and why (rlm.routing): the model group, the deployment, the node, the reason.
+    group: str | None = None
+    deployment: str | None = None
+    node: str | None = None
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -220,7 +225,8 @@ class SwarmState:
         if e.agent_id is None:
             return None
         view = self.agent(e.agent_id)
-        call = CallView(e.purpose, e.model, e.input_tokens, e.output_tokens, e.cost_usd, e.latency_s, e.ok, e.error)
+        call = CallView(e.purpose, e.model, e.input_tokens, e.output_tokens, e.cost_usd, e.latency_s, e.ok, e.error,
+                        e.model_group, e.deployment, e.node, e.route_reason)
         view.open_iteration().calls.append(call)
         view.input_tokens += e.input_tokens
         view.output_tokens += e.output_tokens

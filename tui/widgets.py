@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
@@ -26,7 +26,7 @@ from textual.widgets.tree import TreeNode
 from rlm.textutil import sanitize_for_terminal, truncate_text
 from rlm.tui.format import agent_label, fmt_cost, fmt_seconds, fmt_tokens, one_line, status_text
 from rlm.tui.history import QuestionHistory
-from rlm.tui.swarm import AgentView, IterationView, SwarmState
+from rlm.tui.swarm import AgentView, CallView, IterationView, SwarmState
 
 __all__ = ["AgentDetail", "AnswerPane", "QuestionInput", "RunStats", "StatusBar", "SwarmTree", "agent_renderable"]
 
@@ -118,6 +118,14 @@ def _iteration_title(iteration: IterationView) -> str:
     return label + took + ("" if iteration.finished else "  (running)")
 
 
+def _where(call: CallView) -> str:
+    """`` via group/deployment on node [reason]`` for a routed call ('' for calls recorded without routing)."""
+    if not call.deployment:
+        return ""
+    node = f" on {one_line(call.node, 30)}" if call.node else ""
+    return f" via {one_line(call.group or '?', 20)}/{one_line(call.deployment, 40)}{node} [{one_line(call.reason, 80)}]"
+
+
 def _turn_lines(iteration: IterationView) -> list[Text]:
     lines = []
     for call in iteration.calls:
@@ -125,10 +133,38 @@ def _turn_lines(iteration: IterationView) -> list[Text]:
             continue
         if call.ok:
             lines.append(Text(f"model {one_line(call.model, 40)}: {call.input_tokens:,} in / {call.output_tokens:,} "
-                              f"out tokens, {fmt_seconds(call.latency_s)}, {fmt_cost(call.cost_usd)}", style="dim"))
+                              f"out tokens, {fmt_seconds(call.latency_s)}, {fmt_cost(call.cost_usd)}{_where(call)}",
+                              style="dim"))
         else:
             lines.append(Text(f"model call failed: {one_line(call.error, 300)}", style="bold red"))
     return lines
+
+
+def _route_counts(calls: list[CallView]) -> list[Text]:
+    """Sub-calls by where they went and why, with a count each."""
+    counts: dict[tuple[str | None, str, str | None, str], int] = {}
+    for call in calls:
+        if call.deployment:
+            key = (call.group, call.deployment, call.node, call.reason)
+            counts[key] = counts.get(key, 0) + 1
+    return [Text(f"  {n} -> {one_line(group or '?', 20)}/{one_line(deployment, 40)}"
+                 f"{' on ' + one_line(node, 30) if node else ''} [{one_line(reason, 80)}]", style="dim cyan")
+            for (group, deployment, node, reason), n in counts.items()]
+
+
+def deployment_lines(agent: AgentView) -> list[Text]:
+    """The agent's own calls per deployment: calls, tokens, cost, time."""
+    totals: dict[str, list[Any]] = {}
+    for iteration in agent.iterations:
+        for call in iteration.calls:
+            if call.deployment:
+                row = totals.setdefault(call.deployment, [0, 0, 0.0, 0.0])
+                row[0] += 1
+                row[1] += call.input_tokens + call.output_tokens
+                row[2] = None if call.cost_usd is None or row[2] is None else row[2] + call.cost_usd
+                row[3] += call.latency_s
+    return [Text(f"{one_line(name, 40)}: {calls} calls, {fmt_tokens(tokens)} tokens, {fmt_cost(cost)}, "
+                 f"{fmt_seconds(seconds)}", style="dim") for name, (calls, tokens, cost, seconds) in totals.items()]
 
 
 def _cell_renderables(iteration: IterationView) -> list[RenderableType]:
@@ -158,6 +194,7 @@ def _subcall_lines(iteration: IterationView, state: SwarmState) -> list[Text]:
         kinds = sorted({c.purpose for c in subs})
         lines.append(Text(f"sub-calls: {len(subs)} {'/'.join(kinds)} ({failed} failed), {fmt_tokens(tokens)} tokens",
                           style="cyan"))
+        lines.extend(_route_counts(subs))
     for child_id in iteration.children:
         child = state.agents.get(child_id)
         if child is not None:
@@ -182,6 +219,10 @@ def agent_renderable(agent: AgentView, state: SwarmState) -> Group:
         parts.extend(_turn_lines(iteration))
         parts.extend(_cell_renderables(iteration))
         parts.extend(_subcall_lines(iteration, state))
+    by_deployment = deployment_lines(agent)
+    if by_deployment:
+        parts.append(Rule("by deployment", align="left", style="blue"))
+        parts.extend(by_deployment)
     if agent.error:
         parts.append(Text(f"error: {sanitize_for_terminal(agent.error)}", style="bold red"))
     if agent.answer is not None and agent.status != "running":

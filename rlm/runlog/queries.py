@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from rlm.events import Event, event_from_dict
 from rlm.runlog.live import LiveRuns, gather
 from rlm.runlog.schema import AGENTS, CELLS, LM_CALLS, RUNS, AgentRecord, CellRecord, LMCallRecord, RunSummary, Table
 
-__all__ = ["RunQueries"]
+__all__ = ["RunQueries", "DeploymentTotals"]
 
 log = logging.getLogger("rlm.runlog")
 
@@ -34,6 +35,36 @@ _ORDER = {
     LM_CALLS.name: "ts, call_id",
     CELLS.name: "ts, agent_id, iteration, cell_index",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentTotals:
+    """One deployment's model calls over the runs since some time (``rlm models``).
+
+    ``cost_usd`` sums the calls whose price was known; ``priced_calls`` says how many those were.
+    """
+
+    deployment: str
+    groups: tuple[str, ...]
+    calls: int
+    failed: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    priced_calls: int
+    latency_s: float
+    runs: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+_DEPLOYMENT_TOTALS = (
+    "SELECT deployment, list(DISTINCT model_group ORDER BY model_group), count(*), count(*) FILTER (WHERE NOT ok), "
+    "coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0), count(cost_usd), "
+    "coalesce(sum(latency_s), 0), count(DISTINCT run_id) FROM lm_calls WHERE deployment IS NOT NULL AND ts >= ? "
+    "GROUP BY deployment ORDER BY count(*) DESC, deployment"
+)
 
 
 def _newest_first(summary: RunSummary) -> tuple[bool, float, str]:
@@ -149,6 +180,11 @@ class RunQueries:
     def lm_calls(self, run_id: str) -> list[LMCallRecord]:
         """The model calls of a run (every agent's), in time order."""
         return self._records(LM_CALLS, run_id)
+
+    def deployment_totals(self, since: float = 0.0) -> list[DeploymentTotals]:
+        """Model calls per deployment over the calls recorded since ``since`` (UNIX seconds), busiest first."""
+        rows = self._query(_DEPLOYMENT_TOTALS, [since])
+        return [DeploymentTotals(row[0], tuple(g for g in row[1] if g), *row[2:]) for row in rows]
 
     def cells(self, run_id: str) -> list[CellRecord]:
         """The code cells run in a run's sandboxes (every agent's), in time order."""

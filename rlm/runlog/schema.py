@@ -51,12 +51,15 @@ __all__ = [
     "check_schema_current",
     "column",
     "m001_initial",
+    "m002_lm_call_routing",
     "migrate",
     "schema_migration",
 ]
 
 _COLUMN = "rlm.runlog.column"
 INITIAL = "m001_initial"
+#: Where each LM call went and why (rlm.routing): group, deployment, node, reason, queue time.
+ROUTING = "m002_lm_call_routing"
 
 
 def column(sql_type: str, constraint: str = "", *, added_in: str = INITIAL) -> Any:
@@ -235,6 +238,11 @@ class LMCallRecord:
     error: str | None = column("VARCHAR")
     prompt_preview: str | None = column("VARCHAR")
     response_preview: str | None = column("VARCHAR")
+    model_group: str | None = column("VARCHAR", added_in=ROUTING)
+    deployment: str | None = column("VARCHAR", added_in=ROUTING)
+    node: str | None = column("VARCHAR", added_in=ROUTING)
+    route_reason: str | None = column("VARCHAR", added_in=ROUTING)
+    queue_s: float | None = column("DOUBLE", added_in=ROUTING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,8 +308,10 @@ def schema_migration(name: str, tables: tuple[Table, ...] = TABLES) -> Migration
 
 #: Create the runs, agents, lm_calls, cells and events tables.
 m001_initial = schema_migration(INITIAL)
+#: Add model_group, deployment, node, route_reason and queue_s to lm_calls.
+m002_lm_call_routing = schema_migration(ROUTING)
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_lm_call_routing)
 """Every migration, in the order they are applied. Only ever append."""
 
 

@@ -35,7 +35,7 @@ class RequestRecord:
         reply: the completion text sent (``None`` for errors and non-chat requests).
         error: the error message sent, for error statuses.
         fault: the injected fault: ``"error_429"``, ``"error_500"``, ``"timeout"``,
-            ``"malformed"``, or ``None``.
+            ``"malformed"``, ``"context_window"`` (a prompt over the server's window), or ``None``.
     """
 
     index: int

@@ -89,6 +89,15 @@ An injected fault never consumes a script line, so a retry gets the reply the
 failed request would have got. Draws happen in arrival order, so a sequential
 client sees the same faults on every run with the same seed.
 
+Context window
+--------------
+With ``context_window`` set, a chat completion whose prompt (the tokens of every
+message content, counted by ``count_tokens`` — default :func:`estimate_tokens` —
+plus 4 per message) and ``max_tokens`` exceed it is refused with HTTP 400 and
+OpenAI's ``context_length_exceeded`` error, as a real server does; its record's
+``fault`` is ``"context_window"``. Several servers with different windows and
+latencies stand in for the deployments of a model group.
+
 Records
 -------
 Every request is recorded as a :class:`RequestRecord` (index, connection,
@@ -211,6 +220,8 @@ class ScriptedServer:
         seed: seed of the fault-injection random generator.
         model: the model name listed by ``/v1/models``.
         host, port: where to listen (``port=0`` picks a free port).
+        context_window: refuse prompts over this many tokens (see "Context window").
+        count_tokens: how the window check counts a text's tokens (default: ``ceil(chars / 4)``).
 
     Raises:
         ConfigError: an invalid script, policy or option.
@@ -231,6 +242,8 @@ class ScriptedServer:
         model: str = "scripted",
         host: str = "127.0.0.1",
         port: int = 0,
+        context_window: int | None = None,
+        count_tokens: Callable[[str], int] | None = None,
     ) -> None:
         if script is not None and policy is not None:
             raise ConfigError("give a script or a policy, not both")
@@ -243,6 +256,8 @@ class ScriptedServer:
         self._faults = FaultModel(rates, seed, self.hang_s)
         self.seed = seed
         self.model = model
+        self.context_window = context_window
+        self._count_tokens = count_tokens or estimate_tokens
         self.host = host
         self._requested_port = port
         self._port: int | None = None
@@ -459,6 +474,11 @@ class ScriptedServer:
         record.body, record.messages = payload, messages
         record.model = payload.get("model") if isinstance(payload.get("model"), str) else None
         record.stream = payload.get("stream") is True
+        if self._over_window(payload, messages):
+            record.fault = "context_window"
+            await _sleep_ms(self.latency_ms)
+            raise ApiError(400, f"This model's maximum context length is {self.context_window} tokens; the request "
+                                "asked for more", "invalid_request_error", "context_length_exceeded")
         fault = self._faults.draw()
         if fault is not None:
             record.fault = fault
@@ -484,6 +504,14 @@ class ScriptedServer:
         if record.stream:
             return completion.sse_response(include_usage(payload))
         return completion.json_response()
+
+    def _over_window(self, payload: dict[str, Any], messages: list[Message]) -> bool:
+        if self.context_window is None:
+            return False
+        prompt = sum(self._count_tokens(m.get("content") if isinstance(m.get("content"), str) else "")
+                     + 4 for m in messages)
+        reply = payload.get("max_tokens") if isinstance(payload.get("max_tokens"), int) else 0
+        return prompt + reply > self.context_window
 
     async def _next_reply(self, messages: list[Message]) -> Reply:
         """The next script line (consumed) or the policy's answer.

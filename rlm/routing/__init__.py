@@ -1,0 +1,10 @@
+"""Model groups and the routing of every LM call.
+
+* :mod:`rlm.routing.spec` — the models file (groups, deployments, rules);
+* :mod:`rlm.routing.table` — a config's groups with every deployment resolved;
+* :mod:`rlm.routing.tokens` — counting a prompt's tokens cheaply before a call;
+* :mod:`rlm.routing.router` — the decision for one call, with its reason;
+* :mod:`rlm.routing.notes` — what the model is told about the groups it may ask for.
+
+:class:`rlm.lm.LMClient` makes the calls; ``docs/models.md`` describes it all.
+"""
