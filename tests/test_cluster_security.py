@@ -98,3 +98,43 @@ def test_embedded_cluster_listens_on_loopback_needs_its_token_and_is_gone_after_
     assert "Ray" not in err and "SIGTERM" not in err, err  # Ray's own lines stay off the terminal
     left = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not left, f"still running after exit: {[(p.pid, p.name()) for p in left]}"
+
+
+def _rlm_ask(server, doc: Path, home: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "RLM_HOME": str(home), "RLM_EXECUTOR": "local"}
+    return subprocess.Popen([sys.executable, "-m", "rlm.cli", "ask", str(doc), "q", "--model", "openai/scripted",
+                             "--api-base", server.base_url, "--json", *extra], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("ending", ["answer", "sigterm", "sigint"])
+def test_nothing_of_a_command_outlives_it(server_factory, rlm_home: Path, tmp_path: Path, ending: str) -> None:
+    """The sandbox zygote's jail and its workers end with the command: on success, SIGTERM and Ctrl-C."""
+    import signal
+
+    code = "FINAL('done')" if ending == "answer" else "import time\ntime.sleep(30)"
+    server = server_factory(script=[repl(f"x = rlm_query('child', 'c')\n{code}"), repl("FINAL('child')")])
+    doc = tmp_path / "doc.txt"
+    doc.write_text("text\n")
+    proc = _rlm_ask(server, doc, rlm_home)
+    processes: list[psutil.Process] = []
+    deadline = time.monotonic() + 60
+    while len(server.requests) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    processes = _descendants(proc.pid)
+    if ending != "answer":
+        proc.send_signal(signal.SIGTERM if ending == "sigterm" else signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    expected = {"answer": 0, "sigterm": 143, "sigint": 130}[ending]
+    assert proc.returncode == expected, err
+    if ending == "answer":
+        assert '"answer": "done"' in out
+    else:
+        assert processes, "the run had no sandbox processes to check"  # the cell was sleeping in one
+    deadline = time.monotonic() + 10
+    left = processes
+    while left and time.monotonic() < deadline:
+        left = [p for p in left if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.1)
+    assert not left, f"still running after exit: {[(p.pid, p.name()) for p in left]}"
