@@ -20,7 +20,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,6 +96,8 @@ class LocalModelServer:
                 raise LocalModelError(f"the local model server exited with code {self._proc.returncode}"
                                       + (f"; see {self.log_path}" if self.log_path else ""))
             try:
+                import urllib.request  # only when the embedded server starts
+
                 with urllib.request.urlopen(self.base_url + "/models", timeout=2) as response:
                     json.load(response)
                     return

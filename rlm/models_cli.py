@@ -22,8 +22,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any, Callable
 
 from rlm.config import RLMConfig
@@ -131,9 +129,11 @@ def _sample_stats(api_base: str, replicas: int) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for _ in range(max(1, 3 * replicas)):
         try:
+            import urllib.request  # only this command needs it: every other command builds this parser too
+
             with urllib.request.urlopen(api_base + "/rlm/stats", timeout=2) as response:
                 data = json.load(response)
-        except (urllib.error.URLError, OSError, ValueError):
+        except (OSError, ValueError):  # urllib's URLError is an OSError
             break  # a vLLM deployment has no such route; a down one does not answer
         if isinstance(data, dict) and data.get("replica"):
             seen[str(data["replica"])] = data

@@ -129,7 +129,9 @@ def test_importing_the_lean_path_does_not_import_litellm():
     import subprocess
     import sys
 
-    code = ("import sys, rlm.lm, rlm.transport, rlm.runner, rlm.cli; "
-            "print(sorted(m for m in ('litellm', 'aiohttp', 'ray', 'duckdb', 'textual', 'numpy') if m in sys.modules))")
+    heavy = ("litellm", "aiohttp", "ray", "duckdb", "textual", "numpy", "networkx", "tiktoken", "mcp", "psutil",
+             "pandas", "urllib.request")
+    code = ("import sys, rlm.lm, rlm.transport, rlm.runner, rlm.cli; rlm.cli.build_parser(); "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
