@@ -17,7 +17,14 @@ prompts *before* a change::
 
 Each result records the answer, the score, the status, the iterations, the
 tokens, whether the answer is the worked example's (``ZEBRA-42``, a leak),
-and whether the first reply already called FINAL.
+whether the first reply already called FINAL, and the shapes of the agents'
+replies (without a code block, with more than one).
+
+``--grammar on|off`` and ``--stop S`` override the embedded model's profile
+(:mod:`rlm.profiles`) for the run, through the models file's deployment keys,
+to measure what llama.cpp's reply grammar and stop sequences change::
+
+    python -m rlm.benchmarks.prompt_compare run --label grammar --grammar on --out results/grammar.json
 """
 
 from __future__ import annotations
@@ -102,32 +109,53 @@ def score(case: Case, answer: str | None) -> float:
     return float(case.gold.lower() in answer.lower())
 
 
-def run_cases(label: str, selected: list[Case], max_iterations: int, timeout_s: float) -> list[dict[str, Any]]:
-    """Run every case with the embedded model (one llama.cpp server for all); one result dict each."""
+def run_cases(label: str, selected: list[Case], max_iterations: int, timeout_s: float,
+              overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run every case with the embedded model (one llama.cpp server for all); one result dict each.
+
+    ``overrides``: models-file deployment keys (``grammar``, ``stop``) for the embedded model.
+    """
     from rlm.config import LOCAL_MODEL, RLMConfig
+    from rlm.events import EventBus, IterationFinished
     from rlm.local_model import LocalModelServer, point_at
     from rlm.runner import run
 
     results = []
     with tempfile.TemporaryDirectory() as home, LocalModelServer() as server:
         base = RLMConfig(model=LOCAL_MODEL, home=Path(home), executor="local", max_iterations=max_iterations,
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, models=_models(overrides) if overrides else None)
         config = point_at(base, server)
         for case in selected:
+            replies: list[str] = []
+            bus = EventBus()
+            bus.subscribe(lambda e: replies.append(e.reply) if isinstance(e, IterationFinished) else None)
             started = time.monotonic()
-            result = run(case.question, case.context, config)
-            results.append(_record(label, case, result, time.monotonic() - started, config.home))
+            result = run(case.question, case.context, config, bus=bus)
+            results.append(_record(label, case, result, time.monotonic() - started, replies))
             print(f"[{label}] {case.id}: {results[-1]['score']:.0f} {result.status} {result.answer!r:.60}",
                   file=sys.stderr)
     return results
 
 
-def _record(label: str, case: Case, result: Any, seconds: float, home: Path) -> dict[str, Any]:
+def _models(overrides: dict[str, Any]) -> Any:
+    """A models file's groups: the embedded model as ``root``, with ``overrides`` of its profile."""
+    from rlm.config import LOCAL_MODEL
+    from rlm.routing.spec import Deployment, Group, ModelsSpec
+
+    return ModelsSpec((Group("root", (Deployment(LOCAL_MODEL, **overrides),)),), source="prompt_compare")
+
+
+def _record(label: str, case: Case, result: Any, seconds: float, replies: list[str]) -> dict[str, Any]:
+    from rlm.parsing import extract_code_blocks, visible_text
+
+    blocks = [len(extract_code_blocks(visible_text(reply))) for reply in replies]
     return {"label": label, "id": case.id, "kind": case.kind, "gold": case.gold, "answer": result.answer,
             "score": score(case, result.answer), "status": result.status, "iterations": result.iterations,
             "tokens": result.usage.input_tokens + result.usage.output_tokens, "llm_calls": result.usage.llm_calls,
             "example_leak": bool(result.answer and EXAMPLE_ANSWER in result.answer),
-            "final_first": result.status == "ok" and result.iterations == 1, "seconds": round(seconds, 1)}
+            "final_first": result.status == "ok" and result.iterations == 1, "seconds": round(seconds, 1),
+            "replies": len(replies), "no_code_replies": blocks.count(0),
+            "multi_block_replies": sum(n > 1 for n in blocks)}
 
 
 def report(paths: list[Path]) -> str:
@@ -136,7 +164,8 @@ def report(paths: list[Path]) -> str:
     labels = list(dict.fromkeys(r["label"] for r in rows))
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     lines = ["| prompts | task | runs | score | FINAL in 1st reply | example's answer | ended at turn limit "
-             "| mean iterations | mean tokens |", "|" + " --- |" * 9]
+             "| mean iterations | mean tokens | replies without code | replies with 2+ blocks | mean seconds |",
+             "|" + " --- |" * 12]
     for label in labels:
         for kind in kinds:
             group = [r for r in rows if r["label"] == label and r["kind"] == kind]
@@ -147,8 +176,18 @@ def report(paths: list[Path]) -> str:
                 f"| {label} | {kind} | {n} | {sum(r['score'] for r in group) / n:.2f} "
                 f"| {sum(r['final_first'] for r in group)} | {sum(r['example_leak'] for r in group)} "
                 f"| {sum(r['status'] == 'max_iterations' for r in group)} "
-                f"| {sum(r['iterations'] for r in group) / n:.1f} | {sum(r['tokens'] for r in group) / n:,.0f} |")
+                f"| {sum(r['iterations'] for r in group) / n:.1f} | {sum(r['tokens'] for r in group) / n:,.0f} "
+                f"| {_shapes(group)} | {sum(r['seconds'] for r in group) / n:.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _shapes(group: list[dict[str, Any]]) -> str:
+    """Replies without a code block and with several, of all replies (``-`` for results that did not count them)."""
+    if any("replies" not in r for r in group):
+        return "- | -"
+    replies = sum(r["replies"] for r in group)
+    return (f"{sum(r['no_code_replies'] for r in group)} of {replies} "
+            f"| {sum(r['multi_block_replies'] for r in group)} of {replies}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,13 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     running.add_argument("--counts", type=int, default=2)
     running.add_argument("--max-iterations", type=int, default=20)
     running.add_argument("--timeout", type=float, default=240.0)
+    running.add_argument("--grammar", choices=("profile", "on", "off"), default="profile",
+                         help="llama.cpp's reply grammar on the agents' turns (default: as the profile says)")
+    running.add_argument("--stop", action="append", default=None,
+                         help="a stop sequence for the agents' turns (repeatable; '' for none)")
     reporting = commands.add_parser("report", help="a Markdown table from result files")
     reporting.add_argument("results", type=Path, nargs="+")
     reporting.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if args.command == "run":
+        overrides: dict[str, Any] = {}
+        if args.grammar != "profile":
+            overrides["grammar"] = args.grammar == "on"
+        if args.stop is not None:
+            overrides["stop"] = tuple(s.encode().decode("unicode_escape") for s in args.stop if s)
         results = run_cases(args.label, cases(args.seeds, args.sniah, args.counts), args.max_iterations,
-                            args.timeout)
+                            args.timeout, overrides)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
         return 0

@@ -2,13 +2,19 @@
 
 The prompts tell the root model how much text one ``llm_query`` may carry and
 cut what the REPL prints to fit the root model's own window. Both follow from
-the models' context windows (in tokens):
+the models' context windows (in tokens), and the prompt's style from the root
+model's profile (:mod:`rlm.profiles`):
 
-* :func:`window_for` — a built-in table for the embedded model, else litellm's
-  model info *only when litellm is already imported* (importing it costs
-  seconds; the run never pays that just to size a prompt), else ``None``.
-* :class:`Capacity` — the numbers the prompts use, derived from the root and
-  sub-model windows (an unknown window counts as :data:`DEFAULT_WINDOW`).
+* :func:`window_for` — a model's window by the one rule of
+  :func:`rlm.profiles.window` (the models file; for hosted APIs litellm's map,
+  read without importing litellm; the family's profile), else ``None``.
+* :func:`capacity_for` — an agent's :class:`Capacity` from the run's model
+  groups (:mod:`rlm.routing`): the groups its own turns and its sub-calls go
+  to, their deployments' windows (the file's ``context_window`` included) and
+  the profile of the deployment its turns go to first.
+  :func:`capacity` does the same from two bare model strings.
+* :class:`Capacity` — the numbers the prompts use (an unknown window counts as
+  :data:`DEFAULT_WINDOW`), the style, and whether the worked example is sent.
 
 Characters per token are taken as 3: English prose runs near 4 with the
 common tokenizers, code, numbers and other languages lower, and overflowing a
@@ -21,36 +27,33 @@ half the sub-model's window in characters lands between those two.
 
 from __future__ import annotations
 
-import sys
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from rlm.config import LOCAL_MODEL
-from rlm.local_model import SERVED_NAME
+from rlm import profiles
 
-__all__ = ["Capacity", "DEFAULT_WINDOW", "COMPACT_WINDOW", "window_for", "capacity"]
+if TYPE_CHECKING:
+    from rlm.config import RLMConfig
+    from rlm.routing.router import ModelRouter
+    from rlm.routing.table import Target
+
+__all__ = ["Capacity", "DEFAULT_WINDOW", "COMPACT_WINDOW", "window_for", "capacity", "capacity_for"]
 
 #: Tokens assumed for a model whose window is unknown.
 DEFAULT_WINDOW = 32_768
-#: Root models with a window up to this many tokens get the compact prompt.
+#: Root models with a window up to this many tokens get the compact prompt (unless their profile says).
 COMPACT_WINDOW = 16_384
 CHARS_PER_TOKEN = 3
-#: Windows of models rlm ships or serves itself (the embedded llama.cpp server runs SmolLM2 with n_ctx 8192).
-BUILTIN_WINDOWS = {LOCAL_MODEL: 8_192, f"openai/{SERVED_NAME}": 8_192}
 
 
 def window_for(model: str) -> int | None:
-    """The context window of ``model`` in tokens, or ``None`` when it is not known without importing litellm."""
-    if model in BUILTIN_WINDOWS:
-        return BUILTIN_WINDOWS[model]
-    litellm = sys.modules.get("litellm")
-    if litellm is None:
-        return None
-    try:
-        info = litellm.get_model_info(model)
-    except Exception:  # unknown to litellm's table: many self-hosted models are
-        return None
-    window = info.get("max_input_tokens") or info.get("max_tokens")
-    return int(window) if isinstance(window, int) and window > 0 else None
+    """The context window of ``model`` in tokens (:func:`rlm.profiles.window`), or ``None`` when unknown.
+
+    Never imports litellm: its map is read as a file (:mod:`rlm.model_info`), and only for hosted models.
+    """
+    return profiles.window(model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,10 @@ class Capacity:
 
     root_window: int | None
     sub_window: int | None
+    #: The root model's profile's prompt style (``"full"``, ``"compact"``; ``None``: by ``root_window``).
+    style: str | None = None
+    #: Whether the worked example goes before the task (``None``: with the compact style).
+    examples: bool | None = None
 
     @property
     def sub_call_chars(self) -> int:
@@ -78,8 +85,15 @@ class Capacity:
 
     @property
     def compact(self) -> bool:
-        """Whether the root model's window is small enough for the short prompt with a worked example."""
+        """Whether the root model gets the short prompt: its profile says so, else its window is small."""
+        if self.style is not None:
+            return self.style == profiles.COMPACT
         return self.root_window is not None and self.root_window <= COMPACT_WINDOW
+
+    @property
+    def worked_example(self) -> bool:
+        """Whether the worked example is sent as chat turns before the task (its profile, else the style)."""
+        return self.compact if self.examples is None else self.examples
 
     @property
     def history_chars(self) -> int | None:
@@ -92,4 +106,33 @@ class Capacity:
 
 def capacity(root_model: str, sub_model: str) -> Capacity:
     """The :class:`Capacity` of an agent whose model is ``root_model`` and whose sub-calls go to ``sub_model``."""
-    return Capacity(window_for(root_model), window_for(sub_model))
+    profile = profiles.profile_for(root_model)
+    return Capacity(window_for(root_model), window_for(sub_model), profile.style, profile.examples)
+
+
+def capacity_for(config: "RLMConfig", depth: int = 0, group: str | None = None) -> Capacity:
+    """The :class:`Capacity` of an agent of a run of ``config`` at ``depth``, whose own turns ask for ``group``.
+
+    From the run's model groups: the windows are the smallest known of the deployments of the
+    group its turns go to and of the group its sub-calls go to (either may serve a call); the
+    style and worked example are the profile of the deployment its turns go to first.
+    """
+    from rlm.routing.router import CallSite
+
+    router = _router(config)
+    turns = router.table.groups[router.planned_group(CallSite("agent", depth), group)]
+    subs = router.table.groups[router.planned_group(CallSite("query", depth))]
+    profile = turns[0].profile
+    return Capacity(_smallest(turns), _smallest(subs), profile.style, profile.examples)
+
+
+@functools.lru_cache(maxsize=16)
+def _router(config: "RLMConfig") -> "ModelRouter":
+    from rlm.routing.router import ModelRouter
+    from rlm.routing.table import RouteTable
+
+    return ModelRouter(RouteTable(config))
+
+
+def _smallest(targets: Sequence["Target"]) -> int | None:
+    return min((t.window for t in targets if t.window is not None), default=None)

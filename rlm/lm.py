@@ -233,8 +233,8 @@ class LMClient:
             raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
         return self.routes.decide(messages, role=role, ask=model, site=site)
 
-    def _wire(self) -> dict[str, Any]:
-        params: dict[str, Any] = {}
+    def _wire(self, decision: Decision) -> dict[str, Any]:
+        params: dict[str, Any] = dict(decision.params)  # the model profile's stop/grammar, on agents' turns
         if self.config.max_completion_tokens:
             params["max_tokens"] = self.config.max_completion_tokens
         if self.config.temperature is not None:
@@ -248,7 +248,7 @@ class LMClient:
         target = decision.target
         assert target.endpoint is not None
         try:
-            return chat_sync(target.endpoint, messages, self._wire(), self._seconds(timeout)), target
+            return chat_sync(target.endpoint, messages, self._wire(decision), self._seconds(timeout)), target
         except TransportError as exc:
             if not self._worth_retrying(exc):
                 raise
@@ -259,7 +259,7 @@ class LMClient:
         target = decision.target
         assert target.endpoint is not None
         try:
-            return await chat(target.endpoint, messages, self._wire(), self._seconds(timeout)), target
+            return await chat(target.endpoint, messages, self._wire(decision), self._seconds(timeout)), target
         except TransportError as exc:
             if not self._worth_retrying(exc):
                 raise
@@ -277,7 +277,7 @@ class LMClient:
         """The call through litellm's Router, limited to the decision's fitting deployments (less ``failed``,
         the one whose first attempt just failed, when there are others)."""
         allowed = [t for t in decision.candidates if t is not failed] or list(decision.candidates)
-        kwargs: dict[str, Any] = {**self._wire(), "num_retries": retries,
+        kwargs: dict[str, Any] = {**self._wire(decision), "num_retries": retries,
                                   "metadata": {ALLOWED_KEY: [t.router_id for t in allowed]}}
         if timeout is not None:
             kwargs["timeout"] = timeout

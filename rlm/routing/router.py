@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rlm.errors import LMError
 from rlm.routing.table import RouteTable, Target
@@ -84,12 +85,22 @@ QUERY_SITE = CallSite()
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """A call's group, its deployment, the group's other fitting deployments (in preference order) and why."""
+    """A call's group, its deployment, the group's other fitting deployments (in preference order) and why.
+
+    ``turn``: the caller said the call is an agent's own turn (``site.kind == "agent"``), whose reply
+    must be code: only such calls carry the deployment's profile parameters (:attr:`params`).
+    """
 
     group: str
     target: Target
     candidates: tuple[Target, ...]
     reason: str
+    turn: bool = False
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Request fields the model profile adds to this call (stop sequences, llama.cpp's grammar)."""
+        return self.target.turn_params if self.turn else {}
 
 
 class DeploymentState:
@@ -148,6 +159,7 @@ class ModelRouter:
         The chosen deployment counts the call as in flight from here: the caller reports its end
         with ``state.finished(decision.target.name, ok)``.
         """
+        turn = site is not None and site.kind == "agent"  # a bare call (e.g. a benchmark's) answers in prose
         site = site or (ROOT_SITE if role == "root" else QUERY_SITE)
         size = PromptSize(messages)
         group, reason = self._group(ask, role, site, size)
@@ -161,7 +173,12 @@ class ModelRouter:
         if skipped:
             reason = f"{reason}; {skipped}"
         ordered = (target, *(t for t in candidates if t is not target))
-        return Decision(group, target, ordered, reason)
+        return Decision(group, target, ordered, reason, turn)
+
+    def planned_group(self, site: CallSite, ask: str | None = None) -> str:
+        """The group a call from ``site`` goes to before its prompt is measured (size guard and
+        prompt-size rule aside): what an agent's prompts are sized for."""
+        return self._group(ask, "root" if site.kind == "agent" else "sub", site, PromptSize([]))[0]
 
     # -- 1, 2 and 4: the group ---------------------------------------------------------------
     def _group(self, ask: str | None, role: str, site: CallSite, size: PromptSize) -> tuple[str, str]:

@@ -25,7 +25,10 @@ a deployment
     ``output_cost_per_token`` (USD), ``order`` (priority in the group, 1 first),
     ``tags``, ``max_in_flight`` (calls this process keeps in flight on it before it
     counts as busy), ``tokenizer`` (``o200k_base``, ``cl100k_base``, ``bytes`` or
-    ``gguf:PATH``; see :mod:`rlm.routing.tokens`), ``node`` (where it runs, for display).
+    ``gguf:PATH``; see :mod:`rlm.routing.tokens`), ``node`` (where it runs, for display),
+    ``profile`` (a model profile by name, instead of the one its model string matches; see
+    :mod:`rlm.profiles`), ``grammar`` (true/false: llama.cpp's reply grammar on the agents'
+    own turns) and ``stop`` (up to 4 stop sequences for them), overriding the profile's.
 ``[routing]``
     ``root``, ``children``, ``llm_query``: the group of the root agent's own calls, of
     child agents' own calls, and of sub-calls (defaults ``root``, ``sub``, ``sub``; a
@@ -81,6 +84,11 @@ class Deployment:
     tokenizer: str | None = None
     node: str | None = None
     api_key_env: str | None = None
+    #: The model profile (rlm.profiles) by name, instead of the one matched by ``model``.
+    profile: str | None = None
+    #: Overrides of the profile's llama.cpp reply grammar and stop sequences (``None``: the profile's).
+    grammar: bool | None = None
+    stop: tuple[str, ...] | None = None
     #: Only for deployments made from ``--model``/``--api-base`` at run time; never read from a file or stored.
     api_key: str | None = field(default=None, repr=False, compare=False)
 
@@ -88,6 +96,7 @@ class Deployment:
         """JSON-able, without the key."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "api_key"}
         data["tags"] = list(self.tags)
+        data["stop"] = None if self.stop is None else list(self.stop)
         return data
 
 
@@ -164,6 +173,8 @@ class ModelsSpec:
 def _deployment_from_dict(data: Mapping[str, Any]) -> Deployment:
     values = dict(data)
     values["tags"] = tuple(values.get("tags") or ())
+    if values.get("stop") is not None:
+        values["stop"] = tuple(values["stop"])
     values.pop("api_key", None)
     return Deployment(**values)
 
@@ -186,7 +197,7 @@ class ServeOptions:
 _DEPLOYMENT_KEYS = {"model": str, "serve": str, "api_base": str, "api_key_env": str, "name": str,
                     "context_window": int, "max_output_tokens": int, "input_cost_per_token": float,
                     "output_cost_per_token": float, "order": int, "tags": list, "max_in_flight": int,
-                    "tokenizer": str, "node": str}
+                    "tokenizer": str, "node": str, "profile": str, "grammar": bool, "stop": list}
 _HEAVY_KEYS = {"group": str, "prompt_tokens": int, "batch_size": int, "depth": int}
 
 
@@ -248,6 +259,10 @@ def _table(value: Any, path: str, where: _Where) -> list[tuple[str, Mapping[str,
 
 
 def _typed(value: Any, kind: type, path: str, where: _Where) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise where.fail(path, "must be true or false")
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
@@ -276,6 +291,7 @@ def _deployment(item: Any, serve: ServeOptions, where: _Where, path: str) -> Dep
     where.keys(item, set(_DEPLOYMENT_KEYS), path)
     values = {key: _typed(value, _DEPLOYMENT_KEYS[key], f"{path}.{key}", where) for key, value in item.items()}
     values["tags"] = tuple(str(t) for t in values.get("tags", ()))
+    _check_profile(values, where, path)
     if "serve" in values:
         values = {**_served(values.pop("serve"), serve, where, path), **values}
     if not values.get("model"):
@@ -294,6 +310,22 @@ def _served(name: str, serve: ServeOptions, where: _Where, path: str) -> dict[st
     from rlm.agents.serving import served_fields  # the Serve side knows what each engine serves
 
     return served_fields(name, spec, serve.api_base(name))
+
+
+def _check_profile(values: dict[str, Any], where: _Where, path: str) -> None:
+    """``profile`` names a profile; ``stop`` is a list of at most 4 non-empty strings (OpenAI's limit)."""
+    from rlm.profiles import profile_named
+
+    if "profile" in values:
+        try:
+            profile_named(values["profile"])
+        except ConfigError as exc:
+            raise where.fail(f"{path}.profile", str(exc)) from None
+    if "stop" in values:
+        stop = values["stop"]
+        if len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+            raise where.fail(f"{path}.stop", "must be a list of at most 4 non-empty strings")
+        values["stop"] = tuple(stop)
 
 
 def _check_tokenizer(name: str | None, where: _Where, path: str) -> None:

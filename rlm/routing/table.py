@@ -5,14 +5,17 @@
 made from ``--model``/``--sub-model``/``--api-base`` when the file does not name
 them. :class:`RouteTable` resolves every deployment once into a :class:`Target`.
 
-A deployment's context window is, in this order: ``context_window`` from the
-models file; the embedded model's 8,192 (the ``n_ctx`` its llama.cpp server is
-started with); for a hosted API (no ``api_base``), litellm's bundled map
-(:mod:`rlm.model_info`); otherwise unknown, and then the size guard cannot
-check that deployment. A self-hosted server's window is what it was started
-with (vLLM's ``--max-model-len``, llama.cpp's ``--n_ctx``), not the hosted
-model's number in the map, so for those only the file is trusted — which also
-keeps the map (35-110 ms to read) off the first call of runs on local servers.
+Each deployment has a model profile (:mod:`rlm.profiles`: the one it names, else
+the one its model string matches). Its context window follows the one rule of
+:func:`rlm.profiles.window`: ``context_window`` from the models file; for a
+hosted API (no ``api_base``), litellm's bundled map (:mod:`rlm.model_info`);
+else the profile's window for the family (the embedded model's 8,192 is the
+``n_ctx`` its llama.cpp server is started with); otherwise unknown, and then
+the size guard cannot check that deployment. A self-hosted server's window is
+what it was started with (vLLM's ``--max-model-len``, llama.cpp's ``--n_ctx``),
+not the hosted model's number in the map, so for those the map is never read
+— which also keeps it (35-110 ms to read) off the first call of runs on local
+servers.
 """
 
 from __future__ import annotations
@@ -20,20 +23,18 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from rlm import model_info
+from rlm import model_info, profiles
 from rlm.config import LOCAL_MODEL, RLMConfig
 from rlm.errors import ConfigError
 from rlm.routing.spec import Deployment, Group, ModelsSpec
 from rlm.routing.tokens import BYTES
 from rlm.transport import Endpoint, is_lean
 
-__all__ = ["Target", "RouteTable", "groups_of", "EMBEDDED_WINDOW", "EMBEDDED_SERVED"]
+__all__ = ["Target", "RouteTable", "groups_of", "EMBEDDED_SERVED"]
 
-#: The embedded model's window: its llama.cpp server's ``n_ctx`` (rlm.local_model).
-EMBEDDED_WINDOW = 8192
 #: The model string the embedded model is called by once its server runs.
 EMBEDDED_SERVED = "openai/smollm2-135m"
 
@@ -65,6 +66,12 @@ class Target:
     tokenizer: str
     endpoint: Endpoint | None
     node: str
+    profile: profiles.Profile = profiles.DEFAULT_PROFILE
+
+    @property
+    def turn_params(self) -> dict[str, Any]:
+        """Request fields of an agent's own turn here: the profile's stop and grammar, or the file's overrides."""
+        return profiles.turn_params(self.profile, grammar=self.deployment.grammar, stop=self.deployment.stop)
 
     @property
     def room(self) -> int | None:
@@ -115,13 +122,14 @@ class RouteTable:
 
 def _target(group: str, d: Deployment, config: RLMConfig, env: Mapping[str, str]) -> Target:
     name = d.name or _label(d)
-    window = _window(d)
+    profile = profiles.profile_for(d.model, d.profile)
+    window = profiles.window(d.model, api_base=d.api_base, context_window=d.context_window, profile=profile)
     reply = config.max_completion_tokens or d.max_output_tokens or _hosted(d, "max_output_tokens")
     if window is not None:
         reply = min(reply or window // 8, window // 2)
     endpoint = Endpoint.of(d.model, d.api_base, _api_key(d, env)) if d.api_base and is_lean(d.model, d.api_base) else None
     return Target(group, name, d, window, reply or 0, d.tokenizer or default_tokenizer(d), endpoint,
-                  d.node or _host(d))
+                  d.node or _host(d), profile)
 
 
 def _label(d: Deployment) -> str:
@@ -139,17 +147,9 @@ def _embedded(d: Deployment) -> bool:
     return d.model == LOCAL_MODEL or (d.model == EMBEDDED_SERVED and bool(d.api_base))
 
 
-def _window(d: Deployment) -> int | None:
-    if d.context_window:
-        return d.context_window
-    if _embedded(d):
-        return EMBEDDED_WINDOW
-    return _hosted(d, "max_input_tokens")
-
-
 def _hosted(d: Deployment, key: str) -> int | None:
     """A number from litellm's map, for hosted APIs only (see the module docstring)."""
-    if d.api_base:
+    if d.api_base or d.model == LOCAL_MODEL:
         return None
     value = getattr(model_info.info(d.model), key)
     return value if value else None
