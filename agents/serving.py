@@ -117,10 +117,16 @@ def serve_spec(name: str, table: Mapping[str, Any]) -> ServedDeployment:
 
 
 def served_fields(name: str, table: Mapping[str, Any], api_base: str) -> dict[str, Any]:
-    """The fields of a group deployment that says ``serve = NAME``: its endpoint, window and tokenizer."""
+    """The fields of a group deployment that says ``serve = NAME``: its endpoint, window, tokenizer, and for
+    the embedded model its profile (the served name ``NAME`` says nothing of the family)."""
     spec = serve_spec(name, table)
-    return {"model": f"openai/{name}", "api_base": api_base, "name": name, "context_window": spec.context_window,
-            "tokenizer": spec.tokenizer}
+    fields = {"model": f"openai/{name}", "api_base": api_base, "name": name, "context_window": spec.context_window,
+              "tokenizer": spec.tokenizer}
+    if spec.engine == "llama.cpp" and spec.model == "embedded":
+        from rlm.profiles import EMBEDDED_PROFILE
+
+        fields["profile"] = EMBEDDED_PROFILE.name
+    return fields
 
 
 # ----------------------------------------------------------------------------- the llama.cpp replica

@@ -37,7 +37,7 @@ from typing import Any
 
 from rlm.errors import ConfigError
 
-__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "REPLY_GRAMMAR", "FULL", "COMPACT", "profile_for",
+__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "EMBEDDED_PROFILE", "REPLY_GRAMMAR", "FULL", "COMPACT", "profile_for",
            "profile_named", "window", "turn_params"]
 
 FULL = "full"

@@ -82,6 +82,22 @@ def test_the_route_table_uses_the_same_rule():
         "qwen": (32_768, "qwen3"), "big": (131_072, "llama"), "small": (4_096, "default")}
 
 
+def test_a_served_embedded_model_gets_its_profile_by_name():
+    spec, _ = parse_models({"serve": {"smol": {"engine": "llama.cpp", "model": "embedded"}},
+                            "groups": {"root": {"deployments": [{"serve": "smol"}]}}})
+    target = RouteTable(RLMConfig(models=spec)).targets()[0]
+    assert (target.deployment.model, target.profile.name, target.window) == ("openai/smol", "smollm2", 8_192)
+
+
+def test_rlm_models_lists_each_deployments_profile():
+    from rlm.routing.report import models_view
+
+    spec = models({"root": {"deployments": [
+        {"model": "openai/Qwen/Qwen3-8B", "api_base": "http://127.0.0.1:1/v1", "name": "qwen"}]}})
+    text, _ = models_view(RLMConfig(models=spec), None, as_json=False, check=False)
+    assert "1. qwen  window=32,768  tokenizer=bytes  profile=qwen3  node=127.0.0.1" in text
+
+
 def test_embedded_and_self_hosted_windows_never_read_the_map_nor_import_litellm():
     code = ("import sys\nfrom rlm import model_info\nfrom rlm.capacity import window_for\n"
             "from rlm.profiles import window\n"

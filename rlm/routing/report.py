@@ -47,7 +47,8 @@ def _rows(table: RouteTable, health: dict[str, dict[str, Any]], totals: dict[str
         for t in targets:
             rows.append({"group": group, "deployment": t.name, "model": t.deployment.model,
                          "api_base": t.deployment.api_base, "order": t.order, "window": t.window,
-                         "reply_tokens": t.reply_tokens, "tokenizer": t.tokenizer, "node": t.node,
+                         "reply_tokens": t.reply_tokens, "tokenizer": t.tokenizer, "profile": t.profile.name,
+                         "node": t.node,
                          **health.get(t.name, {}), "totals": totals.get(t.name)})
     return rows
 
@@ -85,7 +86,7 @@ def _text(table: RouteTable, rows: list[dict[str, Any]], days: float) -> str:
         elif health == "down":
             health = f"DOWN ({row['error']})"
         lines.append(f"  {row['order']}. {row['deployment']}  window={window}  tokenizer={row['tokenizer']}  "
-                     f"node={row['node']}  {health}")
+                     f"profile={row['profile']}  node={row['node']}  {health}")
         total = row["totals"]
         if total:
             cost = f"${total['cost_usd']:.4f}" + ("" if total["priced_calls"] == total["calls"] else " (some unpriced)")
