@@ -25,8 +25,9 @@ Stop sequences and the grammar apply to an agent's own turns only: a sub-call
 Where the numbers come from (each profile's ``source``): the providers' model pages
 and model cards as cited, cross-checked against litellm's bundled map where it has
 the model; the embedded model's window is the ``n_ctx`` its llama.cpp server is
-started with (:mod:`rlm.local_model`). The embedded profile's stop sequences and
-grammar were chosen by measurement (``docs/models.md``, "Model profiles").
+started with (:mod:`rlm.local_model`). The embedded profile sends no stop sequences and
+no grammar: measured, the grammar changed no answer and cost time, and the model
+never ran past its code block (``benchmarks/reports/profiles.md``).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ class Profile:
 EMBEDDED_PROFILE = Profile(
     "smollm2", r"smollm2", window=8_192, style=COMPACT, examples=True,
     source="rlm.local_model starts llama.cpp with n_ctx 8192; SmolLM2 was trained to 8k (Allal et al., "
-           "arXiv:2502.02737). Compact prompt and worked example: benchmarks/reports/prompts.md.")
+           "arXiv:2502.02737). Compact prompt and worked example: benchmarks/reports/prompts.md; no grammar, "
+           "no stop: benchmarks/reports/profiles.md.")
 
 PROFILES: tuple[Profile, ...] = (
     EMBEDDED_PROFILE,
