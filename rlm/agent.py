@@ -211,9 +211,12 @@ class Agent:
                                                 calls_left, self._variables[:MAX_LISTED_VARIABLES]))
 
     def _fitted(self, messages: list[Message]) -> list[Message]:
-        """``messages`` as sent: when they outgrow the root window, the oldest outputs are cut to a note."""
-        room = self.spec.capacity.history_chars
-        if room is None or sum(len(m["content"]) for m in messages) <= room:
+        """``messages`` as sent: when they outgrow the root window, the oldest outputs are cut to a note.
+
+        Measured as the router's size guard measures a prompt (the deployment's tokenizer, with room for
+        the reply) when a window is known there; else by the capacity's characters.
+        """
+        if self._fit(messages):
             return messages
         fitted = list(messages)
         task = prompts.task_index(fitted) or 0  # the worked example before the task stays as it is
@@ -221,9 +224,16 @@ class Agent:
             "content"].startswith(prompts.OBSERVATION_HEADER)][:-1]  # the latest output always stays whole
         for index in observations:
             fitted[index] = {"role": "user", "content": prompts.trimmed_observation(fitted[index]["content"])}
-            if sum(len(m["content"]) for m in fitted) <= room:
+            if self._fit(fitted):
                 break
         return fitted
+
+    def _fit(self, messages: list[Message]) -> bool:
+        fits = self.services.lm.fits(messages, role=self.role, model=self.calls.group)
+        if fits is not None:
+            return fits
+        room = self.spec.capacity.history_chars
+        return room is None or sum(len(m["content"]) for m in messages) <= room
 
     def _result(self, answer: str | None, status: str, *, error: str | None = None) -> AgentResult:
         if answer is None and status != "ok":

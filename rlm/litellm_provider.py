@@ -27,8 +27,7 @@ import litellm
 from litellm import CustomLLM
 from litellm.integrations.custom_logger import CustomLogger
 
-from rlm.lm import ALLOWED_KEY, NODE_KEY
-from rlm.transport import Endpoint, TransportError, chat
+from rlm.transport import ALLOWED_KEY, NODE_KEY, Endpoint, TransportError, chat
 
 __all__ = ["PROVIDER", "register", "register_filter", "provider_model", "to_litellm_error"]
 

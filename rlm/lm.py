@@ -47,17 +47,14 @@ from rlm.config import RLMConfig  # noqa: E402
 from rlm.errors import ConfigError, LMError  # noqa: E402
 from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter  # noqa: E402
 from rlm.routing.table import RouteTable, Target  # noqa: E402
-from rlm.transport import TransportError, chat, chat_sync  # noqa: E402
+from rlm.routing.tokens import PromptSize  # noqa: E402
+from rlm.transport import ALLOWED_KEY, NODE_KEY, TransportError, chat, chat_sync  # noqa: E402
 
 __all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
 
 Message = dict[str, str]
 T = TypeVar("T")
 ROLES = ("root", "sub")
-#: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
-ALLOWED_KEY = "rlm_allowed"
-#: The key under which a deployment may report the cluster node that served a call (rlm.agents.serving).
-NODE_KEY = "rlm_node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +109,11 @@ class LM(Protocol):
 
     def batch_group(self, size: int) -> str | None:
         """The group a heavy rule sends every call of a batch of ``size`` sub-calls to (``None``: no rule)."""
+        ...
+
+    def fits(self, messages: list[Message], *, role: str = "root", model: str | None = None) -> bool | None:
+        """Whether ``messages`` fit (with room for the reply) a deployment of the group a ``role`` call (or
+        ``model``) goes to, counted as the router's size guard counts; ``None`` when no window is known."""
         ...
 
     def close(self) -> None:
@@ -174,6 +176,16 @@ class LMClient:
 
     def batch_group(self, size: int) -> str | None:
         return self.routes.batch_group(size)
+
+    def fits(self, messages: list[Message], *, role: str = "root", model: str | None = None) -> bool | None:
+        routing = self.routes.routing
+        group = model if model in self.routes.table.groups else self.routes.table.resolve(
+            routing.root if role == "root" else routing.llm_query)
+        targets = [t for t in self.routes.table.groups[group] if t.room is not None]
+        if not targets:
+            return None
+        size = PromptSize(messages)
+        return any(size.fits(t.room or 0, t.tokenizer) for t in targets)
 
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                  timeout: float | None = None, site: CallSite | None = None) -> Completion:

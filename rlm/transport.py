@@ -32,8 +32,12 @@ from urllib.parse import urlsplit
 
 from rlm.errors import LMError
 
-__all__ = ["Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
+__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
 
+#: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
+ALLOWED_KEY = "rlm_allowed"
+#: The key under which a deployment may report the cluster node that served a call (rlm.agents.serving).
+NODE_KEY = "rlm_node"
 #: HTTP statuses worth another attempt (the rest of 4xx is the request's own fault).
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 

@@ -36,7 +36,7 @@ a deployment
     many tokens is heavy), ``batch_size`` (every call of an ``llm_query_batched`` of more
     prompts is heavy), ``depth`` (calls of agents at this depth or deeper are heavy).
 ``[serve.NAME]`` and ``[serve]``
-    deployments started on the cluster (see :mod:`rlm.agents.serving`).
+    deployments started on the cluster (see :mod:`rlm.routing.served` and :mod:`rlm.agents.serving`).
 
 :func:`load_models` returns a :class:`ModelsSpec` (the groups and rules, all frozen and
 hashable so they travel inside :class:`~rlm.config.RLMConfig`) and the ``[serve]``
@@ -291,7 +291,7 @@ def _served(name: str, serve: ServeOptions, where: _Where, path: str) -> dict[st
     spec = serve.deployments.get(name)
     if spec is None:
         raise where.fail(f"{path}.serve", f"no [serve.{name}] deployment in the file")
-    from rlm.agents.serving import served_fields  # the Serve side knows what each engine serves
+    from rlm.routing.served import served_fields
 
     return served_fields(name, spec, serve.api_base(name))
 

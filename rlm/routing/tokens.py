@@ -154,7 +154,7 @@ def tokenizer(name: str) -> Tokenizer:
     if name in TIKTOKEN_ENCODINGS:
         return _Tiktoken(name)
     if name == "embedded":
-        from rlm.local_model import find_gguf
+        from rlm.embedded import find_gguf
 
         return _Gguf(name, find_gguf())
     return _Gguf(name, Path(name[5:]).expanduser())
