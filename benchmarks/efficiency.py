@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from rlm.benchmarks import peers
+from rlm.benchmarks.readings import write_report
 
 HERE = Path(__file__).resolve().parent
 ROOT_MARK = "EFFICIENCY-ROOT"
@@ -432,7 +433,7 @@ def run_efficiency(options: EfficiencyOptions, out: Path, *, command: str = "", 
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.with_suffix(".json")).write_text(json.dumps({"measurements": [m.to_dict() for m in results],
                                                       "external": external}, indent=1, default=str))
-    out.write_text(render(results, external, options, command), encoding="utf-8")
+    write_report(out, render(results, external, options, command))
     return out
 
 
@@ -440,7 +441,7 @@ def rerender(json_path: Path, out: Path, options: EfficiencyOptions, command: st
     """Write the markdown report again from a saved ``efficiency.json``."""
     data = json.loads(json_path.read_text())
     results = [Measurement(**m) for m in data["measurements"]]
-    out.write_text(render(results, data.get("external", {}), options, command), encoding="utf-8")
+    write_report(out, render(results, data.get("external", {}), options, command))
     return out
 
 

@@ -49,6 +49,7 @@ from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
 from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted  # noqa: E402
 from rlm.inputs import load_context  # noqa: E402
 from rlm.runlog import wait_for_closes  # noqa: E402
+from rlm.benchmarks.readings import write_report  # noqa: E402
 from rlm.runner import run  # noqa: E402
 from rlm.sandbox.host import Sandbox  # noqa: E402
 from rlm.testing import ScriptedServer  # noqa: E402
@@ -259,18 +260,6 @@ def _regex_scan(path: Path, config: SandboxConfig) -> tuple[float, str, int]:
     return elapsed, (result.stdout.strip() or str(result.error))[:200], memory.peak
 
 
-#: The code before the validation facts and the anchored find (commit 552d693), measured with this same
-#: harness right after it (load average 2.3 at the start), for comparison.
-BEFORE = [
-    "Before (commit 552d693: the worker counted characters itself, `find` was `bytes.find` on 4 MiB `pread`s),",
-    "same harness, median of 5: `RunStarted` 0.323 s, first cell's output 0.711 s, `RunFinished` 1.169 s,",
-    "answer returned 1.209 s (min 0.990); worker CPU 0.221 s (cell 1: the `len` pass) and 0.415 s (cell 2);",
-    "validation alone 0.213 s; peak Pss 0.27x. The report of that code (its harness sampled memory during",
-    "the timed runs) said 2.324 s.",
-    "",
-]
-
-
 def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows if r[key] is not None)
 
@@ -350,7 +339,6 @@ def render(numbers: dict[str, Any], command: str) -> str:
         "litellm, and the run log (opened before `RunStarted`; its close, the last batch and DuckDB's checkpoint,",
         "runs on a thread after the answer is returned, safe because every event is journaled first).",
         "",
-        *BEFORE,
         "Memory: the worker never maps or decodes the whole input (`context` is a `Context` above",
         "`huge_input_bytes`; scans read pieces into reused buffers), and the page cache holding the file is shared,",
         "not counted in any process's Pss. The host's validation buffer is 1 MiB.",
@@ -368,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python -m rlm.benchmarks.huge_input", *(argv if argv is not None else sys.argv[1:])])
     text = render(numbers, command.strip())
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_report(args.output, text)
     print(text)
     return 0
 
