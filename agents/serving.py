@@ -34,9 +34,10 @@ imports this module for :func:`served_fields`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rlm.errors import ConfigError
 
@@ -44,9 +45,10 @@ __all__ = ["ServedDeployment", "served_fields", "serve_spec", "build_app", "serv
            "LlamaCppServer", "ENGINES"]
 
 ENGINES = ("llama.cpp", "vllm")
-_KEYS = {"engine": str, "model": str, "context_window": int, "num_gpus": (int, float), "num_cpus": (int, float),
-         "accelerator_type": str, "replicas": int, "min_replicas": int, "max_replicas": int,
-         "max_ongoing_requests": int, "max_queued_requests": int, "threads": int, "engine_kwargs": dict}
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "engine": str, "model": str, "context_window": int, "num_gpus": (int, float), "num_cpus": (int, float),
+    "accelerator_type": str, "replicas": int, "min_replicas": int, "max_replicas": int,
+    "max_ongoing_requests": int, "max_queued_requests": int, "threads": int, "engine_kwargs": dict}
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ class LlamaCppServer:
         finally:
             self.ongoing -= 1
         self.served += 1
+        if not isinstance(reply, dict):  # only a stream=True call yields chunks
+            raise TypeError("llama.cpp returned a stream for a call without stream=True")
         return {**reply, "model": self.name, "rlm_node": self.node}
 
 
@@ -196,11 +200,11 @@ def build_app(spec: ServedDeployment) -> Any:
         return _vllm_app(spec)
     from ray import serve
 
-    deployment = serve.deployment(LlamaCppServer, name=spec.name, ray_actor_options=spec.actor_options(),
-                                  max_ongoing_requests=spec.max_ongoing_requests,
-                                  **({"max_queued_requests": spec.max_queued_requests}
-                                     if spec.max_queued_requests is not None else {}),
-                                  **spec.scaling())
+    options: dict[str, Any] = {"max_ongoing_requests": spec.max_ongoing_requests, **spec.scaling()}
+    if spec.max_queued_requests is not None:
+        options["max_queued_requests"] = spec.max_queued_requests
+    # the decorator form: Ray's annotations describe it only (not a class as the first argument)
+    deployment = serve.deployment(name=spec.name, ray_actor_options=spec.actor_options(), **options)(LlamaCppServer)
     return deployment.bind(spec.name, str(spec.gguf), spec.context_window, spec.threads)
 
 
@@ -252,7 +256,9 @@ def serve_status() -> list[dict[str, Any]]:
     """Each Serve application: its status, and each replica's state, node and actor (from Serve's controller)."""
     from ray.serve.context import _get_global_client
 
-    details = _get_global_client().get_serve_details()
+    client = _get_global_client()
+    assert client is not None  # it raises RayServeException when no controller runs
+    details = client.get_serve_details()
     rows = []
     for app_name, app in (details.get("applications") or {}).items():
         for deployment_name, deployment in (app.get("deployments") or {}).items():
