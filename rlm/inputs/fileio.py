@@ -76,7 +76,7 @@ def open_input(path: Path, label: str) -> BinaryIO:
 def open_unbuffered(path: Path, label: str) -> io.FileIO:
     """Open an input file for reads straight into the caller's buffer (``readinto``); OS errors become InputError."""
     try:
-        return io.FileIO(path, "r")
+        return path.open("rb", buffering=0)
     except OSError as exc:
         raise read_error(label, exc) from None
 
