@@ -97,6 +97,8 @@ class LlamaCppServer:
         finally:
             self.ongoing -= 1
         self.served += 1
+        if not isinstance(reply, dict):  # only a stream=True call yields chunks
+            raise TypeError("llama.cpp returned a stream for a call without stream=True")
         return {**reply, "model": self.name, "rlm_node": self.node}
 
 
@@ -115,11 +117,11 @@ def build_app(spec: ServedDeployment) -> Any:
         return _vllm_app(spec)
     from ray import serve
 
-    deployment = serve.deployment(LlamaCppServer, name=spec.name, ray_actor_options=spec.actor_options(),
-                                  max_ongoing_requests=spec.max_ongoing_requests,
-                                  **({"max_queued_requests": spec.max_queued_requests}
-                                     if spec.max_queued_requests is not None else {}),
-                                  **spec.scaling())
+    options: dict[str, Any] = {"max_ongoing_requests": spec.max_ongoing_requests, **spec.scaling()}
+    if spec.max_queued_requests is not None:
+        options["max_queued_requests"] = spec.max_queued_requests
+    # the decorator form: Ray's annotations describe it only (not a class as the first argument)
+    deployment = serve.deployment(name=spec.name, ray_actor_options=spec.actor_options(), **options)(LlamaCppServer)
     return deployment.bind(spec.name, str(spec.gguf), spec.context_window, spec.threads)
 
 
@@ -171,7 +173,9 @@ def serve_status() -> list[dict[str, Any]]:
     """Each Serve application: its status, and each replica's state, node and actor (from Serve's controller)."""
     from ray.serve.context import _get_global_client
 
-    details = _get_global_client().get_serve_details()
+    client = _get_global_client()
+    assert client is not None  # it raises RayServeException when no controller runs
+    details = client.get_serve_details()
     rows = []
     for app_name, app in (details.get("applications") or {}).items():
         for deployment_name, deployment in (app.get("deployments") or {}).items():

@@ -45,14 +45,14 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted  # noqa: E402
-from rlm.inputs import load_context  # noqa: E402
-from rlm.runlog import wait_for_closes  # noqa: E402
-from rlm.benchmarks.readings import write_report  # noqa: E402
-from rlm.runner import run  # noqa: E402
-from rlm.sandbox.host import Sandbox  # noqa: E402
-from rlm.testing import ScriptedServer  # noqa: E402
+from rlm.config import RLMConfig, SandboxConfig
+from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted
+from rlm.inputs import load_context
+from rlm.benchmarks.readings import write_report
+from rlm.runlog import wait_for_closes
+from rlm.runner import run
+from rlm.sandbox.host import Sandbox
+from rlm.testing import ScriptedServer
 
 NEEDLE = "the harbour master's launch code is KESTREL-7"
 REPORT = Path(__file__).resolve().parent / "reports" / "huge_input.md"
@@ -63,9 +63,12 @@ TRAJECTORY = [
 REGEX = r"launch code is (\S+)"
 
 
-def make_input(size_bytes: int, directory: Path = Path(tempfile.gettempdir())) -> Path:
-    """An ASCII log of ``size_bytes`` with the needle in its last percent (reused if present)."""
-    path = directory / f"rlm-huge-input-{size_bytes}.txt"
+def make_input(size_bytes: int, directory: Path | None = None) -> Path:
+    """An ASCII log of ``size_bytes`` with the needle in its last percent (reused if present).
+
+    It is written to ``directory``, by default the system's temporary directory.
+    """
+    path = (directory or Path(tempfile.gettempdir())) / f"rlm-huge-input-{size_bytes}.txt"
     if path.exists() and path.stat().st_size == size_bytes:
         return path
     line = b"2025-01-01T00:00:00 INFO worker-17 request served in 12 ms status=200 path=/api/v1/items\n"
@@ -94,7 +97,7 @@ class TreeMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "TreeMemory":
+    def __enter__(self) -> TreeMemory:
         self._thread.start()
         return self
 

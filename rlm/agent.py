@@ -35,7 +35,7 @@ from rlm.parsing import extract_code_blocks, plain_final, strip_code, visible_te
 from rlm.results import AgentResult
 from rlm.sandbox import packages
 from rlm.sandbox.host import CellResult, Sandbox
-from rlm.services import AgentLike, RunServices
+from rlm.services import RunServices
 from rlm.subcalls import SubCalls
 
 __all__ = ["Agent", "AgentResult", "PREVIEW_CHARS"]
@@ -180,7 +180,7 @@ class Agent:
         return AgentResult(self.agent_id, answer, "max_iterations", self.iterations)
 
     def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None,
-              group: str | None = None) -> "Agent":
+              group: str | None = None) -> Agent:
         """A child agent of this one at depth + 1 (not started), its own turns on ``group`` if given."""
         return Agent(self.services, prompt=prompt, payload=payload, depth=self.depth + 1, parent_id=self.agent_id,
                      agent_id=agent_id, group=group)

@@ -50,7 +50,7 @@ class CallMeter:
     ``group``: the model group the agent's own turns ask for (``None``: the router's default).
     """
 
-    def __init__(self, services: "RunServices", agent_id: str, depth: int = 0, group: str | None = None) -> None:
+    def __init__(self, services: RunServices, agent_id: str, depth: int = 0, group: str | None = None) -> None:
         self.services = services
         self.agent_id = agent_id
         self.depth = depth

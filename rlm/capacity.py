@@ -47,7 +47,7 @@ def window_for(model: str) -> int | None:
         return None
     try:
         info = litellm.get_model_info(model)
-    except Exception:  # unknown to litellm's table: many self-hosted models are
+    except Exception:  # noqa: BLE001 - unknown to litellm's table: many self-hosted models are
         return None
     window = info.get("max_input_tokens") or info.get("max_tokens")
     return int(window) if isinstance(window, int) and window > 0 else None

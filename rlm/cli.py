@@ -13,7 +13,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from rlm.config import LOCAL_MODEL, RLMConfig, SandboxConfig
 from rlm.errors import ConfigError, InputError, RLMError, SandboxUnavailable
@@ -317,7 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False) and args.command == "ask":
             print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
         code = getattr(exc, "exit_code", None)  # an error the service reported carries the command's code
-        return code if isinstance(code, int) else 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
+        if isinstance(code, int):
+            return code
+        return 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
     except Terminated:
         print("rlm: terminated", file=sys.stderr)
         return 143

@@ -13,7 +13,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from rlm.errors import ConfigError
 from rlm.routing.spec import ModelsSpec
@@ -130,7 +131,8 @@ class RLMConfig:
             (self.agent_retries >= 0, "agent_retries must be >= 0"),
             (self.ray_hosts_per_node >= 1, "ray_hosts_per_node must be >= 1"),
             (self.sandbox_pool_size >= 0, "sandbox_pool_size must be >= 0"),
-            (self.sandbox.mode in ("bwrap", "unsafe"), f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
+            (self.sandbox.mode in ("bwrap", "unsafe"),
+             f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
             (self.sandbox.cell_timeout_s > 0, "cell timeout must be > 0 seconds"),
             (self.reflect in ("always", "success", "never"), "reflect must be 'always', 'success' or 'never'"),
             (self.memory_budget_tokens >= 1, "memory_budget_tokens must be >= 1"),
@@ -152,7 +154,7 @@ class RLMConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RLMConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RLMConfig:
         """The inverse of :meth:`to_dict` (plus ``api_key`` when given); unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
@@ -175,7 +177,7 @@ class RLMConfig:
             raise ConfigError(f"invalid config: {exc}") from None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "RLMConfig":
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> RLMConfig:
         """Build a config from ``RLM_*`` variables, then apply non-None ``overrides``."""
         values: dict[str, Any] = {}
         if env.get("RLM_MODEL"):
@@ -191,7 +193,7 @@ class RLMConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def child(self) -> "RLMConfig":
+    def child(self) -> RLMConfig:
         """The config a child agent runs with (same limits; the ledger is shared)."""
         return dataclasses.replace(self)
 

@@ -15,7 +15,8 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 __all__ = [
     "Event",
@@ -52,7 +53,7 @@ class Event:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Event":
+    def from_dict(cls, data: dict[str, Any]) -> Event:
         names = _field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -217,7 +218,7 @@ class EventBus:
         for callback in subscribers:
             try:
                 callback(event)
-            except Exception:  # a broken progress bar must not kill a run
+            except Exception:  # noqa: BLE001 - a broken progress bar must not kill a run
                 with self._lock:
                     if callback in self._subscribers:
                         self._subscribers.remove(callback)

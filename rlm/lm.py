@@ -42,13 +42,13 @@ from typing import Any, Protocol, TypeVar
 # litellm fetches its price map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rlm import model_info  # noqa: E402
-from rlm.config import RLMConfig  # noqa: E402
-from rlm.errors import ConfigError, LMError  # noqa: E402
-from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter  # noqa: E402
-from rlm.routing.table import RouteTable, Target  # noqa: E402
-from rlm.routing.tokens import PromptSize  # noqa: E402
-from rlm.transport import ALLOWED_KEY, NODE_KEY, TransportError, chat, chat_sync  # noqa: E402
+from rlm import model_info
+from rlm.config import RLMConfig
+from rlm.errors import ConfigError, LMError
+from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter
+from rlm.routing.table import RouteTable, Target
+from rlm.routing.tokens import PromptSize
+from rlm.transport import ALLOWED_KEY, NODE_KEY, TransportError, chat, chat_sync
 
 __all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
 
@@ -133,7 +133,7 @@ def _litellm() -> Any:
 class _EventLoopThread:
     """One asyncio loop per process, on a daemon thread, shared by every client."""
 
-    _instance: "_EventLoopThread | None" = None
+    _instance: _EventLoopThread | None = None
     _lock = threading.Lock()
 
     def __init__(self) -> None:
@@ -142,7 +142,7 @@ class _EventLoopThread:
         threading.Thread(target=self.loop.run_forever, name="rlm-lm-loop", daemon=True).start()
 
     @classmethod
-    def get(cls) -> "_EventLoopThread":
+    def get(cls) -> _EventLoopThread:
         with cls._lock:
             if cls._instance is None or cls._instance.pid != os.getpid():  # not inherited across fork
                 cls._instance = cls()
@@ -335,7 +335,7 @@ class LMClient:
         # The Router registers success callbacks that count tokens/requests per deployment for
         # tpm/rpm limits; our deployments set none, and the callbacks cost ~1.5 ms of CPU per call.
         manager = litellm.logging_callback_manager
-        manager.remove_callback_from_list_by_object(litellm._async_success_callback, router)
+        manager.remove_callback_from_list_by_object(litellm._async_success_callback, router)  # noqa: SLF001 - no public handle
         manager.remove_callback_from_list_by_object(litellm.success_callback, router)
         return router
 

@@ -54,7 +54,7 @@ class LocalModelServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self) -> LocalModelServer:
         self.start()
         return self
 
@@ -69,7 +69,7 @@ class LocalModelServer:
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", SERVED_NAME,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.threads), "--verbose", "False"]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - the server's log
         # OpenMP threads that spin while waiting make llama.cpp 20x slower when another
         # process (a test runner, the sandbox) holds a core: let them sleep instead.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

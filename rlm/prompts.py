@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlm.capacity import Capacity
 
@@ -168,7 +169,8 @@ COMPACT_CHUNKS = ("For questions about the whole input (how many, all, most), sp
 NO_SUB_CALLS_RULE = ("- Sub-calls (llm_query, rlm_query) are disabled in this run: answer with code over "
                      "`context` alone.\n")
 
-PACKAGES = "\nBesides the standard library you can import: {names}. No network, no new processes; files only under /tmp.\n"
+PACKAGES = ("\nBesides the standard library you can import: {names}. "
+            "No network, no new processes; files only under /tmp.\n")
 NO_PACKAGES = "\nOnly the standard library can be imported. No network, no new processes; files only under /tmp.\n"
 
 #: The compact style's worked example, sent as real chat turns before the task.
@@ -297,7 +299,7 @@ def task_prompt(spec: PromptSpec, question: str, context_description: str) -> st
     return AFTER_EXAMPLE + text if example_turns(spec) else text
 
 
-def task_index(messages: Sequence[dict]) -> int | None:
+def task_index(messages: Sequence[dict[str, Any]]) -> int | None:
     """Index of the task turn in an agent's messages (after any worked example), or ``None``."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     for index in users:

@@ -62,7 +62,7 @@ class RunResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
         """The inverse of :meth:`to_dict` (e.g. a result sent by the service)."""
         usage = data.get("usage") or {}
         return cls(answer=data.get("answer"), run_id=data.get("run_id") or "", status=data.get("status") or "error",

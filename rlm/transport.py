@@ -56,7 +56,7 @@ class Endpoint:
     api_key: str | None = None
 
     @classmethod
-    def of(cls, model: str, api_base: str, api_key: str | None = None) -> "Endpoint":
+    def of(cls, model: str, api_base: str, api_key: str | None = None) -> Endpoint:
         """The endpoint of a litellm-style ``openai/<name>`` model string."""
         return cls(model.split("/", 1)[1] if model.startswith("openai/") else model, api_base, api_key)
 
@@ -201,7 +201,7 @@ async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
         async with _session().post(endpoint.url, json=body, headers=endpoint.headers(),
                                    timeout=aiohttp.ClientTimeout(total=seconds)) as response:
             status, text = response.status, await response.text()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TransportError("timeout", f"no answer within {seconds}s", model=endpoint.model) from None
     except aiohttp.ClientError as exc:
         raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None

@@ -366,7 +366,7 @@ def _complete(directory: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled_worker(signature: tuple) -> Path | None:
+def _compiled_worker(signature: tuple[tuple[int, int, int], ...]) -> Path | None:
     """The cache directory for the sources as they are now (``signature``: their stat), or None."""
     try:
         sources = {name: (WORKER_DIR / name).read_bytes() for name in WORKER_FILES}
@@ -542,9 +542,11 @@ def check_bwrap() -> None:
             "unprivileged user namespaces, or pass --unsafe-no-sandbox to run model code without isolation "
             "(rlimits only; not for untrusted input).")
     if exe is None:
-        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed; rlm will not run model code unsandboxed. {hint}")
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed; rlm will not run model code unsandboxed. "
+                                 + hint)
     probe = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-             "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
+             "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+             "--dev", "/dev", "--", "/bin/true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=20, env=dict(WORKER_ENV))
     except (OSError, subprocess.TimeoutExpired) as exc:

@@ -143,7 +143,8 @@ def test_forced_answer_rides_on_the_last_observation(server_factory, make_config
     assert result.status == "max_iterations" and result.answer == "forced"
     last = server.requests[-1].messages
     assert [m["role"] for m in last[-2:]] == ["assistant", "user"]  # no two user turns in a row
-    assert last[-1]["content"].startswith("Output of your code") and "Question: What is the code?" in last[-1]["content"]
+    assert last[-1]["content"].startswith("Output of your code")
+    assert "Question: What is the code?" in last[-1]["content"]
 
 
 def test_no_code_reply_also_gets_the_footer(server_factory, make_config, text_file):

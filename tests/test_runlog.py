@@ -561,7 +561,8 @@ def test_a_run_in_progress_in_another_process_is_listed_and_readable(db_path: Pa
         with RunLog(db_path) as log:
             assert log.recovered == 0  # a live journal is not replayed
             (run,) = log.list_runs()
-            assert (run.run_id, run.status, run.question, run.agents) == ("r-elsewhere", "running", "How many lines?", 1)
+            assert (run.run_id, run.status, run.question, run.agents) == (
+                "r-elsewhere", "running", "How many lines?", 1)
             assert log.events("r-else") == expected
             assert [(a.agent_id, a.status) for a in log.agents("r-elsewhere")] == [("a1", "ok")]
             assert len(log.lm_calls("r-elsewhere")) == 2 and len(log.cells("r-elsewhere")) == 2

@@ -133,7 +133,7 @@ class RLMApp(App[None]):
             return False
         return True
 
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
         self.notices.append(message)
         super().notify(message, *args, **kwargs)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from rlm.errors import ConfigError
 
 __all__ = ["ServedDeployment", "served_fields", "serve_spec", "ENGINES"]
 
 ENGINES = ("llama.cpp", "vllm")
-_KEYS = {"engine": str, "model": str, "context_window": int, "num_gpus": (int, float), "num_cpus": (int, float),
-         "accelerator_type": str, "replicas": int, "min_replicas": int, "max_replicas": int,
-         "max_ongoing_requests": int, "max_queued_requests": int, "threads": int, "engine_kwargs": dict}
+_KEYS: dict[str, type | tuple[type, ...]] = {
+    "engine": str, "model": str, "context_window": int, "num_gpus": (int, float), "num_cpus": (int, float),
+    "accelerator_type": str, "replicas": int, "min_replicas": int, "max_replicas": int,
+    "max_ongoing_requests": int, "max_queued_requests": int, "threads": int, "engine_kwargs": dict}
 
 
 @dataclass(frozen=True)

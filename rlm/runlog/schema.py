@@ -135,7 +135,8 @@ class Table:
         """
         schema = json.dumps([{name: self.by_name[name].wire_type for name in names}])
         verb = "INSERT OR IGNORE INTO" if or_ignore else "INSERT INTO"
-        return f"{verb} {self.name} ({', '.join(names)}) SELECT unnest(from_json($1::JSON, '{schema}'), recursive := true)"
+        rows = f"unnest(from_json($1::JSON, '{schema}'), recursive := true)"
+        return f"{verb} {self.name} ({', '.join(names)}) SELECT {rows}"
 
     @functools.cache  # noqa: B019
     def update_sql(self, names: tuple[str, ...], keys: tuple[str, ...]) -> str:
@@ -322,7 +323,7 @@ def migrate(conn: Connection) -> list[str]:
 
 def check_schema_current(conn: Connection, path: Path) -> None:
     """For read-only opens: fail clearly if the schema is missing or outdated."""
-    import duckdb  # noqa: PLC0415 - lazily: see the module docstring
+    import duckdb  # lazily: importing rlm.runlog must not load DuckDB
 
     try:
         applied = applied_migrations(conn)

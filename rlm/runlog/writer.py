@@ -75,7 +75,7 @@ def _open_error(path: Path, exc: BaseException) -> RunLogError:
 
 
 def _connect(path: Path, read_only: bool) -> Connection:
-    import duckdb  # noqa: PLC0415 - lazily: importing rlm.runlog must not load DuckDB
+    import duckdb  # lazily: see the module docstring
 
     if read_only and not path.exists():
         raise RunLogError(f"cannot open run log {path}: no such file")
@@ -147,7 +147,7 @@ class RunLog(RunQueries, ClosedOnExit):
     # -- setup --------------------------------------------------------------
 
     def _prepare_schema(self) -> list[str]:
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         try:
             if self.read_only:
@@ -166,7 +166,7 @@ class RunLog(RunQueries, ClosedOnExit):
 
     def _recover_journals(self) -> None:
         """Replay the journals of dead writers (their flock is free), then delete them."""
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         for path in journal_paths(self.path):
             try:
@@ -329,7 +329,7 @@ class RunLog(RunQueries, ClosedOnExit):
 
     def _next_seq(self, run_id: str) -> int:
         """The next sequence number of ``run_id`` (under ``_state_lock``); continues what the file holds."""
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         seq = self._seqs.get(run_id)
         if seq is None:
@@ -359,7 +359,7 @@ class RunLog(RunQueries, ClosedOnExit):
     # -- reading ------------------------------------------------------------
 
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         self.flush()
         with self._read_lock:

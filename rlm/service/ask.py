@@ -45,7 +45,8 @@ class RemoteBudget:
         self.stop_reason: str | None = None
         self._deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
         self._lock = threading.Lock()
-        self._usage = [0, 0, 0, 0.0, True]  # input, output, calls, cost, cost known
+        self._tokens = [0, 0, 0]  # input, output, calls
+        self._cost: float | None = 0.0  # None once a call's cost is unknown
         self._cancel: Callable[[], None] | None = None
 
     def stop(self, reason: str) -> None:
@@ -66,22 +67,22 @@ class RemoteBudget:
 
     def usage(self) -> Usage:
         with self._lock:
-            input_tokens, output_tokens, calls, cost, known = self._usage
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
-                     cost_usd=cost if known else None)
+            input_tokens, output_tokens, calls = self._tokens
+            cost = self._cost
+        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls, cost_usd=cost)
 
     def remaining_time(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def count(self, event: LMCalled) -> None:
         with self._lock:
-            self._usage[0] += event.input_tokens
-            self._usage[1] += event.output_tokens
-            self._usage[2] += 1
+            self._tokens[0] += event.input_tokens
+            self._tokens[1] += event.output_tokens
+            self._tokens[2] += 1
             if event.cost_usd is None:
-                self._usage[4] = False
-            else:
-                self._usage[3] += event.cost_usd
+                self._cost = None
+            elif self._cost is not None:
+                self._cost += event.cost_usd
 
 
 def remote_run(client: ServiceClient, question: str, context: Any, config: RLMConfig, *,

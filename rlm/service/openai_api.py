@@ -118,7 +118,8 @@ def _extension(value: Any) -> dict[str, Any]:
         raise InputError("the rlm field must be an object")
     unknown = set(value) - _EXTENSION_KEYS
     if unknown:
-        raise InputError(f"unknown rlm field(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(_EXTENSION_KEYS))})")
+        known = ", ".join(sorted(_EXTENSION_KEYS))
+        raise InputError(f"unknown rlm field(s): {', '.join(sorted(unknown))} (known: {known})")
     return value
 
 

@@ -211,7 +211,8 @@ class Service:
         from rlm.service.http import HttpFront
 
         self._http = HttpFront(self)
-        return self._http.start()
+        base: str = self._http.start()
+        return base
 
     def event_loop(self) -> Any:
         """The service's asyncio loop on a thread of its own (a :class:`rlm.service.loop.LoopThread`)."""
@@ -276,7 +277,7 @@ class Service:
                 return
             except RLMError as exc:
                 _send_quietly(conn, wire.error_reply(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad request must not take the service down
+            except Exception as exc:  # one bad request must not take the service down
                 log.exception("request failed")
                 _send_quietly(conn, {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit": 1})
             finally:
@@ -306,7 +307,8 @@ class Service:
     def status(self) -> dict[str, Any]:
         running, queued = self._counts()
         return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 3), "running": running,
-                "queued": queued, "executor": self.settings.executor, "socket": self.state.socket if self.state else None,
+                "queued": queued, "executor": self.settings.executor,
+                "socket": self.state.socket if self.state else None,
                 "http": self.state.http if self.state else None, "version": __version__}
 
     def _counts(self) -> tuple[int, int]:
