@@ -77,6 +77,10 @@ class Completion:
     node: str | None = None
     route_reason: str = ""
     queue_s: float = 0.0
+    #: The request's key (:func:`rlm.records.request_key`) and whether a record answered it instead
+    #: of the provider (then tokens and cost are 0: nothing was paid).
+    request_key: str | None = None
+    cache_hit: bool = False
 
 
 class LM(Protocol):
@@ -88,13 +92,33 @@ class LM(Protocol):
     them into a group and a deployment. Failures raise :class:`LMError`.
     """
 
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        """Where a call would go (its group and deployment), before anything is sent.
+
+        The chosen deployment counts the call as in flight from here: hand the decision to
+        :meth:`complete` (which ends it) or give it back with :meth:`release`. Raises
+        :class:`LMError` (an unknown group, a prompt that fits no model).
+        """
+        ...
+
+    def release(self, decision: Decision) -> None:
+        """End a decided call that was never sent (answered from a record)."""
+        ...
+
+    def sampling(self) -> dict[str, Any]:
+        """The settings besides the messages that shape a reply (temperature, max_tokens), as sent."""
+        ...
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
-        """One call, blocking the calling thread."""
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
+        """One call, blocking the calling thread (``decision``: one :meth:`decide` made for it)."""
         ...
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         """One call as a coroutine; it must run on :meth:`run_async`'s loop."""
         ...
 
@@ -112,6 +136,11 @@ class LM(Protocol):
 
     def batch_group(self, size: int) -> str | None:
         """The group a heavy rule sends every call of a batch of ``size`` sub-calls to (``None``: no rule)."""
+        ...
+
+    def root_window(self, group: str | None = None) -> int | None:
+        """The smallest known context window (tokens) of the group the root agent's own turns use
+        (``group``: the one it asked for), or ``None`` when none is known."""
         ...
 
     def close(self) -> None:
@@ -175,10 +204,31 @@ class LMClient:
     def batch_group(self, size: int) -> str | None:
         return self.routes.batch_group(size)
 
+    def root_window(self, group: str | None = None) -> int | None:
+        table = self.routes.table
+        name = table.resolve(group or self.routes.routing.root)
+        windows = [t.window for t in table.groups[name] if t.window]
+        return min(windows) if windows else None
+
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        if role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
+        return self.routes.decide(messages, role=role, ask=model, site=site)
+
+    def release(self, decision: Decision) -> None:
+        # Not a success: a deployment cooling down after a failure stays so; only its in-flight count drops.
+        self.state.finished(decision.target.name, ok=False)
+
+    def sampling(self) -> dict[str, Any]:
+        return self._wire()
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -194,9 +244,11 @@ class LMClient:
         return self._completion(response, decision, target, sent, entered, site)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -227,11 +279,6 @@ class LMClient:
                 if self._routes is None:
                     self._routes = ModelRouter(RouteTable(self.config), self.state)
         return self._routes
-
-    def _decide(self, messages: list[Message], role: str, model: str | None, site: CallSite | None) -> Decision:
-        if role not in ROLES:
-            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
-        return self.routes.decide(messages, role=role, ask=model, site=site)
 
     def _wire(self) -> dict[str, Any]:
         params: dict[str, Any] = {}
