@@ -231,7 +231,7 @@ class Agent:
             child=self.depth > 0, sub_calls=config.sub_calls, children=self.depth < config.max_depth,
             packages=packages.available(config.sandbox.packages_dir),
             extra_functions=tuple(f.doc for f in self.services.host_functions.values()), extra=extra,
-            session=self.conversation is not None)
+            session=self.conversation is not None and self.conversation.named)
 
     def _initial_messages(self) -> list[Message]:
         example = [{"role": role, "content": text} for role, text in prompts.example_turns(self.spec)]

@@ -49,11 +49,14 @@ class TurnRecord:
 class Conversation:
     """A root agent's state between turns (see the module docstring). One turn at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, named: bool = True) -> None:
         self.messages: list[Message] = []
         self.sandbox: Sandbox | None = None
         self.turns: list[TurnRecord] = []
         self.lock = threading.Lock()
+        #: Whether the root's system prompt names ``answers[k]``/``history[k]`` (a session's does; a plain
+        #: run continued by a fork did not).
+        self.named = named
 
     @property
     def next_turn(self) -> int:
