@@ -21,6 +21,7 @@ which published prompt each part follows and where ours differs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +67,7 @@ __all__ = [
     'observation_header',
     'trimmed_observation',
     'force_final',
+    'without_timing',
     'SESSION_VARIABLES',
     'FOLLOW_UP',
     'FOLLOW_UP_STEP',
@@ -346,6 +348,15 @@ def footer(state: TurnState) -> str:
         lines.append("Variables: " + ", ".join(state.variables))
     lines.append(f"Question: {short_question(state.question)}")
     return "\n".join(lines)
+
+
+_CALLS_LEFT = re.compile(r"; [\d,]+ LM calls left in this run\]")
+
+
+def without_timing(text: str) -> str:
+    """``text`` without the footer's count of LM calls left: the one part of a request that depends on how
+    agents running beside each other interleave (a request key leaves it out, so a replay matches)."""
+    return _CALLS_LEFT.sub("; LM calls left in this run]", text) if "LM calls left" in text else text
 
 
 def observation_header(total_chars: int, shown_head: int | None = None, shown_tail: int = 0) -> str:

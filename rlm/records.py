@@ -5,7 +5,10 @@ determines its reply, computed before anything is sent (:meth:`rlm.lm.LM.decide`
 tells where the call would go):
 
 * the deployment the router chose: its name, model string and ``api_base``;
-* the messages (the SHA-256 of their canonical JSON: role and content of each);
+* the messages (the SHA-256 of their canonical JSON: role and content of each),
+  less the count of LM calls left that an observation's footer shows
+  (:func:`rlm.prompts.without_timing`): while agents run beside each other that
+  count depends on how their calls interleave, and nothing else in a request does;
 * the sampling settings sent with them (``temperature``, ``max_tokens``; tools, if
   a call ever sends any).
 
@@ -41,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rlm.errors import RLMError
+from rlm.prompts import without_timing
 from rlm.routing.table import Target
 
 __all__ = ["Recorded", "Hit", "Lookup", "CallRecords", "ReplayDiverged", "request_key", "messages_digest",
@@ -60,8 +64,8 @@ def canonical_json(value: Any) -> bytes:
 
 
 def messages_digest(messages: Sequence[Mapping[str, Any]]) -> str:
-    """SHA-256 of the canonical JSON of ``messages`` (role and content of each)."""
-    return hashlib.sha256(canonical_json([{"role": m.get("role"), "content": m.get("content")}
+    """SHA-256 of the canonical JSON of ``messages`` (role and content of each, without the calls-left count)."""
+    return hashlib.sha256(canonical_json([{"role": m.get("role"), "content": without_timing(str(m.get("content")))}
                                           for m in messages])).hexdigest()
 
 
