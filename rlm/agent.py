@@ -36,7 +36,7 @@ from typing import Any
 
 from rlm import prompts
 from rlm.calls import PREVIEW_CHARS, CallMeter
-from rlm.capacity import CHARS_PER_TOKEN, capacity
+from rlm.capacity import capacity
 from rlm.conversation import Conversation, TurnRecord, variables_cell
 from rlm.errors import LimitReached, RLMError
 from rlm.events import AgentFinished, AgentStarted, CellExecuted, Event, HistoryCompacted, IterationFinished
@@ -282,23 +282,15 @@ class Agent:
             self._variables = result.variables
 
     def _compact_if_full(self, messages: list[Message]) -> None:
-        """Summarise and cut the root's history when it reaches ``compact_at`` of its window."""
-        limit = self._compact_limit()
-        if limit is None or len(messages) <= self._compacted_at + 1:
+        """Summarise and cut the root's history when it takes ``compact_at`` of its model's window (counted
+        by the routing's tokenizer of the root's deployment; a child never compacts, it trims)."""
+        if self.depth > 0 or self.config.compact_at is None or len(messages) <= self._compacted_at + 1:
             return
-        size = sum(len(m["content"]) for m in messages)
-        if size > limit and messages[-1]["role"] == "user":
-            self._compact(messages, size)
-
-    def _compact_limit(self) -> int | None:
-        """Characters of history at which the root compacts (None: a child, unknown window, or off)."""
-        if self.depth > 0 or self.config.compact_at is None:
-            return None
-        window = self.services.lm.root_window(self.group) or self.spec.capacity.root_window
-        if not window:
-            return None
-        reply_tokens = min(2_048, window // 8)
-        return int((window - reply_tokens) * CHARS_PER_TOKEN * self.config.compact_at)
+        if messages[-1]["role"] != "user":
+            return
+        used = self.services.lm.room_used(messages, self.group)
+        if used is not None and used > self.config.compact_at:
+            self._compact(messages, sum(len(m["content"]) for m in messages))
 
     def _compact(self, messages: list[Message], size: int) -> None:
         fitted = self._fitted(messages)

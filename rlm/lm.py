@@ -47,6 +47,7 @@ from rlm.config import RLMConfig  # noqa: E402
 from rlm.errors import ConfigError, LMError  # noqa: E402
 from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter  # noqa: E402
 from rlm.routing.table import RouteTable, Target  # noqa: E402
+from rlm.routing.tokens import PromptSize  # noqa: E402
 from rlm.transport import TransportError, chat, chat_sync  # noqa: E402
 
 __all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
@@ -138,9 +139,10 @@ class LM(Protocol):
         """The group a heavy rule sends every call of a batch of ``size`` sub-calls to (``None``: no rule)."""
         ...
 
-    def root_window(self, group: str | None = None) -> int | None:
-        """The smallest known context window (tokens) of the group the root agent's own turns use
-        (``group``: the one it asked for), or ``None`` when none is known."""
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
+        """The share of its window (less the reply's room) ``messages`` would take on the root's own
+        group (``group``: the one it asked for), on its tightest deployment and by that deployment's
+        tokenizer; ``None`` when no window of the group is known."""
         ...
 
     def close(self) -> None:
@@ -204,11 +206,12 @@ class LMClient:
     def batch_group(self, size: int) -> str | None:
         return self.routes.batch_group(size)
 
-    def root_window(self, group: str | None = None) -> int | None:
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
         table = self.routes.table
         name = table.resolve(group or self.routes.routing.root)
-        windows = [t.window for t in table.groups[name] if t.window]
-        return min(windows) if windows else None
+        size = PromptSize(messages)
+        shares = [size.estimate(t.tokenizer) / max(t.room, 1) for t in table.groups[name] if t.room is not None]
+        return max(shares) if shares else None
 
     def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
                site: CallSite | None = None) -> Decision:

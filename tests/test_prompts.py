@@ -175,7 +175,9 @@ def test_old_outputs_are_trimmed_to_fit_a_small_window(server_factory, make_conf
     def policy(messages):
         return repl("FINAL('x')") if turn(messages) == 14 else repl("print('y' * 1_800)")
 
-    result, server, _ = run_policy(server_factory, make_config, text_file, policy, model="openai/smollm2-135m")
+    # compact_at=None: this is about trimming alone (tests/test_compaction.py has the root compacting instead)
+    result, server, _ = run_policy(server_factory, make_config, text_file, policy, model="openai/smollm2-135m",
+                                   compact_at=None)
     assert result.answer == "x"
     room = Capacity(8_192, 8_192).history_chars
     sizes = [sum(len(m["content"]) for m in r.messages) for r in server.requests]
