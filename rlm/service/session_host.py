@@ -70,14 +70,20 @@ class SessionHost:
         yield self.log
 
     def session(self, name: str, context: Any, config: RLMConfig) -> Session:
-        """Session ``name``, live (started, or rebuilt on its next turn from the log)."""
-        from rlm.sessions import Session
+        """Session ``name``, live (started, or rebuilt on its next turn from the log). A file given for a
+        session that exists must be its input; other contexts (an OpenAI client's earlier messages) are
+        the conversation the session already holds, and are not looked at."""
+        from rlm.sessions import Session, load_state
 
         with self._lock:
             live = self._live.get(name)
             if live is None:
-                live = Session(name, context, config, open_runs=self._runs, lookup=self.lookup)
+                exists = load_state(Path(config.home), name) is not None
+                given = context if not exists or isinstance(context, Path) else None
+                live = Session(name, given, config, open_runs=self._runs, lookup=self.lookup)
                 self._live[name] = live
+            elif isinstance(context, Path):
+                live.check_input(context)
             self._live.move_to_end(name)
             retired = [self._live.popitem(last=False)[1] for _ in range(max(0, len(self._live) - self.limit))]
         for old in retired:
@@ -85,11 +91,8 @@ class SessionHost:
         return live
 
     def ask(self, name: str, question: str, context: Any, config: RLMConfig, hooks: RunHooks) -> RunResult:
-        """The next turn of session ``name`` (``context``: its input, checked against the session's)."""
-        live = self.session(name, context, config)
-        if context is not None:
-            live.check_input(context)
-        return live.ask(question, config=config, **hooks.options(config))
+        """The next turn of session ``name`` (``context``: its input; see :meth:`session`)."""
+        return self.session(name, context, config).ask(question, config=config, **hooks.options(config))
 
     def close(self) -> None:
         with self._lock:
