@@ -15,6 +15,7 @@ from rlm.events import EventBus, LMCalled
 from rlm.records import canonical_json, messages_digest, request_key
 from rlm.runlog import RunLog
 from rlm.runner import run
+from rlm.views import show_view
 
 DOC = "line one\nline two\nthe answer is 42\n" * 20
 
@@ -70,8 +71,12 @@ def test_a_second_run_is_answered_from_the_run_log(server_factory, make_config, 
     with RunLog(config.runlog_path) as log:
         rows = log.lm_calls(second.run_id)
         summary = log.get_run(second.run_id)
+        shown, _ = show_view(log, second.run_id, 400, False)
     assert all(r.cache_hit for r in rows) and all(r.response for r in rows)
     assert summary.cache_hits == 4 and summary.llm_calls == 4
+    assert "llm_calls=4 (4 from records)" in shown  # rlm show
+    assert "iteration 1  (" in shown and "1 model call, 1 from records" in shown
+    assert f"answered from run {first.run_id}" in shown
 
 
 def test_a_change_of_deployment_temperature_or_system_prompt_is_a_miss(server_factory, make_config, text_file):
