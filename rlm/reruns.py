@@ -89,7 +89,7 @@ class Chain:
 
 
 def _load(runs: RunQueries, run_id: str) -> RecordedRun:
-    from rlm.runlog.recorded import prior_calls  # noqa: PLC0415 - the run log only when a rerun asks
+    from rlm.runlog.recorded import prior_calls
 
     summary = runs.get_run(run_id)
     return RecordedRun(summary, tuple(prior_calls(runs, summary.run_id)))

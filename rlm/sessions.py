@@ -123,7 +123,7 @@ def list_sessions(home: Path) -> list[SessionState]:
 
 @contextmanager
 def _own_log(config: RLMConfig) -> Iterator[RunQueries]:
-    from rlm.runlog import RunLog  # noqa: PLC0415 - DuckDB only when a conversation is rebuilt
+    from rlm.runlog import RunLog
 
     with RunLog(config.runlog_path) as log:
         yield log

@@ -110,7 +110,7 @@ def _remote_asker(client: Any, name: str, context: Path, config: RLMConfig) -> C
 
 
 def _questions(from_terminal: bool) -> Any:
-    stream = open("/dev/tty", encoding="utf-8") if from_terminal else sys.stdin  # noqa: SIM115
+    stream = open("/dev/tty", encoding="utf-8") if from_terminal else sys.stdin
     try:
         while True:
             print("? ", end="", file=sys.stderr, flush=True)

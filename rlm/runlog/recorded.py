@@ -97,7 +97,7 @@ class FileLookup:
         """The keys of every recorded call (dead journals stored first), and the calls of live journals."""
         if not self.path.exists() and not journal_paths(self.path):
             return set()
-        from rlm.runlog.writer import RunLog  # noqa: PLC0415 - DuckDB only when a call is looked up
+        from rlm.runlog.writer import RunLog
 
         try:
             with RunLog(self.path) as runlog:
@@ -113,7 +113,7 @@ class FileLookup:
         return keys
 
     def _fetch(self, key: str) -> Recorded | None:
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         try:
             with duckdb.connect(str(self.path), read_only=True) as conn:
