@@ -65,10 +65,11 @@ class RecordedRun:
         return self.summary.run_id
 
     def config(self, base: RLMConfig, *, record: bool) -> RLMConfig:
-        """The run's recorded config, with ``base``'s home, API key and executor (never recorded)."""
+        """The run's recorded config, with ``base``'s home and API key (never recorded), on the local executor
+        (every call must pass the records, which live in this process)."""
         recorded = RLMConfig.from_dict({**(self.summary.config or {}), "home": str(base.home)})
-        return dataclasses.replace(recorded, api_key=base.api_key, executor=base.executor,
-                                   ray_address=base.ray_address, record_run=record)
+        return dataclasses.replace(recorded, api_key=base.api_key, executor="local", ray_address=None,
+                                   record_run=record)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from rlm.runlog.queries import RunQueries
 
 __all__ = ["Session", "SessionState", "run", "state_path", "load_state", "list_sessions", "SESSIONS_DIR",
-           "new_session_name"]
+           "new_session_name", "local"]
 
 SESSIONS_DIR = "sessions"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -88,7 +88,8 @@ class SessionState:
     updated_at: float = dataclasses.field(default_factory=time.time)
 
     def save(self, home: Path) -> None:
-        """Write the file whole (a reader never sees half of it), 0600."""
+        """Write the file whole (a reader never sees half of it), 0600, on disk before it replaces the old one
+        (once per turn: power loss leaves the old file or the new one, never an empty one)."""
         path = state_path(home, self.name)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.updated_at = time.time()
@@ -96,6 +97,8 @@ class SessionState:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(dataclasses.asdict(self), handle, ensure_ascii=False, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, path)
 
 
@@ -220,7 +223,7 @@ class Session:
             raise InputError(f"session {self.name!r} has a question in progress; ask again when it is answered")
         try:
             conversation = self._conversation()
-            config = config or self.config
+            config = local(config or self.config)
             turns = self.turns
             plan = RunPlan(origin="turn", parent_run_id=turns[-1]["run_id"] if turns else None, session=self.name,
                            turn=conversation.next_turn, conversation=conversation, lookup=self.lookup)
@@ -270,6 +273,12 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def local(config: RLMConfig) -> RLMConfig:
+    """``config`` on the local executor: a conversation's root and its records live in this process (on Ray,
+    the agents on the cluster's hosts would call the model past the records)."""
+    return config if config.executor == "local" else dataclasses.replace(config, executor="local", ray_address=None)
 
 
 def _load(context: Any, workdir: Path) -> ContextPayload:

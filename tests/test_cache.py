@@ -61,6 +61,8 @@ def test_a_second_run_is_answered_from_the_run_log(server_factory, make_config, 
     server = server_factory(policy=policy)
     config = make_config(server, temperature=0.0)
     first, _ = ask(config, text_file)
+    RunLog(config.runlog_path).close()  # stores the first run's journal: the second finds it in the database
+    assert not list(config.home.glob("rlm.duckdb.*.journal"))
     sent = len(server.requests)
     second, calls = ask(config, text_file)
     assert len(server.requests) == sent  # nothing reached the server

@@ -10,13 +10,15 @@ Two :class:`~rlm.records.Lookup` s answer "was this request made before?":
   run's own calls are answered from memory; others' are written within
   :data:`~rlm.runlog.BATCH_WINDOW_S`).
 * :class:`FileLookup` is for a process that does not hold the log (a command
-  line run): at its first call it opens the log read-write for a moment (which
-  stores the runs that dead processes left in journals), reads the keys of every
-  recorded call, merges the journals of runs still going elsewhere, and closes
-  it; a request whose key is known is then fetched with a short read-only open.
-  So it holds no lock while the run goes on (``rlm runs`` in another terminal
-  still works), and a miss costs a set lookup. A log it cannot open (another
-  process holds it) makes every call a miss.
+  line run): at its first call it opens the database read-only for a moment to
+  read the keys of every stored call, and reads the calls of every journal next
+  to it (runs of processes that ended or died before a read-write open stored
+  them, and runs going on elsewhere); a request whose key is stored is then
+  fetched with another short read-only open. So it holds no lock while the run
+  goes on (``rlm runs`` in another terminal still works) and writes nothing, and
+  a miss costs a set lookup. A database another process holds read-write at
+  that moment, or one an older rlm made (no keys yet), answers nothing; the
+  journals still do.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlm.errors import RunLogError
 from rlm.events import LMCalled
 from rlm.records import Recorded
 from rlm.runlog.journal import journal_paths, read_journal
@@ -94,18 +95,17 @@ class FileLookup:
         """Nothing is held between calls."""
 
     def _load(self) -> set[str]:
-        """The keys of every recorded call (dead journals stored first), and the calls of live journals."""
-        if not self.path.exists() and not journal_paths(self.path):
-            return set()
-        from rlm.runlog.writer import RunLog
+        """The keys of every stored call, and the calls of every journal."""
+        import duckdb  # only once a call is looked up
 
-        try:
-            with RunLog(self.path) as runlog:
-                keys = {str(row[0]) for row in runlog.query_now_all(_KEYS, [])}
-        except RunLogError as exc:
-            log.warning("the sub-call cache cannot read the run log (%s): no call is answered from it", exc)
-            return set()
-        for journal in journal_paths(self.path):  # runs still going elsewhere
+        keys: set[str] = set()
+        if self.path.exists():
+            try:
+                with duckdb.connect(str(self.path), read_only=True) as conn:
+                    keys = {str(row[0]) for row in conn.execute(_KEYS).fetchall()}
+            except duckdb.Error as exc:
+                log.info("the sub-call cache reads no stored calls from %s: %s", self.path, exc)
+        for journal in journal_paths(self.path):
             for _, event, _ in read_journal(journal):
                 if isinstance(event, LMCalled) and event.ok and event.request_key:
                     self._journaled[event.request_key] = Recorded(event.response, event.model, event.run_id,

@@ -92,6 +92,9 @@ class SessionHost:
 
     def ask(self, name: str, question: str, context: Any, config: RLMConfig, hooks: RunHooks) -> RunResult:
         """The next turn of session ``name`` (``context``: its input; see :meth:`session`)."""
+        from rlm.sessions import local
+
+        config = local(config)
         return self.session(name, context, config).ask(question, config=config, **hooks.options(config))
 
     def close(self) -> None:
@@ -106,7 +109,9 @@ def rerun_work(log: RunLog, request: dict[str, Any],
                config: RLMConfig) -> tuple[Callable[[RunHooks], RunResult], dict[str, Any]]:
     """The work of a ``rerun`` request for the run pool, and the recorded outcome a replay is compared with."""
     from rlm.reruns import load_chain, recorded_outcome, rerun, workspace
+    from rlm.sessions import local
 
+    config = local(config)
     chain = load_chain(log, str(request.get("run_id") or ""))
     recorded = recorded_outcome(log, chain.target.run_id)
 
