@@ -124,7 +124,7 @@ def expected_answers(facts: Counter[str]) -> list[str]:
             str(errors["gateway"]), str(facts["lines"]), str(errors["search"] + errors["cart"])]
 
 
-_FOLLOW = re.compile(r"^Next question \(turn \d+ of this conversation\): (.*)", re.S)
+_FOLLOW = re.compile(r"Next question \(turn \d+ of this conversation\): (.*)", re.S)
 
 
 class AnalystPolicy:
@@ -153,7 +153,7 @@ class AnalystPolicy:
     def _question(messages: list[dict[str, Any]]) -> tuple[int, str]:
         for index in range(len(messages) - 1, -1, -1):
             content = str(messages[index].get("content"))
-            match = _FOLLOW.match(content)
+            match = _FOLLOW.search(content)
             if messages[index].get("role") == "user" and match:
                 return index, match.group(1).split("\n", 1)[0]
         for index, message in enumerate(messages):

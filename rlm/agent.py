@@ -249,9 +249,12 @@ class Agent:
         self._set_variables({t.turn: t.answer for t in conversation.turns}, {previous.turn: previous.history})
         earlier = [prompts.EarlierTurn(t.turn, t.question, t.answer, t.status) for t in conversation.turns]
         messages = list(conversation.messages)
-        if messages[-1]["role"] == "user":  # a turn that ended without a reply: no two user turns in a row
-            messages.append({"role": "assistant", "content": "(no reply)"})
-        self._say(messages, "user", prompts.follow_up(self.turn, self.prompt, earlier))
+        question = prompts.follow_up(self.turn, self.prompt, earlier)
+        self._turn_log.append({"role": "user", "content": question})
+        if messages[-1]["role"] == "user":  # the last turn ended on an output (a fork, a stop): no two user turns
+            messages[-1] = {"role": "user", "content": f"{messages[-1]['content']}\n\n{question}"}
+        else:
+            messages.append({"role": "user", "content": question})
         return messages
 
     # -- conversations --------------------------------------------------------------

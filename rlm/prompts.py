@@ -22,8 +22,9 @@ which published prompt each part follows and where ours differs.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlm.capacity import Capacity
 
@@ -318,7 +319,7 @@ def task_prompt(spec: PromptSpec, question: str, context_description: str) -> st
     return AFTER_EXAMPLE + text if example_turns(spec) else text
 
 
-def task_index(messages: Sequence[dict]) -> int | None:
+def task_index(messages: Sequence[Mapping[str, Any]]) -> int | None:
     """Index of the task turn in an agent's messages (after any worked example), or ``None``."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     for index in users:

@@ -52,7 +52,8 @@ class Parent(AgentLike, Protocol):
 
     calls: CallMeter
 
-    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None) -> AgentLike: ...
+    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None,
+              group: str | None = None) -> AgentLike: ...
 
 
 class SubCalls:
@@ -78,7 +79,7 @@ class SubCalls:
         extra = self.services.host_functions.get(name)
         if extra is None:
             raise HostCallError(f"unknown host function {name}")
-        return extra.fn(self.agent, args)  # type: ignore[arg-type]  # extensions see the agent itself
+        return extra.fn(self.agent, args)  # extensions see the agent itself
 
     # -- sub-model calls -------------------------------------------------------------------
     def llm_query(self, prompt: str, model: str | None, purpose: str = "llm_query") -> str:

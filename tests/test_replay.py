@@ -126,7 +126,7 @@ def test_a_replay_diverges_at_the_call_whose_request_differs(server_factory, mak
 def test_a_fork_replays_the_root_to_an_iteration_then_asks_the_new_question(server_factory, make_config,
                                                                             text_file):
     def fork_policy(messages):
-        follow = [m for m in messages if str(m.get("content")).startswith("Next question")]
+        follow = [m for m in messages if "Next question (turn" in str(m.get("content"))]
         if follow:
             return repl("FINAL('forked: ' + str(step))")
         return repl(f"step = {turn(messages)}\nprint(step)") if turn(messages) < 3 else repl("FINAL(str(step))")
@@ -146,5 +146,7 @@ def test_a_fork_replays_the_root_to_an_iteration_then_asks_the_new_question(serv
     assert forked.answer == "forked: 1"  # the REPL as it was after iteration 2 (step = 1)
     assert len(server.requests) == sent + 1  # the replay of two iterations sent nothing
     follow_up = server.requests[-1].messages[-1]["content"]
-    assert follow_up.startswith("Next question (turn 2 of this conversation): Which step were you at?")
+    # the parent stopped on an output: the question rides on it (no two user turns in a row)
+    assert follow_up.startswith("Output of your code")
+    assert "\n\nNext question (turn 2 of this conversation): Which step were you at?" in follow_up
     assert (started[0].origin, started[0].parent_run_id, started[0].fork_at) == ("fork", original.run_id, 2)

@@ -23,14 +23,14 @@ from rlm.sessions import Session, load_state
 
 DOC = "x marks the spot\n" * 30 + "no mark here\n" * 10
 COUNT = DOC.count("x")
-_TURN = re.compile(r"^Next question \(turn (\d+) of this conversation\)")
+_TURN = re.compile(r"Next question \(turn (\d+) of this conversation\)")
 
 
 def session_turn(messages):
     """(turn, replies the root already gave in this turn) of a root's request."""
     index, number = 0, 1
     for i, m in enumerate(messages):
-        match = _TURN.match(str(m.get("content"))) if m.get("role") == "user" else None
+        match = _TURN.search(str(m.get("content"))) if m.get("role") == "user" else None
         if match:
             index, number = i, int(match.group(1))
     if number == 1:
@@ -131,3 +131,26 @@ def test_rlm_ask_session_across_processes_rebuilds_with_zero_calls(server_factor
     with RunLog(rlm_home / "rlm.duckdb") as log:
         turns = [r for r in log.list_runs() if r.session == "cli"]
     assert sorted(r.turn for r in turns) == [1, 2, 3, 4, 5] and all(r.origin == "turn" for r in turns)
+
+
+def test_a_later_turn_of_a_session_replays_identically(server_factory, make_config, text_file):
+    from rlm.events import CellExecuted
+    from rlm.reruns import load_chain, recorded_outcome, rerun, workspace
+    from rlm.sessions_cli import compare_cells
+
+    server = server_factory(policy=policy)
+    config = make_config(server)
+    with Session("replayed", text_file(DOC), config) as session:
+        results = [session.ask(q) for q in QUESTIONS[:3]]
+    sent = len(server.requests)
+    with RunLog(config.runlog_path) as log:
+        chain = load_chain(log, results[2].run_id)
+        recorded = recorded_outcome(log, results[2].run_id)
+    assert [step.run.run_id for step in chain.steps] == [r.run_id for r in results[:2]]
+    cells: list[CellExecuted] = []
+    bus = EventBus()
+    bus.subscribe(lambda e: cells.append(e) if isinstance(e, CellExecuted) else None)
+    with workspace(config.home) as workdir:
+        replayed = rerun(chain, "replay", config, workdir, bus=bus)
+    assert compare_cells(recorded, cells, replayed).startswith("identical")
+    assert replayed.answer == EXPECTED[2] and len(server.requests) == sent

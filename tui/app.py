@@ -145,7 +145,7 @@ class RLMApp(App[None]):
             return False
         return True
 
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
         self.notices.append(message)
         super().notify(message, *args, **kwargs)
 
@@ -296,7 +296,7 @@ class RLMApp(App[None]):
         self._end_conversation()
         self.notify("The next question starts a new conversation.")
 
-    def _on_run_start(self, run_id: str, budget: Budget) -> None:
+    def _on_run_start(self, run_id: str, budget: Any) -> None:
         """Called in the run's thread once it has an id and a budget."""
         self._budget = budget
         if self._cancel_requested:  # cancel pressed before the budget existed

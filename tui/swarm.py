@@ -15,7 +15,9 @@ Textual import here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlm.events import (
     AgentFinished,
@@ -139,7 +141,7 @@ class SwarmState:
         self.run_id: str | None = None
         self.question: str = ""
         self.model: str = ""
-        self.config: dict = {}
+        self.config: dict[str, Any] = {}
         self.status: str = "idle"
         self.answer: str | None = None
         self.error: str | None = None
@@ -147,7 +149,7 @@ class SwarmState:
         self.agents: dict[str, AgentView] = {}
         self.root_id: str | None = None
         self.events_seen = 0
-        self._handlers = {
+        self._handlers: dict[type[Event], Callable[[Any], str | None]] = {
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
             AgentStarted: self._agent_started,

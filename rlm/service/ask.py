@@ -45,8 +45,8 @@ class RemoteBudget:
         self.stop_reason: str | None = None
         self._deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
         self._lock = threading.Lock()
-        self._usage = [0, 0, 0, 0.0, True]  # input, output, calls, cost, cost known
-        self._hits = 0
+        self._counts = [0, 0, 0, 0]  # input tokens, output tokens, calls, cache hits
+        self._cost: float | None = 0.0  # None once a call's price was unknown
         self._cancel: Callable[[], None] | None = None
 
     def stop(self, reason: str) -> None:
@@ -67,23 +67,20 @@ class RemoteBudget:
 
     def usage(self) -> Usage:
         with self._lock:
-            input_tokens, output_tokens, calls, cost, known = self._usage
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
-                     cost_usd=cost if known else None, cache_hits=self._hits)
+            input_tokens, output_tokens, calls, hits = self._counts
+            return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
+                         cost_usd=self._cost, cache_hits=hits)
 
     def remaining_time(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def count(self, event: LMCalled) -> None:
         with self._lock:
-            self._usage[0] += event.input_tokens
-            self._usage[1] += event.output_tokens
-            self._usage[2] += 1
-            self._hits += int(event.cache_hit)
-            if event.cost_usd is None:
-                self._usage[4] = False
-            else:
-                self._usage[3] += event.cost_usd
+            self._counts[0] += event.input_tokens
+            self._counts[1] += event.output_tokens
+            self._counts[2] += 1
+            self._counts[3] += int(event.cache_hit)
+            self._cost = None if event.cost_usd is None or self._cost is None else self._cost + event.cost_usd
 
 
 def remote_run(client: ServiceClient, question: str, context: Any, config: RLMConfig, *,

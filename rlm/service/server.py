@@ -218,8 +218,9 @@ class Service:
             return None
         from rlm.service.http import HttpFront
 
-        self._http = HttpFront(self)
-        return self._http.start()
+        front = HttpFront(self)
+        self._http = front
+        return front.start()
 
     def event_loop(self) -> Any:
         """The service's asyncio loop on a thread of its own (a :class:`rlm.service.loop.LoopThread`)."""
