@@ -44,7 +44,7 @@ from rlm.results import RunResult
 from rlm.sandbox.jail import check_bwrap
 from rlm.services import RunServices
 
-__all__ = ["run", "RunResult", "new_run_id", "default_extensions"]
+__all__ = ["run", "RunResult", "new_run_id", "default_extensions", "payload_of"]
 
 
 def default_extensions(config: RLMConfig) -> list[RunExtension]:
@@ -93,7 +93,7 @@ def run(
     workdir = config.home / "tmp" / run_id
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        payload = _payload(context, workdir)
+        payload = payload_of(context, workdir)
         with _model_endpoint(config) as config, _run_log(config, record) as record:
             parts = _RunParts(executor or executor_for(config),
                               list(default_extensions(config) if extensions is None else extensions),
@@ -103,7 +103,8 @@ def run(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _payload(context: Any, workdir: Path) -> ContextPayload:
+def payload_of(context: Any, workdir: Path) -> ContextPayload:
+    """The payload of what :func:`run` takes as ``context`` (files it writes go to ``workdir``)."""
     if isinstance(context, ContextPayload):
         return context
     if isinstance(context, Path):

@@ -42,10 +42,11 @@ from rlm.config import RLMConfig
 from rlm.contexts import identify, restore
 from rlm.conversation import Conversation, RunPlan
 from rlm.errors import InputError
-from rlm.inputs import ContextPayload, load_context, payload_from_documents, payload_from_text
+from rlm.inputs import ContextPayload
 from rlm.records import Lookup
 from rlm.results import RunResult
 from rlm.reruns import Chain, RecordedRun, Step, load_chain, rebuild
+from rlm.runner import payload_of
 from rlm.runner import run as run_once
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ class Session:
     def _load(self, context: Any) -> ContextPayload:
         """The input as a payload; a client's private copy (under ``$RLM_HOME/tmp``, deleted after its
         request) is copied into the session, so the session keeps it (and can be rebuilt from it)."""
-        payload = _load(context, self.workdir)
+        payload = payload_of(context, self.workdir)
         if isinstance(context, Path) and not payload.owned and self._private(context):
             copy = self.workdir / f"input-{secrets.token_hex(4)}"
             shutil.copyfile(payload.path, copy)
@@ -196,7 +197,7 @@ class Session:
                 raise InputError(f"session {self.name!r} is about {saved.get('path')} as it was then, not "
                                  f"{context}: start another session for it")
             return
-        payload = _load(context, self.workdir)
+        payload = payload_of(context, self.workdir)
         try:
             if identify(payload, self.home, keep=False).get("sha256") != saved.get("sha256") or \
                     not saved.get("sha256"):
@@ -279,18 +280,6 @@ def local(config: RLMConfig) -> RLMConfig:
     """``config`` on the local executor: a conversation's root and its records live in this process (on Ray,
     the agents on the cluster's hosts would call the model past the records)."""
     return config if config.executor == "local" else dataclasses.replace(config, executor="local", ray_address=None)
-
-
-def _load(context: Any, workdir: Path) -> ContextPayload:
-    if isinstance(context, ContextPayload):
-        return context
-    if isinstance(context, Path):
-        return load_context(context, workdir=workdir)
-    if isinstance(context, list):
-        return payload_from_documents(context, workdir=workdir)
-    if isinstance(context, str):
-        return payload_from_text(context, workdir=workdir)
-    raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
 
 
 def _same_file(path: Path, saved: dict[str, Any]) -> bool:
