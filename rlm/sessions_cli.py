@@ -162,7 +162,9 @@ def cmd_rerun(args: argparse.Namespace, env: dict[str, str]) -> int:
     _print_result(result, args.json)
     if report is not None and not args.json:
         print(f"[rlm] replay of {args.run_id}: {report}", file=sys.stderr)
-    return 0 if result.status == "ok" and (report is None or report.startswith("identical")) else 1
+    if report is not None:  # a replay succeeds when it matches the recorded run, however that run ended
+        return 0 if report.startswith("identical") else 1
+    return 0 if result.status == "ok" else 1
 
 
 def local_rerun(request: dict[str, Any], config: RLMConfig, bus: EventBus) -> tuple[RunResult, dict[str, Any]]:
