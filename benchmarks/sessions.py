@@ -347,10 +347,12 @@ def _killed_run(home: Path) -> tuple[str, int]:
 
 
 # -- the report ----------------------------------------------------------------------------------
-def report(conditions: list[Condition], resumes: list[ResumeResult], size_mb: int) -> str:
+def report(conditions: list[Condition], resumes: list[ResumeResult], size_mb: int,
+           load: tuple[float, float]) -> str:
     lines = ["# Sessions and resume", "",
              f"`python -m rlm.benchmarks.sessions --size-mb {size_mb}`; {platform.machine()}, "
-             f"{os.cpu_count()} cores, Python {platform.python_version()}; scripted model on loopback "
+             f"{os.cpu_count()} cores (shared: load average {load[0]:.1f} at the start, {load[1]:.1f} at the end), "
+             f"Python {platform.python_version()}; scripted model on loopback "
              "(see the module docstring for the trajectory it follows).", "",
              f"## Ten questions about one {size_mb} MB log", "",
              "| condition | right answers | requests to the model (paid) | answered from records | input tokens "
@@ -385,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="independent,independent-no-cache,independent-repeat,chat,service,rebuild")
     parser.add_argument("--out", type=Path, default=REPORT)
     args = parser.parse_args(argv)
+    load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rlm-bench-sessions-") as tmp:
         base = Path(tmp)
         log_path = base / "app.log"
@@ -398,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = base / "short.txt"
         doc.write_text("".join(f"line {i}\n" for i in range(200)), encoding="utf-8")
         resumes = [measure_resume(fraction, doc, base) for fraction in (0.25, 0.5, 0.75)]
-    text = report(conditions, resumes, args.size_mb)
+    text = report(conditions, resumes, args.size_mb, (load_at_start, os.getloadavg()[0]))
     args.out.write_text(text, encoding="utf-8")
     args.out.with_suffix(".json").write_text(json.dumps({"conditions": [asdict(c) for c in conditions],
                                                          "resumes": [asdict(r) for r in resumes]}, indent=1))
