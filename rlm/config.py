@@ -90,6 +90,12 @@ class RLMConfig:
     max_completion_tokens: int | None = None
     temperature: float | None = None
     max_concurrency: int = 16  # in-flight sub-calls per batched call
+    #: Answer a call whose request (deployment, messages, sampling) was made before from its record
+    #: (rlm.records): this run's own calls and earlier runs' in the run log. None: on at temperature 0.
+    cache: bool | None = None
+    #: The root summarises its progress and its history is cut when it reaches this fraction of its
+    #: model's window (rlm.agent; None: never, older outputs are only trimmed).
+    compact_at: float | None = 0.75
     # False: no sub-calls (llm_query/rlm_query refused, the model told so): the paper's "RLM, no sub-calls"
     sub_calls: bool = True
     # what the model sees
@@ -124,6 +130,7 @@ class RLMConfig:
             (self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd must be > 0"),
             (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
+            (self.compact_at is None or 0.1 <= self.compact_at <= 0.95, "compact_at must be from 0.1 to 0.95"),
             (self.max_observation_chars is None or self.max_observation_chars >= 200,
              "max_observation_chars must be >= 200"),
             (self.lm_retries >= 0, "lm_retries must be >= 0"),
@@ -144,6 +151,11 @@ class RLMConfig:
     @property
     def effective_sub_model(self) -> str:
         return self.sub_model or self.model
+
+    @property
+    def cache_enabled(self) -> bool:
+        """Whether calls are answered from earlier identical ones: ``cache``, else at temperature 0 only."""
+        return self.cache if self.cache is not None else self.temperature == 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the API key is never included)."""

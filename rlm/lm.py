@@ -74,6 +74,10 @@ class Completion:
     node: str | None = None
     route_reason: str = ""
     queue_s: float = 0.0
+    #: The request's key (:func:`rlm.records.request_key`) and whether a record answered it instead
+    #: of the provider (then tokens and cost are 0: nothing was paid).
+    request_key: str | None = None
+    cache_hit: bool = False
 
 
 class LM(Protocol):
@@ -85,13 +89,33 @@ class LM(Protocol):
     them into a group and a deployment. Failures raise :class:`LMError`.
     """
 
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        """Where a call would go (its group and deployment), before anything is sent.
+
+        The chosen deployment counts the call as in flight from here: hand the decision to
+        :meth:`complete` (which ends it) or give it back with :meth:`release`. Raises
+        :class:`LMError` (an unknown group, a prompt that fits no model).
+        """
+        ...
+
+    def release(self, decision: Decision) -> None:
+        """End a decided call that was never sent (answered from a record)."""
+        ...
+
+    def sampling(self) -> dict[str, Any]:
+        """The settings besides the messages that shape a reply (temperature, max_tokens), as sent."""
+        ...
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
-        """One call, blocking the calling thread."""
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
+        """One call, blocking the calling thread (``decision``: one :meth:`decide` made for it)."""
         ...
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         """One call as a coroutine; it must run on :meth:`run_async`'s loop."""
         ...
 
@@ -114,6 +138,12 @@ class LM(Protocol):
     def fits(self, messages: list[Message], *, role: str = "root", model: str | None = None) -> bool | None:
         """Whether ``messages`` fit (with room for the reply) a deployment of the group a ``role`` call (or
         ``model``) goes to, counted as the router's size guard counts; ``None`` when no window is known."""
+        ...
+
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
+        """The share of its window (less the reply's room) ``messages`` would take on the root's own
+        group (``group``: the one it asked for), on its tightest deployment and by that deployment's
+        tokenizer; ``None`` when no window of the group is known."""
         ...
 
     def close(self) -> None:
@@ -187,10 +217,32 @@ class LMClient:
         size = PromptSize(messages)
         return any(size.fits(t.room or 0, t.tokenizer) for t in targets)
 
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
+        table = self.routes.table
+        name = table.resolve(group or self.routes.routing.root)
+        size = PromptSize(messages)
+        shares = [size.estimate(t.tokenizer) / max(t.room, 1) for t in table.groups[name] if t.room is not None]
+        return max(shares) if shares else None
+
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        if role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
+        return self.routes.decide(messages, role=role, ask=model, site=site)
+
+    def release(self, decision: Decision) -> None:
+        # Not a success: a deployment cooling down after a failure stays so; only its in-flight count drops.
+        self.state.finished(decision.target.name, ok=False)
+
+    def sampling(self) -> dict[str, Any]:
+        return self._wire()
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -206,9 +258,11 @@ class LMClient:
         return self._completion(response, decision, target, sent, entered, site)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -239,11 +293,6 @@ class LMClient:
                 if self._routes is None:
                     self._routes = ModelRouter(RouteTable(self.config), self.state)
         return self._routes
-
-    def _decide(self, messages: list[Message], role: str, model: str | None, site: CallSite | None) -> Decision:
-        if role not in ROLES:
-            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
-        return self.routes.decide(messages, role=role, ask=model, site=site)
 
     def _wire(self) -> dict[str, Any]:
         params: dict[str, Any] = {}

@@ -36,6 +36,7 @@ from rlm.lm import LM
 from rlm.results import AgentResult
 
 if TYPE_CHECKING:
+    from rlm.records import CallRecords
     from rlm.sandbox.forkserver import ForkServer
     from rlm.sandbox.host import Handler, Sandbox
 
@@ -200,6 +201,8 @@ class RunServices:
     #: Extra text for the root's system prompt only (e.g. the namespace's memories).
     root_prompt_extra: str = ""
     tracker: RunTracker = field(default_factory=RunTracker)
+    #: Records that answer calls before the provider (replay, resume, the sub-call cache; rlm.records).
+    records: CallRecords | None = None
 
     def new_id(self, prefix: str) -> str:
         return self.placement.new_agent_id(prefix)

@@ -23,7 +23,7 @@ MAPPED = {"sandbox": "rlm.sandbox", "agents": "rlm.agents", "tui": "rlm.tui", "b
 #: What the core may not import: the layers above it.
 ABOVE_CORE = ("rlm.agents", "rlm.tui", "rlm.benchmarks", "rlm.service")
 #: rlm/ modules that are not core: the command line and its command modules.
-NOT_CORE = {"rlm.cli", "rlm.memory_cli", "rlm.models_cli"}
+NOT_CORE = {"rlm.cli", "rlm.memory_cli", "rlm.models_cli", "rlm.sessions_cli"}
 
 
 def _modules() -> dict[str, Path]:

@@ -64,6 +64,8 @@ class CallView:
     deployment: str | None = None
     node: str | None = None
     reason: str = ""
+    #: Answered from a record (rlm.records): no tokens, no cost.
+    cache_hit: bool = False
 
 
 @dataclass(slots=True)
@@ -97,6 +99,7 @@ class AgentView:
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
+    cache_hits: int = 0
     cost_usd: float | None = 0.0
     duration_s: float | None = None
     version: int = 0  # bumped on every change, so views can skip unchanged agents
@@ -228,11 +231,12 @@ class SwarmState:
             return None
         view = self.agent(e.agent_id)
         call = CallView(e.purpose, e.model, e.input_tokens, e.output_tokens, e.cost_usd, e.latency_s, e.ok, e.error,
-                        e.model_group, e.deployment, e.node, e.route_reason)
+                        e.model_group, e.deployment, e.node, e.route_reason, e.cache_hit)
         view.open_iteration().calls.append(call)
         view.input_tokens += e.input_tokens
         view.output_tokens += e.output_tokens
         view.llm_calls += 1
+        view.cache_hits += int(e.cache_hit)
         view.cost_usd = _add_cost(view.cost_usd, call)
         return e.agent_id
 

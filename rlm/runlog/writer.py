@@ -358,6 +358,24 @@ class RunLog(RunQueries, ClosedOnExit):
 
     # -- reading ------------------------------------------------------------
 
+    def query_now_all(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` from what the database holds now, without waiting for the writer (the sub-call
+        cache's lookups: a call must not wait for a transaction)."""
+        import duckdb
+
+        with self._read_lock:
+            if self._closed:
+                raise RunLogError(f"run log {self.path} is closed")
+            try:
+                return self._read_cursor.execute(sql, params).fetchall()
+            except duckdb.Error as exc:
+                raise RunLogError(f"cannot read run log {self.path}: {exc}") from exc
+
+    def query_now(self, sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+        """The first row of :meth:`query_now_all`, or ``None``."""
+        rows = self.query_now_all(sql, params)
+        return rows[0] if rows else None
+
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         import duckdb
 

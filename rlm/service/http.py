@@ -189,7 +189,8 @@ class HttpFront:
         if self.service.stopping:
             return _error(503, "the service is stopping", "server_error", "service_stopping")
         messages = RunMessages(asyncio.get_running_loop())
-        submitted = self.service.submit(chat.question, chat.context, chat.config, messages.deliver)
+        submitted = self.service.submit(chat.question, chat.context, chat.config, messages.deliver,
+                                        session=chat.session)
         if submitted is None:
             return _busy(self.service.busy_reply())
         run, future = submitted
