@@ -40,10 +40,11 @@ import dataclasses
 import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from rlm.config import RLMConfig
 from rlm.errors import InputError, RLMError

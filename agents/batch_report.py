@@ -47,7 +47,8 @@ def render_batch_report(results: Path, *, title: str = "Batch") -> str:
     rows = _rows(results)
     scored = [r for r in rows if r.get("score") is not None]
     lines = [f"# {title}: per position", "", f"Results: `{results}` ({len(rows)} tasks).", "",
-             "| position | id | status | score | tokens | LM calls | cost (USD) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| position | id | status | score | tokens | LM calls | cost (USD) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cost = "-" if r.get("cost_usd") is None else f"{r['cost_usd']:.4f}"
         score = "-" if r.get("score") is None else f"{r['score']:.0f}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -96,7 +96,7 @@ def _reload_ray_settings(*, cluster: bool) -> None:
     """Make an already imported Ray see the environment again (it reads some of it at import)."""
     ray = ray_module()
     from ray._private import ray_constants
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # missing from Ray's _raylet.pyi
 
     ray_constants.ENABLE_RAY_CLUSTER = cluster
     Config.initialize("")

@@ -41,7 +41,7 @@ from rlm.inputs import ContextPayload
 _lock = threading.Lock()
 _store_lock = threading.Lock()
 #: Payload paths of this process -> the shared context they came from (reused by children without a context).
-_by_path: dict[str, "SharedContext"] = {}
+_by_path: dict[str, SharedContext] = {}
 
 
 @dataclass(frozen=True)

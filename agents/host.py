@@ -116,7 +116,7 @@ class EventForwarder:
 
         def inside(agent: tuple[str, str | None] | None) -> bool:
             chain = []
-            while agent not in memo:
+            while agent is not None and agent not in memo:  # None: outside (memo says so)
                 chain.append(agent)
                 agent = parents.get(agent)  # an agent not started here: None, outside
             answer = memo[agent]
@@ -140,7 +140,7 @@ class EventForwarder:
             time.sleep(FLUSH_INTERVAL_S)
             try:
                 self.flush()
-            except Exception:  # the hub is gone: the session is ending
+            except Exception:  # noqa: BLE001 - the hub is gone: the session is ending
                 time.sleep(1.0)
 
 
@@ -210,7 +210,7 @@ class AgentHost:
         import traceback
 
         return "\n".join(f"--- thread {ident}\n" + "".join(traceback.format_stack(frame))
-                         for ident, frame in sys._current_frames().items())
+                         for ident, frame in sys._current_frames().items())  # noqa: SLF001 - the only list of every thread's stack
 
     async def warm(self, config: RLMConfig) -> None:
         """Pre-start sandbox zygotes for runs with this config (up on return); also loads the LM client."""
@@ -342,8 +342,8 @@ class AgentHost:
             self.shards_served += 1
         try:
             with state.working():
-                stand_in = Agent(state.services, prompt="", payload=None, depth=caller["depth"],  # type: ignore[arg-type]
-                                 parent_id=caller["parent_id"], agent_id=caller["agent_id"])
+                stand_in = Agent(state.services, prompt="", payload=None,  # type: ignore[arg-type]  # runs no REPL: no context
+                                 depth=caller["depth"], parent_id=caller["parent_id"], agent_id=caller["agent_id"])
                 return serve_shard(stand_in.subcalls, prompts, model, concurrency)
         finally:
             self.events.flush()
@@ -461,7 +461,8 @@ def _start_children(run_spec: RunSpec, index: int, spawner: Spawner, events: Eve
     (their own turns on model ``group`` if given).
 
     A small context travels inside the child's spec and the host writes its file; a big one is
-    written here first (the host reads it on this node, or from the object store on another). The waiter collects the children's results as they finish; if the
+    written here first (the host reads it on this node, or from the object store on another). The
+    waiter collects the children's results as they finish; if the
     host dies, the children it had not finished are recorded as retried and run again through
     the spawner (on a live host), as a lost single child is.
     """
@@ -512,7 +513,7 @@ def _cleanup(parent: Agent, payloads: list[Any]) -> None:
 def _relayed(run_spec: RunSpec, name: str, params: tuple[str, ...], doc: str) -> HostFunction:
     """A host function whose body runs on the driver (where the extension lives), through the hub."""
 
-    def call(agent: Agent, args: dict[str, Any]) -> Any:
+    def call(agent: AgentLike, args: dict[str, Any]) -> Any:
         import ray
 
         view = {"agent_id": agent.agent_id, "parent_id": agent.parent_id, "depth": agent.depth,
@@ -539,7 +540,7 @@ def _preload() -> None:
     _litellm()
     try:
         _first_call()
-    except Exception:  # noqa: BLE001 - only a warm-up: the first real call pays instead
+    except Exception:  # noqa: BLE001, S110 - only a warm-up: the first real call pays instead
         pass
     # What is alive now (Ray, litellm, pydantic: over a million objects) lives as long as the process.
     # Left in the collector's oldest generation, every full collection walked it: 100-700 ms pauses,

@@ -189,7 +189,7 @@ class LeasedBudget:
 
 def _sync_quietly(budget: LeasedBudget) -> None:
     try:
-        budget._sync_unlocked()
+        budget._sync_unlocked()  # noqa: SLF001 - the budget's own background sync, queued by the budget
     except Exception:  # noqa: BLE001, S110 - the hub is gone or busy: the delta was kept, the next sync sends it
         pass
 

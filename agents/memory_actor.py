@@ -24,11 +24,13 @@ Correctness under failure:
 from __future__ import annotations
 
 import asyncio
+import builtins  # MemoryClient.list shadows the builtin in the annotations of the methods after it
 import hashlib
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rlm.errors import RLMError
 from rlm.memory.records import Entry, Hit, MemoryStoreError, Provenance, Version
@@ -62,7 +64,7 @@ class MemoryStoreActor:
                 results: list[Any] = self._store.add_many([item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 -- the whole transaction failed: every caller hears it
                 results = [exc] * len(batch)
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if isinstance(result, BaseException):
                     future.set_exception(result)
                 else:
@@ -91,7 +93,7 @@ def actor_name(path: str | Path) -> str:
     return "rlm-memory-" + hashlib.sha1(str(Path(path).resolve()).encode()).hexdigest()[:16]
 
 
-def start(path: str | Path, *, semantic: bool | None = None) -> "MemoryClient":
+def start(path: str | Path, *, semantic: bool | None = None) -> MemoryClient:
     """Start (or join) the memory actor for ``path`` in the connected Ray cluster; returns a client."""
     actor = actor_class().options(name=actor_name(path), get_if_exists=True).remote(str(path), semantic)
     return MemoryClient(actor)
@@ -139,16 +141,16 @@ class MemoryClient:
     def list(self, namespace: str, **filters: Any) -> list[Entry]:
         return self._call("list", namespace, **filters)
 
-    def search(self, namespace: str, query: str, **options: Any) -> list[Hit]:
+    def search(self, namespace: str, query: str, **options: Any) -> builtins.list[Hit]:
         return self._call("search", namespace, query, **options)
 
     def namespaces(self) -> dict[str, dict[str, int]]:
         return self._call("namespaces")
 
-    def export(self, namespace: str, **options: Any) -> list[dict[str, Any]]:
+    def export(self, namespace: str, **options: Any) -> builtins.list[dict[str, Any]]:
         return self._call("export", namespace, **options)
 
-    def import_records(self, records: list[dict[str, Any]], **options: Any) -> dict[str, int]:
+    def import_records(self, records: builtins.list[dict[str, Any]], **options: Any) -> dict[str, int]:
         return self._call("import_records", records, **options)
 
     @property

@@ -27,107 +27,20 @@ vLLM runs through Ray Serve LLM (``ray.serve.llm.LLMConfig`` and
 ``build_openai_app``), an optional extra (``pip install 'rlm[gpu]'``): it pulls
 vLLM, torch and CUDA builds, never part of the default install.
 
-Ray is imported only inside the functions that need it: the models file's parser
-imports this module for :func:`served_fields`.
+Ray is imported only inside the functions that need it; the ``[serve.NAME]`` tables
+themselves are parsed by :mod:`rlm.routing.served`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rlm.errors import ConfigError
+from rlm.routing.served import ENGINES, ServedDeployment, serve_spec, served_fields
 
 __all__ = ["ServedDeployment", "served_fields", "serve_spec", "build_app", "serve_models", "serve_status",
            "LlamaCppServer", "ENGINES"]
-
-ENGINES = ("llama.cpp", "vllm")
-_KEYS = {"engine": str, "model": str, "context_window": int, "num_gpus": (int, float), "num_cpus": (int, float),
-         "accelerator_type": str, "replicas": int, "min_replicas": int, "max_replicas": int,
-         "max_ongoing_requests": int, "max_queued_requests": int, "threads": int, "engine_kwargs": dict}
-
-
-@dataclass(frozen=True)
-class ServedDeployment:
-    """One ``[serve.NAME]`` table, checked."""
-
-    name: str
-    engine: str = "llama.cpp"
-    model: str = "embedded"
-    context_window: int = 8192
-    num_gpus: float = 0.0
-    num_cpus: float = 1.0
-    accelerator_type: str | None = None
-    replicas: int = 1
-    min_replicas: int | None = None
-    max_replicas: int | None = None
-    max_ongoing_requests: int = 4
-    max_queued_requests: int | None = None
-    threads: int | None = None
-    engine_kwargs: Mapping[str, Any] | None = None
-
-    @property
-    def gguf(self) -> Path:
-        """The llama.cpp model file."""
-        if self.model == "embedded":
-            from rlm.local_model import find_gguf
-
-            return find_gguf()
-        return Path(self.model).expanduser()
-
-    @property
-    def tokenizer(self) -> str:
-        if self.engine != "llama.cpp":
-            return "bytes"  # a vLLM model's vocabulary is not loaded here: the always-safe bound
-        return "embedded" if self.model == "embedded" else f"gguf:{self.model}"
-
-    def actor_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
-        if self.accelerator_type:
-            options["accelerator_type"] = self.accelerator_type
-        return options
-
-    def scaling(self) -> dict[str, Any]:
-        """Serve's ``num_replicas`` or ``autoscaling_config``."""
-        if self.min_replicas is None and self.max_replicas is None:
-            return {"num_replicas": self.replicas}
-        low = self.min_replicas if self.min_replicas is not None else 1
-        return {"autoscaling_config": {"min_replicas": low, "max_replicas": max(low, self.max_replicas or low),
-                                       "target_ongoing_requests": max(1, self.max_ongoing_requests // 2)}}
-
-
-def serve_spec(name: str, table: Mapping[str, Any]) -> ServedDeployment:
-    """A ``[serve.NAME]`` table as a :class:`ServedDeployment`, or a :class:`ConfigError` naming the problem."""
-    unknown = sorted(set(table) - set(_KEYS))
-    if unknown:
-        raise ConfigError(f"serve.{name}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_KEYS))})")
-    for key, value in table.items():
-        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
-            raise ConfigError(f"serve.{name}.{key}: wrong type {type(value).__name__}")
-    spec = ServedDeployment(name=name, **table)
-    if spec.engine not in ENGINES:
-        raise ConfigError(f"serve.{name}.engine: {spec.engine!r} is not one of {', '.join(ENGINES)}")
-    if spec.engine == "llama.cpp" and spec.model != "embedded" and not spec.gguf.is_file():
-        raise ConfigError(f"serve.{name}.model: no GGUF file at {spec.model} (or use \"embedded\")")
-    if spec.context_window < 256 or spec.replicas < 1 or spec.max_ongoing_requests < 1:
-        raise ConfigError(f"serve.{name}: context_window >= 256, replicas >= 1 and max_ongoing_requests >= 1")
-    return spec
-
-
-def served_fields(name: str, table: Mapping[str, Any], api_base: str) -> dict[str, Any]:
-    """The fields of a group deployment that says ``serve = NAME``: its endpoint, window, tokenizer, and for
-    the embedded model its profile (the served name ``NAME`` says nothing of the family)."""
-    spec = serve_spec(name, table)
-    fields = {"model": f"openai/{name}", "api_base": api_base, "name": name, "context_window": spec.context_window,
-              "tokenizer": spec.tokenizer}
-    if spec.engine == "llama.cpp" and spec.model == "embedded":
-        from rlm.profiles import EMBEDDED_PROFILE
-
-        fields["profile"] = EMBEDDED_PROFILE.name
-    return fields
-
 
 # ----------------------------------------------------------------------------- the llama.cpp replica
 
@@ -184,6 +97,8 @@ class LlamaCppServer:
         finally:
             self.ongoing -= 1
         self.served += 1
+        if not isinstance(reply, dict):  # only a stream=True call yields chunks
+            raise TypeError("llama.cpp returned a stream for a call without stream=True")
         return {**reply, "model": self.name, "rlm_node": self.node}
 
 
@@ -202,11 +117,11 @@ def build_app(spec: ServedDeployment) -> Any:
         return _vllm_app(spec)
     from ray import serve
 
-    deployment = serve.deployment(LlamaCppServer, name=spec.name, ray_actor_options=spec.actor_options(),
-                                  max_ongoing_requests=spec.max_ongoing_requests,
-                                  **({"max_queued_requests": spec.max_queued_requests}
-                                     if spec.max_queued_requests is not None else {}),
-                                  **spec.scaling())
+    options: dict[str, Any] = {"max_ongoing_requests": spec.max_ongoing_requests, **spec.scaling()}
+    if spec.max_queued_requests is not None:
+        options["max_queued_requests"] = spec.max_queued_requests
+    # the decorator form: Ray's annotations describe it only (not a class as the first argument)
+    deployment = serve.deployment(name=spec.name, ray_actor_options=spec.actor_options(), **options)(LlamaCppServer)
     return deployment.bind(spec.name, str(spec.gguf), spec.context_window, spec.threads)
 
 
@@ -258,7 +173,9 @@ def serve_status() -> list[dict[str, Any]]:
     """Each Serve application: its status, and each replica's state, node and actor (from Serve's controller)."""
     from ray.serve.context import _get_global_client
 
-    details = _get_global_client().get_serve_details()
+    client = _get_global_client()
+    assert client is not None  # it raises RayServeException when no controller runs
+    details = client.get_serve_details()
     rows = []
     for app_name, app in (details.get("applications") or {}).items():
         for deployment_name, deployment in (app.get("deployments") or {}).items():

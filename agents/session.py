@@ -16,9 +16,10 @@ from __future__ import annotations
 import atexit
 import secrets
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rlm.services import RunServices
 from rlm.config import RLMConfig
@@ -49,11 +50,11 @@ class _AgentView:
 class RaySession:
     """Hub + hosts + driver threads; see the module docstring."""
 
-    _current: "RaySession | None" = None
+    _current: RaySession | None = None
     _lock = threading.Lock()
 
     @classmethod
-    def get(cls, config: RLMConfig) -> "RaySession":
+    def get(cls, config: RLMConfig) -> RaySession:
         with cls._lock:
             current = cls._current
             if current is None or not current.usable():
@@ -61,7 +62,7 @@ class RaySession:
             return current
 
     @classmethod
-    def current(cls) -> "RaySession | None":
+    def current(cls) -> RaySession | None:
         return cls._current
 
     @classmethod
@@ -136,7 +137,7 @@ class RaySession:
         while not self._stopping.is_set():
             try:
                 events, pushed = self.ray.get(self.hub.drain.remote(0.5))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the hub is busy or gone: retry until stopped
                 if self._stopping.wait(0.5):
                     return
                 continue
@@ -159,7 +160,7 @@ class RaySession:
         while not self._stopping.is_set():
             try:
                 calls = self.ray.get(self.hub.next_host_calls.remote(0.5))
-            except Exception:
+            except Exception:  # noqa: BLE001 - the hub is busy or gone: retry until stopped
                 if self._stopping.wait(0.5):
                     return
                 continue
@@ -173,7 +174,8 @@ class RaySession:
             if registered is None or name not in registered.services.host_functions:
                 raise HostCallError(f"{name} is not available (the run has ended)")
             function = registered.services.host_functions[name]
-            value, ok = function.fn(_AgentView(registered.services, agent), args), True  # type: ignore[arg-type]
+            view = _AgentView(registered.services, agent)  # what a relayed function reads of its caller
+            value, ok = function.fn(view, args), True  # type: ignore[arg-type]  # it reads only the ids and prompt
         except HostCallError as exc:
             value, ok = str(exc), False
         except Exception as exc:  # noqa: BLE001 - reported to the agent, never fatal to the session
@@ -185,14 +187,14 @@ class RaySession:
         self._stopping.set()
         try:
             self.ray.kill(self.hub)  # the threads' pending calls to it fail at once
-        except Exception:  # noqa: BLE001 - already gone
+        except Exception:  # noqa: BLE001, S110 - already gone
             pass
         for thread in self._threads:
             thread.join(timeout=5)
         for host in self.hosts:
             try:
                 self.ray.get(host.shutdown.remote(), timeout=10)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - it is killed next either way
                 pass
             self.ray.kill(host)
         self._relay_pool.shutdown(wait=False)

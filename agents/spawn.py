@@ -1,7 +1,8 @@
 """Running an agent on an agent host, retrying when the host dies under it.
 
 :class:`Spawner` places the children of a Ray run (through the host's
-:class:`~rlm.services.Placement`) and is the way the driver starts the root: it ships the agent's spec to a host — round-robin
+:class:`~rlm.services.Placement`) and is the way the driver starts the root: it ships the
+agent's spec to a host — round-robin
 over the session's hosts, which spread over the cluster's nodes, avoiding the
 caller's own host when there is another — and waits for its
 :class:`~rlm.agent.AgentResult`.
@@ -26,7 +27,7 @@ import functools
 import itertools
 import random
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from rlm.results import AgentResult
 from rlm.services import AgentLike

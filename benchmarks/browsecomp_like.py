@@ -197,7 +197,7 @@ def _add_twins(world: World, chain: list[Entity]) -> None:
         twin = world.add(entity.kind, world.twin_name(entity))
         twin.twin_of = entity.name
         twins.append(twin)
-    for i, (entity, twin) in enumerate(zip(chain, twins)):
+    for i, (entity, twin) in enumerate(zip(chain, twins, strict=True)):
         for relation, (source, _, _) in RELATIONS.items():
             if entity.kind == source:
                 twin.links[relation] = world.pick(RELATIONS[relation][1]).name
@@ -296,10 +296,10 @@ def make_task(index: int, length_tokens: int, rng: random.Random) -> Task:
         _add_prize_decoys(world, start)
     world.link_all()
     gold = chain[-1].attrs[attribute]
-    twins = [e for e in world.entities.values() if e.twin_of]
-    distractors = sorted({_follow(world, t.name, relations[chain.index(world.entities[t.twin_of]):]).attrs[attribute]
-                          for t in twins if world.entities[t.twin_of] in chain} - {gold})
-    keep = {e.name for e in chain} | {t.name for t in twins} | {
+    twins = [(e, world.entities[e.twin_of]) for e in world.entities.values() if e.twin_of]
+    distractors = sorted({_follow(world, t.name, relations[chain.index(original):]).attrs[attribute]
+                          for t, original in twins if original in chain} - {gold})
+    keep = {e.name for e in chain} | {t.name for t, _ in twins} | {
         e.name for e in world.entities.values() if e.kind == "book" and by_prize
         and e.attrs.get("prize_year") in {str(int(start.attrs["prize_year"]) + d) for d in (-1, 0, 1)}}
     docs = _corpus(world, keep, length_tokens * CHARS_PER_TOKEN, rng)

@@ -21,8 +21,9 @@ import argparse
 import dataclasses
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlm.errors import InputError
 

@@ -34,10 +34,10 @@ import random
 import sys
 import sysconfig
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Callable
 
 from rlm.benchmarks.scoring import integer_match, longbench_choice_score, module_match, parse_name_list, set_f1
 from rlm.benchmarks.tasks import CHARS_PER_TOKEN, Task
@@ -75,7 +75,7 @@ def module_name(rel_path: str) -> str:
     return name.removesuffix(".__init__")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parses(rel: str) -> bool:
     try:
         ast.parse((stdlib_dir() / rel).read_text(encoding="utf-8"))
@@ -117,7 +117,7 @@ class CodeFacts:
     """Facts about a set of modules, gathered from their ASTs."""
 
     top_functions: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # module -> names
-    subclass_counts: Counter = field(default_factory=Counter)  # base name -> classes listing it
+    subclass_counts: Counter[str] = field(default_factory=Counter)  # base name -> classes listing it
     callers: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # callee -> qualified callers
     method_classes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # method -> module.Class
     functions: set[str] = field(default_factory=set)  # every qualified function and method
@@ -217,8 +217,9 @@ def _q_defines(facts: CodeFacts, rng: random.Random) -> Question | None:
     name = rng.choice(unique)
     right = next(iter(owners[name]))
     wrong = _others(list(facts.top_functions), {right}, rng)
-    return wrong and Question("defines_function", f"Which module defines the top-level function `{name}`?",
-                              right, wrong)
+    if not wrong:
+        return None
+    return Question("defines_function", f"Which module defines the top-level function `{name}`?", right, wrong)
 
 
 def _q_subclasses(facts: CodeFacts, rng: random.Random) -> Question | None:
@@ -239,8 +240,10 @@ def _q_callers(facts: CodeFacts, rng: random.Random) -> Question | None:
     callee = rng.choice(callees)
     right = rng.choice(sorted(facts.callers[callee]))
     wrong = _others(facts.functions, facts.callers[callee], rng)
-    return wrong and Question("caller", f"Which of these functions or methods calls `{callee}` (as `{callee}(...)` "
-                              f"or `something.{callee}(...)`) directly in its body?", right, wrong)
+    if not wrong:
+        return None
+    return Question("caller", f"Which of these functions or methods calls `{callee}` (as `{callee}(...)` "
+                    f"or `something.{callee}(...)`) directly in its body?", right, wrong)
 
 
 def _q_count_functions(facts: CodeFacts, rng: random.Random) -> Question | None:
@@ -262,7 +265,9 @@ def _q_method_class(facts: CodeFacts, rng: random.Random) -> Question | None:
     method = rng.choice(unique)
     right = next(iter(facts.method_classes[method]))
     wrong = _others(facts.classes, {right}, rng)
-    return wrong and Question("method_class", f"Which class defines a method named `{method}`?", right, wrong)
+    if not wrong:
+        return None
+    return Question("method_class", f"Which class defines a method named `{method}`?", right, wrong)
 
 
 QUESTION_KINDS: tuple[Callable[[CodeFacts, random.Random], Question | None], ...] = (
@@ -272,7 +277,7 @@ QUESTION_KINDS: tuple[Callable[[CodeFacts, random.Random], Question | None], ...
 def longbench_question(question: str, choices: list[str]) -> str:
     """LongBench-v2's 0-shot question block: the question, four choices and the answer format."""
     lines = [f"What is the correct answer to this question: {question}", "Choices:"]
-    lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices)]
+    lines += [f"({letter}) {choice}" for letter, choice in zip(LETTERS, choices, strict=True)]
     return "\n".join(lines) + '\n\nFormat your response as follows: "The correct answer is (insert answer here)".'
 
 
@@ -307,7 +312,7 @@ def score(task: Task, prediction: str | None) -> float:
     if kind == "choice":
         return longbench_choice_score(prediction, str(task.answer))
     if kind == "number":
-        return integer_match(prediction, task.answer)
+        return integer_match(prediction, str(task.answer))
     if kind == "names":
         return set_f1(parse_name_list(prediction), set(task.answer))
     return module_match(prediction, str(task.answer))

@@ -99,6 +99,14 @@ MEMORY_TEXT = ("Ship passphrases sit on lines 'the passphrase for <ship> is <COD
                "re.search(r'passphrase for SHIP is (\\S+?)\\.', context). Only for harbour logbooks.")
 
 
+def _first_group(pattern: str, question: str) -> str:
+    """What ``pattern``'s group found in a question of this benchmark (each has the words it looks for)."""
+    match = re.search(pattern, question)
+    if match is None:
+        raise ValueError(f"not a question of this benchmark: {question[:200]!r}")
+    return match.group(1)
+
+
 def scripted_model(messages: list[dict[str, Any]]) -> str:
     """Explores in 3 steps without a memory, 1 step with one; reflects only on verified harbour successes."""
     system = str(messages[0].get("content", ""))
@@ -108,9 +116,9 @@ def scripted_model(messages: list[dict[str, Any]]) -> str:
     question = next((u for u in user if "Question:" in u and "captain's secret" not in u), "")
     turn = sum(1 for m in messages if m.get("role") == "assistant") - 2  # minus the worked example
     if "ERROR lines" in question:
-        service = re.search(r"service (\w+)", question).group(1)  # type: ignore[union-attr]
+        service = _first_group(r"service (\w+)", question)
         return _repl(f"FINAL(str(sum(1 for l in context.splitlines() if ' ERROR ' in l and '[{service}]' in l)))")
-    ship = re.search(r"ship (\w+)\?", question).group(1)  # type: ignore[union-attr]
+    ship = _first_group(r"ship (\w+)\?", question)
     regex = f"FINAL(re.search(r'passphrase for {ship} is (\\S+?)\\.', context).group(1))"
     if "passphrase for SHIP is" in system:  # a memory told it how
         return _repl(f"import re\n{regex}")
@@ -237,7 +245,7 @@ def _run_stream(stream: list[Task], arm: str, order: int, base: RLMConfig) -> li
 
 def summarise(records: list[TaskRecord]) -> dict[str, Any]:
     """Means per (arm, position) and overall per (arm, family); paired on-vs-wiped wins and losses."""
-    by_position: dict[str, dict[int, dict[str, float]]] = {}
+    by_position: dict[str, dict[int, dict[str, float | str]]] = {}
     for arm in ARMS:
         for position in sorted({r.position for r in records}):
             rows = [r for r in records if r.arm == arm and r.position == position]
@@ -253,15 +261,18 @@ def summarise(records: list[TaskRecord]) -> dict[str, Any]:
     return {"by_position": by_position, "by_family": by_family, "paired_on_vs_wiped": {"wins": wins, "losses": losses}}
 
 
-def _means(rows: list[TaskRecord]) -> dict[str, float]:
+def _means(rows: list[TaskRecord]) -> dict[str, float | str]:
     keys = ("score", "tokens", "llm_calls", "seconds", "memories", "memory_tokens")
-    means = {key: statistics.fmean(getattr(r, key) for r in rows) for key in keys}
+    means: dict[str, float | str] = {key: statistics.fmean(getattr(r, key) for r in rows) for key in keys}
     means["n"] = len(rows)
-    means["family"] = ",".join(sorted({r.family for r in rows}))  # type: ignore[assignment]
+    means["family"] = ",".join(sorted({r.family for r in rows}))
     return means
 
 
 # -- report -------------------------------------------------------------------------------------
+
+
+SCRIPTED_NOTE = " (the scripted server: a deterministic policy, not a language model)"
 
 
 def render_report(data: dict[str, Any], command: str) -> str:
@@ -270,7 +281,7 @@ def render_report(data: dict[str, Any], command: str) -> str:
         "# Continual learning with swarm memory",
         "",
         f"Command: `{command}`  ",
-        f"Model: `{data['model']}`{' (the scripted server: a deterministic policy, not a language model)' if data['scripted'] else ''}  ",
+        f"Model: `{data['model']}`{SCRIPTED_NOTE if data['scripted'] else ''}  ",
         f"Streams: {data['orders']} random orders of {data['family_tasks']} `harbour` tasks (same family) "
         f"with {data['other_tasks']} dissimilar `errors` tasks interleaved.",
         "",

@@ -28,6 +28,7 @@ when present; otherwise the scenarios above measure ours too.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import os
 import platform
@@ -37,11 +38,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, TextIO
 
 from rlm.benchmarks import peers
+from rlm.benchmarks.readings import write_report
 
 HERE = Path(__file__).resolve().parent
 ROOT_MARK = "EFFICIENCY-ROOT"
@@ -148,8 +151,8 @@ class ScenarioPolicy:
         if self.dialect.finish is not None and any(m.get("role") == "assistant" for m in messages):
             # a child of a two-step dialect already ran its `final` code: end it
             return {"content": self.dialect.finish, "delay_ms": 100}
-        if match := re.findall(r"CHILD-(\d+)", text):
-            return {"content": _reply(self.dialect, self.dialect.final(repr(f"child-{match[0]}-ok"))),
+        if children := re.findall(r"CHILD-(\d+)", text):
+            return {"content": _reply(self.dialect, self.dialect.final(repr(f"child-{children[0]}-ok"))),
                     "delay_ms": 100}
         # a child that was handed its task as its context only (rlms, pyrlm-runtime): read the marker from there
         code = f"import re\nn = re.search(r'CHILD-(\\d+)', str({self.dialect.context})).group(1)\n"
@@ -265,7 +268,8 @@ class Measurement:
         return dict(self.__dict__)
 
 
-def _run_driver_sampled(python: Path, driver: Path, request: dict[str, Any], timeout: float) -> tuple[dict, int]:
+def _run_driver_sampled(python: Path, driver: Path, request: dict[str, Any],
+                        timeout: float) -> tuple[dict[str, Any], int]:
     """Like :func:`peers.run_driver`, sampling the driver's process-tree RSS."""
     import subprocess
 
@@ -383,7 +387,7 @@ def _per_iteration_ms(records: list[Any], mark: str) -> float | None:
     """Median client-side gap between a root reply and the next root request, in ms."""
     roots = sorted((r for r in records if any(mark in str(m.get("content")) for m in r.messages or [])),
                    key=lambda r: r.received_at)
-    gaps = [b.received_at - a.responded_at for a, b in zip(roots, roots[1:]) if a.responded_at is not None]
+    gaps = [b.received_at - a.responded_at for a, b in itertools.pairwise(roots) if a.responded_at is not None]
     return statistics.median(gaps) * 1000 if gaps else None
 
 
@@ -425,14 +429,14 @@ def run_efficiency(options: EfficiencyOptions, out: Path, *, command: str = "", 
                 print(f"[efficiency]   {json.dumps(results[-1].to_dict(), default=str)[:400]}", file=log, flush=True)
         try:
             ext = measure_ours_external(scenario, options)
-        except Exception as exc:  # another engineer's module failing must not lose our numbers
+        except Exception as exc:  # noqa: BLE001 - a failing external measurement must not lose the others
             ext = {"error": f"{type(exc).__name__}: {exc}"}
         if ext is not None:
             external[scenario] = ext
     out.parent.mkdir(parents=True, exist_ok=True)
     (out.with_suffix(".json")).write_text(json.dumps({"measurements": [m.to_dict() for m in results],
                                                       "external": external}, indent=1, default=str))
-    out.write_text(render(results, external, options, command), encoding="utf-8")
+    write_report(out, render(results, external, options, command))
     return out
 
 
@@ -440,7 +444,7 @@ def rerender(json_path: Path, out: Path, options: EfficiencyOptions, command: st
     """Write the markdown report again from a saved ``efficiency.json``."""
     data = json.loads(json_path.read_text())
     results = [Measurement(**m) for m in data["measurements"]]
-    out.write_text(render(results, data.get("external", {}), options, command), encoding="utf-8")
+    write_report(out, render(results, data.get("external", {}), options, command))
     return out
 
 
@@ -480,14 +484,15 @@ def render(results: list[Measurement], external: dict[str, Any], options: Effici
              "| scenario | target | " + " | ".join(impls) + " |", "| --- | --- |" + " --- |" * len(impls)]
     for scenario in scenarios:
         row = {m.impl: m for m in results if m.scenario == scenario}
-        lines.append(f"| {scenario} | {TARGETS[scenario]} | " + " | ".join(_fmt(row[i], scenario) for i in impls) + " |")
+        cells = " | ".join(_fmt(row[i], scenario) for i in impls)
+        lines.append(f"| {scenario} | {TARGETS[scenario]} | {cells} |")
     lines += ["", "Ratios (peer / ours; > 1 means ours is faster):", ""]
     for scenario in scenarios:
         row = {m.impl: m for m in results if m.scenario == scenario}
         ours = row.get("ours")
         base = _headline(ours, scenario) if ours else None
-        parts = [f"{impl} {_headline(m, scenario) / base:.2f}x" for impl, m in row.items()
-                 if impl != "ours" and base and _headline(m, scenario) and m.correct]
+        peers = {impl: _headline(m, scenario) for impl, m in row.items() if impl != "ours" and m.correct}
+        parts = [f"{impl} {value / base:.2f}x" for impl, value in peers.items() if base and value]
         lines.append(f"- {scenario}: " + (", ".join(parts) if parts else "no comparable peer result"))
     if external:
         lines += ["", "Ours through the other engineers' benchmark modules:", ""]

@@ -110,7 +110,8 @@ def start_service(procs: Processes, home: Path) -> None:
     env = {**os.environ, "RLM_HOME": str(home), "RLM_API_KEY": "sk-bench", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     argv = [sys.executable, "-m", "rlm.cli", "serve", "--http", "127.0.0.1:0", "--model", "openai/scripted",
             "--api-base", procs.model_url, "--max-llm-calls", "1000"]
-    procs.service = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=open(home.parent / "serve.log", "wb"))
+    with open(home.parent / "serve.log", "wb") as log:  # the service writes to its own copy of the descriptor
+        procs.service = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 120
     while (state := find_service(home)) is None or state.http is None:
         if procs.service.poll() is not None or time.monotonic() > deadline:

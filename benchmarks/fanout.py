@@ -129,7 +129,8 @@ def measure_cpu_bound(n: int = 1000, concurrency: int = 64, executor: str = "ray
     return numbers
 
 
-def measure_spawn(n: int = 200, latency_ms: float = 100, concurrency: int = 16, executor: str = "ray") -> dict[str, Any]:
+def measure_spawn(n: int = 200, latency_ms: float = 100, concurrency: int = 16,
+                  executor: str = "ray") -> dict[str, Any]:
     """``n`` child agents via ``rlm_query_batched``, one iteration each, each in its own sandbox."""
     numbers = _run(_SPAWN_CODE.format(n=n), latency_ms=latency_ms, concurrency=concurrency, executor=executor)
     numbers.update(n=n, latency_ms=latency_ms, concurrency=concurrency,

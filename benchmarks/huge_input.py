@@ -45,13 +45,14 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted  # noqa: E402
-from rlm.inputs import load_context  # noqa: E402
-from rlm.runlog import wait_for_closes  # noqa: E402
-from rlm.runner import run  # noqa: E402
-from rlm.sandbox.host import Sandbox  # noqa: E402
-from rlm.testing import ScriptedServer  # noqa: E402
+from rlm.config import RLMConfig, SandboxConfig
+from rlm.events import CellExecuted, Event, EventBus, RunFinished, RunStarted
+from rlm.inputs import load_context
+from rlm.benchmarks.readings import write_report
+from rlm.runlog import wait_for_closes
+from rlm.runner import run
+from rlm.sandbox.host import Sandbox
+from rlm.testing import ScriptedServer
 
 NEEDLE = "the harbour master's launch code is KESTREL-7"
 REPORT = Path(__file__).resolve().parent / "reports" / "huge_input.md"
@@ -62,9 +63,12 @@ TRAJECTORY = [
 REGEX = r"launch code is (\S+)"
 
 
-def make_input(size_bytes: int, directory: Path = Path(tempfile.gettempdir())) -> Path:
-    """An ASCII log of ``size_bytes`` with the needle in its last percent (reused if present)."""
-    path = directory / f"rlm-huge-input-{size_bytes}.txt"
+def make_input(size_bytes: int, directory: Path | None = None) -> Path:
+    """An ASCII log of ``size_bytes`` with the needle in its last percent (reused if present).
+
+    It is written to ``directory``, by default the system's temporary directory.
+    """
+    path = (directory or Path(tempfile.gettempdir())) / f"rlm-huge-input-{size_bytes}.txt"
     if path.exists() and path.stat().st_size == size_bytes:
         return path
     line = b"2025-01-01T00:00:00 INFO worker-17 request served in 12 ms status=200 path=/api/v1/items\n"
@@ -93,7 +97,7 @@ class TreeMemory:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> "TreeMemory":
+    def __enter__(self) -> TreeMemory:
         self._thread.start()
         return self
 
@@ -259,18 +263,6 @@ def _regex_scan(path: Path, config: SandboxConfig) -> tuple[float, str, int]:
     return elapsed, (result.stdout.strip() or str(result.error))[:200], memory.peak
 
 
-#: The code before the validation facts and the anchored find (commit 552d693), measured with this same
-#: harness right after it (load average 2.3 at the start), for comparison.
-BEFORE = [
-    "Before (commit 552d693: the worker counted characters itself, `find` was `bytes.find` on 4 MiB `pread`s),",
-    "same harness, median of 5: `RunStarted` 0.323 s, first cell's output 0.711 s, `RunFinished` 1.169 s,",
-    "answer returned 1.209 s (min 0.990); worker CPU 0.221 s (cell 1: the `len` pass) and 0.415 s (cell 2);",
-    "validation alone 0.213 s; peak Pss 0.27x. The report of that code (its harness sampled memory during",
-    "the timed runs) said 2.324 s.",
-    "",
-]
-
-
 def _median(rows: list[dict[str, Any]], key: str) -> float:
     return statistics.median(r[key] for r in rows if r[key] is not None)
 
@@ -350,7 +342,6 @@ def render(numbers: dict[str, Any], command: str) -> str:
         "litellm, and the run log (opened before `RunStarted`; its close, the last batch and DuckDB's checkpoint,",
         "runs on a thread after the answer is returned, safe because every event is journaled first).",
         "",
-        *BEFORE,
         "Memory: the worker never maps or decodes the whole input (`context` is a `Context` above",
         "`huge_input_bytes`; scans read pieces into reused buffers), and the page cache holding the file is shared,",
         "not counted in any process's Pss. The host's validation buffer is 1 MiB.",
@@ -368,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join([".venv/bin/python -m rlm.benchmarks.huge_input", *(argv if argv is not None else sys.argv[1:])])
     text = render(numbers, command.strip())
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_report(args.output, text)
     print(text)
     return 0
 

@@ -26,6 +26,7 @@ Usage: ``.venv/bin/python -m rlm.benchmarks.journal_fsync [--dir DIR] [--repeat 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import statistics
@@ -34,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rlm.config import default_home
 from rlm.events import AgentFinished, AgentStarted, CellExecuted, Event, IterationFinished, LMCalled, RunFinished
@@ -78,10 +80,16 @@ def _stats(samples: list[float]) -> dict[str, float]:
             "n": len(ordered)}
 
 
-def _timed(action: Callable[[], None]) -> float:
+def _timed(action: Callable[[], object]) -> float:
     started = time.perf_counter()
     action()
     return time.perf_counter() - started
+
+
+def _append(fd: int, line: bytes, sync: Callable[[int], None] | None) -> None:
+    os.write(fd, line)
+    if sync:
+        sync(fd)
 
 
 def _per_line(directory: Path, lines: list[bytes], repeat: int, sync: Callable[[int], None] | None) -> dict[str, float]:
@@ -92,7 +100,7 @@ def _per_line(directory: Path, lines: list[bytes], repeat: int, sync: Callable[[
     try:
         for _ in range(repeat):
             for line in lines:
-                samples.append(_timed(lambda: (os.write(fd, line), sync(fd) if sync else None)))
+                samples.append(_timed(functools.partial(_append, fd, line, sync)))
     finally:
         os.close(fd)
         path.unlink()
@@ -107,9 +115,9 @@ def _run_end(directory: Path, lines: list[bytes], repeat: int) -> dict[str, dict
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         for line in lines:
             os.write(fd, line)
-        file_syncs.append(_timed(lambda: os.fsync(fd)))
+        file_syncs.append(_timed(functools.partial(os.fsync, fd)))
         dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        dir_syncs.append(_timed(lambda: os.fsync(dir_fd)))
+        dir_syncs.append(_timed(functools.partial(os.fsync, dir_fd)))
         os.close(dir_fd)
         os.close(fd)
         path.unlink()
@@ -122,17 +130,17 @@ def _writers(directory: Path, repeat: int) -> dict[str, dict[str, float]]:
     for k in range(repeat):
         events = run_events(f"bench-{k}")
         with RunJournal(directory / "j.duckdb") as journal:
-            journal_events += [_timed(lambda e=e: journal.record(e)) for e in events[:-1]]
-            journal_finish.append(_timed(lambda: journal.record(events[-1])))
+            journal_events += [_timed(functools.partial(journal.record, e)) for e in events[:-1]]
+            journal_finish.append(_timed(functools.partial(journal.record, events[-1])))
     with RunLog(directory / "l.duckdb") as log:
         for k in range(repeat):
-            log_events += [_timed(lambda e=e: log.record(e)) for e in run_events(f"log-{k}")]
+            log_events += [_timed(functools.partial(log.record, e)) for e in run_events(f"log-{k}")]
     return {"RunJournal.record (other events)": _stats(journal_events),
             "RunJournal.record (RunFinished, fsync-ed)": _stats(journal_finish),
             "RunLog.record (every event)": _stats(log_events)}
 
 
-def measure(directory: Path, repeat: int) -> dict[str, object]:
+def measure(directory: Path, repeat: int) -> dict[str, Any]:
     """Every number of the report, measured in a fresh directory under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="journal-fsync-", dir=directory) as tmp:
@@ -153,11 +161,11 @@ def _row(name: str, stats: dict[str, float]) -> str:
     return f"| {name} | {stats['median_us']:,.1f} | {stats['p90_us']:,.1f} | {int(stats['n']):,} |"
 
 
-def report(result: dict[str, object], directory: Path, command: str) -> str:
+def report(result: dict[str, Any], directory: Path, command: str) -> str:
     """The Markdown report."""
-    events = int(result["events_per_run"])  # type: ignore[call-overload]
-    fsync = result["write+fsync"]["median_us"]  # type: ignore[index]
-    end = result["run_end"]["file"]["median_us"]  # type: ignore[index]
+    events = int(result["events_per_run"])
+    fsync = result["write+fsync"]["median_us"]
+    end = result["run_end"]["file"]["median_us"]
     load = os.getloadavg()[0]
     lines = [
         "# Journal durability: fsync per event vs per run end",
@@ -173,15 +181,15 @@ def report(result: dict[str, object], directory: Path, command: str) -> str:
         "",
         "| operation | median (us) | p90 (us) | samples |",
         "| --- | --- | --- | --- |",
-        _row("`write` of one line", result["write"]),  # type: ignore[arg-type]
-        _row("`write` + `fsync`, per line", result["write+fsync"]),  # type: ignore[arg-type]
-        _row("`write` + `fdatasync`, per line", result["write+fdatasync"]),  # type: ignore[arg-type]
-        _row("run end: one `fsync` after the run's lines", result["run_end"]["file"]),  # type: ignore[index]
-        _row("run end: `fsync` of the directory", result["run_end"]["directory"]),  # type: ignore[index]
+        _row("`write` of one line", result["write"]),
+        _row("`write` + `fsync`, per line", result["write+fsync"]),
+        _row("`write` + `fdatasync`, per line", result["write+fdatasync"]),
+        _row("run end: one `fsync` after the run's lines", result["run_end"]["file"]),
+        _row("run end: `fsync` of the directory", result["run_end"]["directory"]),
     ]
-    for name, stats in result["writers"].items():  # type: ignore[attr-defined]
+    for name, stats in result["writers"].items():
         lines.append(_row(f"`{name}`", stats))
-    record = result["writers"]["RunJournal.record (other events)"]["median_us"]  # type: ignore[index]
+    record = result["writers"]["RunJournal.record (other events)"]["median_us"]
     per_turn = 3 * fsync  # an LMCalled, a CellExecuted and an IterationFinished per model turn
     lines += [
         "",

@@ -38,8 +38,8 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rlm.benchmarks.scoring import oolong_lenient_score, oolong_official_score
 from rlm.benchmarks.tasks import Task

@@ -28,8 +28,8 @@ import datetime as dt
 import itertools
 import random
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from rlm.benchmarks import oolong
 from rlm.benchmarks.oolong import LABELS, Record
@@ -49,7 +49,7 @@ ABBR, ENTITY, DESC, HUMAN, LOC, NUM = LABELS
 class UserProfile:
     """What the queries look at: a user's label counts and the dates of each label."""
 
-    counts: Counter
+    counts: Counter[str]
     dates: dict[str, list[dt.date]]
 
 
@@ -86,7 +86,8 @@ def both(*predicates: Predicate) -> Predicate:
 
 @dataclass(frozen=True)
 class PairQuery:
-    """A condition on a pair: ``first`` holds for both users, or (asymmetric) ``first`` for one and ``second`` for the other."""
+    """A condition on a pair: ``first`` holds for both users, or (asymmetric) ``first`` for one and ``second``
+    for the other."""
 
     text: str
     first: Predicate
@@ -168,7 +169,7 @@ QUERIES: tuple[PairQuery, ...] = (
 
 def profiles(records: list[Record]) -> dict[int, UserProfile]:
     """Each user's label counts and label dates."""
-    counts: dict[int, Counter] = defaultdict(Counter)
+    counts: dict[int, Counter[str]] = defaultdict(Counter)
     dates: dict[int, dict[str, list[dt.date]]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         counts[record.user][record.label] += 1

@@ -69,8 +69,8 @@ def main():
     from droste.execution.manifest import RolloutConfiguration
 
     started = time.perf_counter()
-    result = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0, "llm_calls": 0,
-              "cost_usd": None, "error": None}
+    result: dict[str, object] = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0,
+                                 "llm_calls": 0, "cost_usd": None, "error": None}
     try:
         budget = Budget(**budget_kwargs(request))
         env_config = EnvironmentConfig(kind="native", budget=budget)
@@ -97,7 +97,7 @@ def main():
                       llm_calls=stats.root_requests + stats.calls_made)
         if outcome.error is not None:
             result["error"] = f"{outcome.error.type}: {outcome.error.message}"[:1000]
-    except Exception as exc:  # report, never crash without a result line
+    except Exception as exc:  # noqa: BLE001 - report, never crash without a result line
         result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))

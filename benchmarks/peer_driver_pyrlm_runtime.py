@@ -84,8 +84,8 @@ def main():
 
     rlm_kwargs, policy_kwargs = options(request)
     started = time.perf_counter()
-    result = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0, "llm_calls": 0,
-              "cost_usd": None, "error": None}
+    result: dict[str, object] = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0,
+                                 "llm_calls": 0, "cost_usd": None, "error": None}
     try:
         context = make_context(Context, load_context(request))
         home = request.get("home") or tempfile.mkdtemp(prefix="pyrlm-")
@@ -97,7 +97,7 @@ def main():
             answer, trace = rlm.run(request["question"], context)
         inp, out, calls = usage_of(trace)
         result.update(answer=answer, status="ok", input_tokens=inp, output_tokens=out, llm_calls=calls)
-    except Exception as exc:  # report, never crash without a result line
+    except Exception as exc:  # noqa: BLE001 - report, never crash without a result line
         result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))

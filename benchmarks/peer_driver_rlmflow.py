@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from typing import Any
 
 
 def load_context(request):
@@ -70,14 +71,14 @@ def parse_reply(data):
     return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
-def make_client(LLMClient, LLMUsage, base_url, model, api_key):
+def make_client(LLMClient: Any, LLMUsage: Any, base_url: str, model: str, api_key: str) -> Any:
     """An ``rlmflow.LLMClient`` over the standard library; ``last_usage`` is per thread.
 
     rlmflow reads ``client.last_usage`` right after each call on the calling thread, so a per-thread
     value keeps the counts right under ``llm_query_batched``'s thread pool.
     """
 
-    class HttpChatClient(LLMClient):
+    class HttpChatClient(LLMClient):  # type: ignore[misc]  # rlmflow's class: it exists in rlmflow's venv only
         def __init__(self):
             self.model = model
             self._local = threading.local()
@@ -135,8 +136,8 @@ def main():
     from rlmflow.runtime.local import LocalRuntime
 
     started = time.perf_counter()
-    result = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0, "llm_calls": 0,
-              "cost_usd": None, "error": None}
+    result: dict[str, object] = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0,
+                                 "llm_calls": 0, "cost_usd": None, "error": None}
     client = make_client(LLMClient, LLMUsage, request["api_base"], request["model"],
                          request.get("api_key") or "sk-no-key")
     try:
@@ -154,7 +155,7 @@ def main():
                 graph = agent.step(graph)
             answer = graph.result()
         result.update(answer=answer, status="ok")
-    except Exception as exc:  # report, never crash without a result line
+    except Exception as exc:  # noqa: BLE001 - report, never crash without a result line
         result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
     result.update(input_tokens=client.input_tokens, output_tokens=client.output_tokens, llm_calls=client.calls)
     result["seconds"] = time.perf_counter() - started

@@ -39,8 +39,8 @@ def main():
     if request.get("max_timeout"):
         kwargs["max_timeout"] = request["max_timeout"]
     started = time.perf_counter()
-    result = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0, "llm_calls": 0,
-              "cost_usd": None, "error": None}
+    result: dict[str, object] = {"answer": None, "status": "error", "input_tokens": 0, "output_tokens": 0,
+                                 "llm_calls": 0, "cost_usd": None, "error": None}
     try:
         rlm = RLM(backend="openai", backend_kwargs={"model_name": request["model"], "base_url": request["api_base"],
                                                      "api_key": request.get("api_key") or "sk-no-key"},
@@ -51,7 +51,7 @@ def main():
         calls = sum(s.total_calls for s in usage.model_usage_summaries.values())
         result.update(answer=completion.response, status="ok", input_tokens=usage.total_input_tokens,
                       output_tokens=usage.total_output_tokens, llm_calls=calls, cost_usd=usage.total_cost)
-    except Exception as exc:  # report, never crash without a result line
+    except Exception as exc:  # noqa: BLE001 - report, never crash without a result line
         result["error"] = f"{type(exc).__name__}: {exc}"[:1000]
     result["seconds"] = time.perf_counter() - started
     print(json.dumps(result))

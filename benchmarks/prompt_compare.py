@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import random
 import sys
@@ -116,7 +117,7 @@ def run_cases(label: str, selected: list[Case], max_iterations: int, timeout_s: 
     ``overrides``: models-file deployment keys (``grammar``, ``stop``) for the embedded model.
     """
     from rlm.config import LOCAL_MODEL, RLMConfig
-    from rlm.events import EventBus, IterationFinished
+    from rlm.events import EventBus
     from rlm.local_model import LocalModelServer, point_at
     from rlm.runner import run
 
@@ -128,13 +129,20 @@ def run_cases(label: str, selected: list[Case], max_iterations: int, timeout_s: 
         for case in selected:
             replies: list[str] = []
             bus = EventBus()
-            bus.subscribe(lambda e: replies.append(e.reply) if isinstance(e, IterationFinished) else None)
+            bus.subscribe(functools.partial(_keep_reply, replies))
             started = time.monotonic()
             result = run(case.question, case.context, config, bus=bus)
             results.append(_record(label, case, result, time.monotonic() - started, replies))
             print(f"[{label}] {case.id}: {results[-1]['score']:.0f} {result.status} {result.answer!r:.60}",
                   file=sys.stderr)
     return results
+
+
+def _keep_reply(replies: list[str], event: object) -> None:
+    from rlm.events import IterationFinished
+
+    if isinstance(event, IterationFinished):
+        replies.append(event.reply)
 
 
 def _models(overrides: dict[str, Any]) -> Any:

@@ -14,15 +14,17 @@ imported lazily; without it the report says so and has no plots.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean
-from typing import Iterable
+from typing import Any
 
 from rlm.benchmarks.runner import BenchResult, read_results
 
 
 def _grouped(results: Iterable[BenchResult]) -> dict[str, dict[str, dict[int, list[BenchResult]]]]:
-    table: dict[str, dict[str, dict[int, list[BenchResult]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    table: dict[str, dict[str, dict[int, list[BenchResult]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list)))
     for r in results:
         table[r.suite][r.method][r.length].append(r)
     return table
@@ -30,8 +32,8 @@ def _grouped(results: Iterable[BenchResult]) -> dict[str, dict[str, dict[int, li
 
 def _cost(rows: list[BenchResult]) -> float | None:
     """Mean cost in USD, or None when any row's cost is unknown."""
-    costs = [r.cost_usd for r in rows]
-    return None if any(c is None for c in costs) else mean(float(c) for c in costs)  # type: ignore[arg-type]
+    known = [float(r.cost_usd) for r in rows if r.cost_usd is not None]
+    return mean(known) if len(known) == len(rows) else None
 
 
 def _tokens(rows: list[BenchResult]) -> float:
@@ -164,12 +166,12 @@ def write_report(results: list[BenchResult], out_dir: Path, *, title: str = "Ben
         lines.append("")
     errors = [r for r in results if r.error]
     if errors:
-        lines += ["## Errors", ""] + [f"- {r.id} / {r.method}: {r.error[:300]}" for r in errors[:50]] + [""]
+        lines += ["## Errors", ""] + [f"- {r.id} / {r.method}: {str(r.error)[:300]}" for r in errors[:50]] + [""]
     path = out_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
-def report_from_dir(out_dir: Path, **kwargs: object) -> Path:
+def report_from_dir(out_dir: Path, **kwargs: Any) -> Path:
     """Re-render ``report.md`` from an existing ``results.jsonl``."""
-    return write_report(read_results(out_dir / "results.jsonl"), out_dir, **kwargs)  # type: ignore[arg-type]
+    return write_report(read_results(out_dir / "results.jsonl"), out_dir, **kwargs)

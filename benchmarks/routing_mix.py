@@ -118,13 +118,20 @@ def _spec(servers: dict[str, Any]) -> Any:
     return parse_models({"groups": groups, "routing": routing})[0]
 
 
-def measure() -> dict[str, Any]:
+def _token_steps() -> tuple[int, int]:
+    """How many texts the router has estimated and counted exactly so far (the misses of their caches)."""
     from rlm.routing import tokens
+
+    estimate, exact = tokens._estimate, tokens._exact  # noqa: SLF001 - their caches are the only record of the steps
+    return estimate.cache_info().misses, exact.cache_info().misses
+
+
+def measure() -> dict[str, Any]:
     from rlm.runlog import RunLog
     from rlm.runner import run
 
     servers = _servers()
-    estimated, counted = tokens._estimate.cache_info().misses, tokens._exact.cache_info().misses
+    estimated, counted = _token_steps()
     try:
         with tempfile.TemporaryDirectory(prefix="rlm-routing-mix-") as tmp:
             home = Path(tmp)
@@ -140,8 +147,8 @@ def measure() -> dict[str, Any]:
             with RunLog(config.runlog_path) as log:
                 calls = [c for c in log.lm_calls(result.run_id) if c.purpose == "llm_query"]
         cell = _cell_result(servers["root"])
-        steps = {"estimated": tokens._estimate.cache_info().misses - estimated,
-                 "counted_exactly": tokens._exact.cache_info().misses - counted}
+        estimated_after, counted_after = _token_steps()
+        steps = {"estimated": estimated_after - estimated, "counted_exactly": counted_after - counted}
         return {**_summary(calls, servers, cell, seconds, result), "token_steps": steps}
     finally:
         for server in servers.values():
@@ -214,7 +221,8 @@ def report(data: dict[str, Any], command: str) -> str:
     lines += ["", f"Texts the size guard had to tokenize (the rest were decided by their bytes alone): "
                   f"{steps['estimated']} estimated from samples, {steps['counted_exactly']} counted exactly "
                   "(estimate within 25% of a window). The root's own turns are among them.", ""]
-    lines += ["", "Routing reasons of the calls sent (numbers replaced by N):", "", "| reason | calls |", "| --- | ---: |"]
+    lines += ["", "Routing reasons of the calls sent (numbers replaced by N):", "",
+              "| reason | calls |", "| --- | ---: |"]
     lines += [f"| {reason} | {count} |" for reason, count in data["reasons"]]
     lines += ["", f"The root's cell saw: {json.dumps(data['cell'])[:600]}", ""]
     return "\n".join(lines)

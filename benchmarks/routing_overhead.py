@@ -25,6 +25,7 @@ Usage: ``.venv/bin/python -m rlm.benchmarks.routing_overhead [--calls N] [--outp
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import random
@@ -121,7 +122,7 @@ def measure(calls: int) -> dict[str, Any]:
 def _exact_cost(text: str, calls: int) -> dict[str, float]:
     prompts = _slices(text, 4000, min(calls, 500))
     count = tokenizer("o200k_base").count
-    return _stats([_timed(lambda p=p: count(p)) for p in prompts])
+    return _stats([_timed(functools.partial(count, p)) for p in prompts])
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -173,7 +174,8 @@ def report(result: dict[str, Any], command: str) -> str:
               "## The estimate against exact counts", "",
               "exact / estimate per text (16 slices of 64 characters, scaled to the text's bytes); the guard lets the "
               "estimate decide only when it is 25% clear of the window either way, and counts exactly in between.",
-              "", "| text | bytes | o200k_base | cl100k_base | embedded (SmolLM2 GGUF) |", "| --- | ---: | ---: | ---: | ---: |"]
+              "", "| text | bytes | o200k_base | cl100k_base | embedded (SmolLM2 GGUF) |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for row in result["accuracy"]:
         lines.append(f"| {row['text']} | {row['bytes']:,} | {row['o200k_base']} | {row['cl100k_base']} | "
                      f"{row['embedded']} |")

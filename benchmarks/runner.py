@@ -28,14 +28,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rlm.benchmarks.tasks import Context, Task, context_text, extra_scores, score_task
 from rlm.config import RLMConfig
-from rlm.errors import LMError, RLMError
+from rlm.errors import RLMError
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class BenchResult:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "BenchResult":
+    def from_dict(cls, data: dict[str, Any]) -> BenchResult:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -285,7 +286,7 @@ def run_one(task: Task, method: Method, settings: BenchSettings) -> BenchResult:
     context = task.load_context()
     try:
         outcome = method.run(task, context, settings)
-    except Exception as exc:  # a broken method must not lose the other results
+    except Exception as exc:  # noqa: BLE001 - a broken method must not lose the other results
         outcome = MethodOutcome(None, "error", error=f"{type(exc).__name__}: {exc}")
     if method.name in ("base", "peer-rlms"):
         _record_external_run(task, method.name, outcome, settings.config)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import string
-from typing import Iterable
+from collections.abc import Iterable, Set
 
 __all__ = [
     "COMPARISON_PHRASES",
@@ -246,7 +246,7 @@ def pairs_f1(prediction: str | None, gold: Iterable[str | tuple[int, int] | list
     return set_f1(predicted, _as_pairs(gold))
 
 
-def set_f1(predicted: set, gold: set) -> float:
+def set_f1(predicted: Set[object], gold: Set[object]) -> float:
     """F1 of two sets; two empty sets score 1.0, one empty set 0.0."""
     if not gold:
         return 1.0 if not predicted else 0.0

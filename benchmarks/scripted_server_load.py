@@ -138,7 +138,7 @@ _COMPLETION = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "crea
 _BARE_AIOHTTP = """
 import asyncio
 from aiohttp import web
-BODY = %r
+BODY = _BODY_
 async def handle(request):
     await request.read()
     return web.Response(body=BODY, content_type="application/json")
@@ -146,15 +146,15 @@ async def serve():
     runner = web.ServerRunner(web.Server(handle, access_log=None), handle_signals=False)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    print("listening on http://127.0.0.1:%%d/v1" %% runner.addresses[0][1], flush=True)
+    print("listening on http://127.0.0.1:%d/v1" % runner.addresses[0][1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(serve())
-""" % _COMPLETION
+""".replace("_BODY_", repr(_COMPLETION))
 #: A bare asyncio-streams server: read the head and the content-length body, answer a constant completion.
 _BARE_STREAMS = r"""
 import asyncio
-BODY = %r
-HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %%d\r\n\r\n" %% len(BODY)
+BODY = _BODY_
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(BODY)
 async def connection(reader, writer):
     while True:
         try:
@@ -171,10 +171,10 @@ async def connection(reader, writer):
     writer.close()
 async def serve():
     server = await asyncio.start_server(connection, "127.0.0.1", 0)
-    print("listening on http://127.0.0.1:%%d/v1" %% server.sockets[0].getsockname()[1], flush=True)
+    print("listening on http://127.0.0.1:%d/v1" % server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(serve())
-""" % _COMPLETION
+""".replace("_BODY_", repr(_COMPLETION))
 
 
 async def _bare_load(base_url: str, rounds: int) -> list[float]:

@@ -115,7 +115,8 @@ def _ask_argv(scenario: str, context: Path, base_url: str, options: EfficiencyOp
     return argv
 
 
-def _timed(argv: list[str], env: dict[str, str], timeout: float = 600) -> tuple[float, subprocess.CompletedProcess[str]]:
+def _timed(argv: list[str], env: dict[str, str],
+           timeout: float = 600) -> tuple[float, subprocess.CompletedProcess[str]]:
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
     return time.perf_counter() - started, done
@@ -227,7 +228,9 @@ def runs_latency_while_writing(options: EfficiencyOptions) -> dict[str, float]:
     """``rlm runs`` with a service running while four runs write (each a cell of 3 s)."""
     from rlm.testing import ScriptedServer
 
-    slow = lambda messages: "```repl\nimport time\ntime.sleep(3)\nFINAL('done')\n```"  # noqa: E731
+    def slow(messages: list[dict[str, Any]]) -> str:
+        return "```repl\nimport time\ntime.sleep(3)\nFINAL('done')\n```"
+
     with tempfile.TemporaryDirectory(prefix="rlm-shell-") as tmp_name, ScriptedServer(policy=slow) as server:
         tmp = Path(tmp_name)
         context = tmp / "context.txt"

@@ -24,7 +24,8 @@ def _sniah_rows(seed: int) -> list[str]:
     rows = ["| length | haystack | prompt tokens + 128 | share of the length |", "| ---: | --- | ---: | ---: |"]
     for task in generate("s-niah", 2, PAPER_LENGTHS, seed):
         used = task.meta["prompt_tokens"] + 128
-        rows.append(f"| {task.length_tokens:,} | {task.meta['haystack']} | {used:,} | {used / task.length_tokens:.3f} |")
+        share = used / task.length_tokens
+        rows.append(f"| {task.length_tokens:,} | {task.meta['haystack']} | {used:,} | {share:.3f} |")
     return rows
 
 

@@ -100,7 +100,8 @@ def _noise(budget: int, needle: str, rng: random.Random) -> tuple[list[str], int
 
 
 def _essay(budget: int, needle: str, rng: random.Random) -> tuple[list[str], int]:
-    sentences, used, sizes = [], 0, {}
+    sentences, used = [], 0
+    sizes: dict[str, int] = {}
     while True:
         sentence = _essay_sentence(rng)
         size = sizes.setdefault(sentence, count_tokens(" " + sentence))

@@ -25,10 +25,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 from rlm.errors import InputError
 
@@ -73,7 +74,7 @@ class Task:
                 "length_tokens": self.length_tokens, "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], base_dir: Path | None = None) -> "Task":
+    def from_dict(cls, data: dict[str, Any], base_dir: Path | None = None) -> Task:
         missing = {"id", "suite", "question", "answer"} - set(data)
         if missing:
             raise InputError(f"task is missing {sorted(missing)}")
@@ -195,7 +196,8 @@ class PresetRun:
 
 
 def preset(name: str) -> list[PresetRun]:
-    """``paper``: each of :data:`PAPER_SUITES` at the RLM paper's task counts and lengths (``PAPER_*`` of its module)."""
+    """``paper``: each of :data:`PAPER_SUITES` at the RLM paper's task counts and lengths (``PAPER_*`` of
+    its module)."""
     if name != "paper":
         raise InputError(f"unknown preset {name!r}; choose from paper")
     return [PresetRun(suite, get_suite(suite).PAPER_TASKS, list(get_suite(suite).PAPER_LENGTHS))

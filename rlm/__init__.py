@@ -6,6 +6,11 @@ code to explore it and calls sub-models and sub-agents on pieces of it.
     >>> import rlm
     >>> result = rlm.run("How many ERROR lines?", Path("app.log"), rlm.RLMConfig(model="openai/gpt-4.1-mini"))
 
+A session keeps the root's REPL and history from one question to the next:
+
+    >>> first = rlm.run("How many ERROR lines?", Path("app.log"), config, session="logs")
+    >>> again = rlm.run("How many of them mention a timeout?", config=config, session="logs")
+
 Heavy modules load lazily, so ``import rlm`` (and the sandbox worker) stay light.
 """
 
@@ -21,11 +26,12 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 # (~1 ms of CPU per call at 200 messages); rlm registers no logging callback that reads it.
 os.environ.setdefault("MAX_BASE64_LENGTH_FOR_LOGGING", "0")
 
-__all__ = ["run", "RunResult", "RLMConfig", "SandboxConfig", "EventBus", "errors", "__version__"]
+__all__ = ["run", "Session", "RunResult", "RLMConfig", "SandboxConfig", "EventBus", "errors", "__version__"]
 __version__ = "0.1.0"
 
 _LAZY = {
-    "run": ("rlm.runner", "run"),
+    "run": ("rlm.sessions", "run"),
+    "Session": ("rlm.sessions", "Session"),
     "RunResult": ("rlm.runner", "RunResult"),
     "RLMConfig": ("rlm.config", "RLMConfig"),
     "SandboxConfig": ("rlm.config", "SandboxConfig"),

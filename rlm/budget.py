@@ -26,19 +26,30 @@ __all__ = ["Usage", "Ledger", "Budget"]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token and call totals; ``cost_usd`` is ``None`` when any call's price was unknown."""
+    """Token and call totals; ``cost_usd`` is ``None`` when any call's price was unknown.
+
+    ``llm_calls`` counts every call, ``cache_hits`` those a record answered (rlm.records): tokens
+    and cost are those of the paid calls only.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
     cost_usd: float | None = 0.0
+    cache_hits: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def paid_calls(self) -> int:
+        """Calls the provider answered."""
+        return self.llm_calls - self.cache_hits
+
     def to_dict(self) -> dict[str, int]:
-        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "llm_calls": self.llm_calls}
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "llm_calls": self.llm_calls,
+                "cache_hits": self.cache_hits}
 
 
 class Ledger(Protocol):

@@ -10,19 +10,29 @@ failed call) saying where the call went and why. It tells the LM client who call
 depth) so that the router can apply the role, depth and heavy rules;
 an agent started with a group of its own (``rlm_query(..., model=...)``) asks
 for that group for its own turns.
+
+Before a call is sent, the meter asks the client where it would go
+(:meth:`rlm.lm.LM.decide`), computes its request key (:mod:`rlm.records`) and,
+when the run has records (``RunServices.records``: a replay, a resume, the
+sub-call cache), answers it from one instead: a *cache hit*, which takes its
+place in the call budget but costs no tokens. A replay's request without a
+record stops the run with status ``diverged`` (nothing is sent).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rlm.errors import LMError
+from rlm.errors import LimitReached, LMError
 from rlm.events import LMCalled
 from rlm.lm import Completion, Message
-from rlm.routing.router import CallSite
+from rlm.records import DIVERGED, CallRecords, Hit, Recorded, deployment_identity, messages_digest, request_key
+from rlm.routing.router import CallSite, Decision
 
 if TYPE_CHECKING:
     from rlm.services import RunServices
@@ -50,7 +60,7 @@ class CallMeter:
     ``group``: the model group the agent's own turns ask for (``None``: the router's default).
     """
 
-    def __init__(self, services: "RunServices", agent_id: str, depth: int = 0, group: str | None = None) -> None:
+    def __init__(self, services: RunServices, agent_id: str, depth: int = 0, group: str | None = None) -> None:
         self.services = services
         self.agent_id = agent_id
         self.depth = depth
@@ -62,12 +72,17 @@ class CallMeter:
         """One call from this thread; raises :class:`LMError` or :class:`~rlm.errors.LimitReached`."""
         remaining, call_id = self._before()
         model, site = self._route(purpose, model, 0.0)
+        decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
+        hit = self._answered(decision, keys, messages, purpose)
+        if hit is not None:
+            return self._done(hit, call_id, messages, role=role, purpose=purpose)
         try:
-            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining, site=site)
+            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining, site=site,
+                                                   decision=decision)
         except LMError as exc:
-            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
+            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model, key=keys[0])
             raise
-        return self._done(completion, call_id, messages, role=role, purpose=purpose)
+        return self._done(self._paid(completion, keys[0]), call_id, messages, role=role, purpose=purpose)
 
     async def acall(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None,
                     waited_s: float = 0.0) -> Completion:
@@ -75,13 +90,17 @@ class CallMeter:
         waited ``waited_s`` for its slot)."""
         remaining, call_id = self._before()
         model, site = self._route(purpose, model, waited_s)
+        decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
+        hit = self._answered(decision, keys, messages, purpose)
+        if hit is not None:
+            return self._done(hit, call_id, messages, role=role, purpose=purpose)
         try:
             completion = await self.services.lm.acomplete(messages, role=role, model=model, timeout=remaining,
-                                                          site=site)
+                                                          site=site, decision=decision)
         except LMError as exc:
-            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model)
+            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model, key=keys[0])
             raise
-        return self._done(completion, call_id, messages, role=role, purpose=purpose)
+        return self._done(self._paid(completion, keys[0]), call_id, messages, role=role, purpose=purpose)
 
     def add(self, totals: Totals) -> None:
         """Count calls made for this agent elsewhere (a fan-out shard on another process) as its own."""
@@ -107,17 +126,63 @@ class CallMeter:
         budget.reserve_call()
         return budget.remaining_time(), uuid.uuid4().hex[:12]
 
+    def _decide(self, messages: list[Message], call_id: str, *, role: str, purpose: str, model: str | None,
+                site: CallSite) -> tuple[Decision, list[str]]:
+        """Where the call goes, and its request key for each deployment it may go to (the chosen one first)."""
+        lm = self.services.lm
+        try:
+            decision = lm.decide(messages, role=role, model=model, site=site)
+        except LMError as exc:
+            self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model, key=None)
+            raise
+        digest, sampling = messages_digest(messages), lm.sampling()
+        return decision, [request_key(deployment_identity(t), digest, sampling) for t in decision.candidates]
+
+    def _answered(self, decision: Decision, keys: list[str], messages: list[Message],
+                  purpose: str) -> Completion | None:
+        """The call answered from a record (the decided deployment released), or ``None`` to send it."""
+        records: CallRecords | None = self.services.records
+        if records is None or not records.active:
+            return None
+        started = time.monotonic()
+        hit = records.find(keys)
+        if hit is None and not records.strict:
+            return None
+        self.services.lm.release(decision)
+        if hit is None:
+            self._diverge(records, keys[0], messages, purpose)
+        assert hit is not None
+        return _hit_completion(hit, decision, time.monotonic() - started)
+
+    def _diverge(self, records: CallRecords, key: str, messages: list[Message], purpose: str) -> None:
+        """A replay asked for a call it has no record of: stop the run, send nothing."""
+        call = self.services.budget.usage().llm_calls
+        text = " ".join(messages[-1]["content"].split())[:160] if messages else ""
+        records.diverged(f"diverged at call {call} ({self.agent_id}, {purpose}): request {key[:12]} has no "
+                         f"record; its last message begins {text!r}")
+        self.services.budget.stop(DIVERGED)
+        raise LimitReached(DIVERGED)
+
+    def _paid(self, completion: Completion, key: str) -> Completion:
+        """A call the provider answered: keyed, and kept for the run's later identical requests."""
+        records: CallRecords | None = self.services.records
+        if records is not None:
+            records.keep(key, Recorded(completion.text, completion.model, self.services.run_id, completion.group,
+                                       completion.deployment, completion.node))
+        return dataclasses.replace(completion, request_key=key)
+
     def _failed(self, exc: LMError, call_id: str, messages: list[Message], *, role: str, purpose: str,
-                model: str | None) -> None:
+                model: str | None, key: str | None) -> None:
         self._emit(LMCalled, call_id=call_id, model=exc.model or model or self.services.lm.model_for(role),
                    role=role, purpose=purpose, ok=False, error=str(exc),
                    prompt_preview=messages[-1]["content"][:PREVIEW_CHARS], model_group=exc.group,
-                   deployment=exc.deployment, route_reason=exc.route_reason)
+                   deployment=exc.deployment, route_reason=exc.route_reason, request_key=key)
         self.services.budget.check()  # a call cut off by the run's deadline is a timeout, not an error
 
     def _done(self, completion: Completion, call_id: str, messages: list[Message], *, role: str,
               purpose: str) -> Completion:
-        self.services.budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
+        if not completion.cache_hit:
+            self.services.budget.record(completion.input_tokens, completion.output_tokens, completion.cost_usd)
         self.add(Totals(completion.input_tokens, completion.output_tokens, 1))
         self._emit(LMCalled, call_id=call_id, model=completion.model, role=role, purpose=purpose,
                    input_tokens=completion.input_tokens, output_tokens=completion.output_tokens,
@@ -125,8 +190,23 @@ class CallMeter:
                    prompt_preview=messages[-1]["content"][:PREVIEW_CHARS],
                    response_preview=completion.text[:PREVIEW_CHARS], model_group=completion.group,
                    deployment=completion.deployment, node=completion.node, route_reason=completion.route_reason,
-                   queue_s=completion.queue_s)
+                   queue_s=completion.queue_s, request_key=completion.request_key, response=completion.text,
+                   cache_hit=completion.cache_hit)
         return completion
 
     def _emit(self, event_type: type[LMCalled], **fields: object) -> None:
         self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))  # type: ignore[arg-type]
+
+
+_SCOPES = {"prior": "the run it repeats", "run": "an identical call of this run", "log": "run"}
+
+
+def _hit_completion(hit: Hit, decision: Decision, elapsed: float) -> Completion:
+    """The :class:`Completion` of a call a record answered: no tokens, no cost."""
+    record = hit.record
+    source = f"run {record.run_id}" if hit.scope == "log" else _SCOPES[hit.scope]
+    return Completion(text=record.text, model=record.model, input_tokens=0, output_tokens=0, cost_usd=0.0,
+                      latency_s=elapsed, group=record.group or decision.group,
+                      deployment=record.deployment or decision.target.name, node=record.node,
+                      route_reason=f"{decision.reason}; answered from {source}", request_key=hit.key,
+                      cache_hit=True)

@@ -110,7 +110,7 @@ def capacity(root_model: str, sub_model: str) -> Capacity:
     return Capacity(window_for(root_model), window_for(sub_model), profile.style, profile.examples)
 
 
-def capacity_for(config: "RLMConfig", depth: int = 0, group: str | None = None) -> Capacity:
+def capacity_for(config: RLMConfig, depth: int = 0, group: str | None = None) -> Capacity:
     """The :class:`Capacity` of an agent of a run of ``config`` at ``depth``, whose own turns ask for ``group``.
 
     From the run's model groups: the windows are the smallest known of the deployments of the
@@ -127,12 +127,12 @@ def capacity_for(config: "RLMConfig", depth: int = 0, group: str | None = None) 
 
 
 @functools.lru_cache(maxsize=16)
-def _router(config: "RLMConfig") -> "ModelRouter":
+def _router(config: RLMConfig) -> ModelRouter:
     from rlm.routing.router import ModelRouter
     from rlm.routing.table import RouteTable
 
     return ModelRouter(RouteTable(config))
 
 
-def _smallest(targets: Sequence["Target"]) -> int | None:
+def _smallest(targets: Sequence[Target]) -> int | None:
     return min((t.window for t in targets if t.window is not None), default=None)

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 from rlm.config import LOCAL_MODEL, RLMConfig, SandboxConfig
 from rlm.errors import ConfigError, InputError, RLMError, SandboxUnavailable
@@ -43,6 +44,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--timeout", type=_positive_float, help="wall-clock seconds for the whole run")
     group.add_argument("--cell-timeout", type=_positive_float, help="wall-clock seconds per REPL cell (default 120)")
     group.add_argument("--max-concurrency", type=int, help="in-flight sub-calls per batched call (default 16)")
+    group.add_argument("--temperature", type=float, help="sampling temperature of every model call (default: the "
+                                                         "provider's)")
+    cache = group.add_mutually_exclusive_group()
+    cache.add_argument("--cache", dest="cache", action="store_true", default=None,
+                       help="answer a call made before (same deployment, messages, sampling) from its record; "
+                            "the default at --temperature 0")
+    cache.add_argument("--no-cache", dest="cache", action="store_false", help="every call goes to the model")
     group.add_argument("--unsafe-no-sandbox", action="store_true",
                        help="run model code WITHOUT bubblewrap isolation (rlimits only); dangerous")
 
@@ -85,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--detach", action="store_true",
                      help="with a running service: print the run id and leave the run to the service "
                           "(`rlm show RUN_ID` follows it)")
+    ask.add_argument("--session", metavar="NAME",
+                     help="a turn of session NAME: the REPL variables and history of its earlier questions "
+                          "carry over (the service keeps it live; without one it is rebuilt from the run log)")
     service_option(ask)
     runs = sub.add_parser("runs", help="list past runs, newest first")
     runs.add_argument("--limit", type=int, default=20)
@@ -103,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: Modules that add sub-commands: each has ``register(subparsers, add_model_options)`` that adds its
 #: parsers and sets ``func=handler(args, env) -> exit code`` on them with ``set_defaults``.
 COMMAND_MODULES = ("rlm.service.cli", "rlm.service.mcp_cli", "rlm.agents.cli", "rlm.memory_cli", "rlm.models_cli",
-                   "rlm.benchmarks.cli",
+                   "rlm.sessions_cli", "rlm.benchmarks.cli",
                    "rlm.tui.cli")
 
 
@@ -130,6 +141,7 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig
         env, model=args.model, sub_model=args.sub_model, api_base=args.api_base, max_depth=args.max_depth,
         max_iterations=args.max_iterations, max_llm_calls=args.max_llm_calls, max_tokens=args.max_tokens,
         max_cost_usd=args.max_cost, timeout_s=args.timeout, max_concurrency=args.max_concurrency, sandbox=sandbox,
+        temperature=getattr(args, "temperature", None), cache=getattr(args, "cache", None),
         memory_namespace=None if getattr(args, "no_memory", False) else getattr(args, "memory", None),
         reflect=getattr(args, "reflect", None),
         models=_models(args, env),
@@ -185,7 +197,8 @@ class Progress:
 def summary_line(result: Any) -> str:
     usage = result.usage
     cost = "unknown" if result.cost_usd is None else f"${result.cost_usd:.4f}"
-    return (f"{result.status} | {result.iterations} iterations | {usage.llm_calls} LM calls | "
+    hits = f" ({usage.cache_hits} from records)" if usage.cache_hits else ""
+    return (f"{result.status} | {result.iterations} iterations | {usage.llm_calls} LM calls{hits} | "
             f"{usage.input_tokens + usage.output_tokens:,} tokens ({usage.input_tokens:,} in, "
             f"{usage.output_tokens:,} out) | cost {cost} | depth {result.depth_reached} | "
             f"{result.duration_s:.1f}s | run {result.run_id}")
@@ -211,16 +224,23 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
     if not args.quiet:
         bus.subscribe(Progress(sys.stderr))
     client = service_for(args, env, config.home)
+    session = getattr(args, "session", None)
     if client is not None:
         from rlm.service.ask import print_detached, remote_run
 
-        outcome = remote_run(client, args.question, Path(args.context_path), config, bus=bus, detach=args.detach)
+        outcome = remote_run(client, args.question, Path(args.context_path), config, bus=bus, detach=args.detach,
+                             session=session)
         if isinstance(outcome, str):  # detached: the run goes on in the service
             print_detached(outcome)
             return 0
         result = outcome
     elif args.detach:
         raise ConfigError("--detach needs a running service (`rlm service start`)")
+    elif session is not None:
+        from rlm.sessions import Session
+
+        with Session(session, Path(args.context_path), config) as live:
+            result = live.ask(args.question, bus=bus)
     else:
         from rlm.runner import run
 
@@ -317,7 +337,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "json", False) and args.command == "ask":
             print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
         code = getattr(exc, "exit_code", None)  # an error the service reported carries the command's code
-        return code if isinstance(code, int) else 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
+        if isinstance(code, int):
+            return code
+        return 2 if isinstance(exc, (InputError, ConfigError, SandboxUnavailable)) else 1
     except Terminated:
         print("rlm: terminated", file=sys.stderr)
         return 143

@@ -13,7 +13,8 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from rlm.errors import ConfigError
 from rlm.routing.spec import ModelsSpec
@@ -89,6 +90,12 @@ class RLMConfig:
     max_completion_tokens: int | None = None
     temperature: float | None = None
     max_concurrency: int = 16  # in-flight sub-calls per batched call
+    #: Answer a call whose request (deployment, messages, sampling) was made before from its record
+    #: (rlm.records): this run's own calls and earlier runs' in the run log. None: on at temperature 0.
+    cache: bool | None = None
+    #: The root summarises its progress and its history is cut when it reaches this fraction of its
+    #: model's window (rlm.agent; None: never, older outputs are only trimmed).
+    compact_at: float | None = 0.75
     # False: no sub-calls (llm_query/rlm_query refused, the model told so): the paper's "RLM, no sub-calls"
     sub_calls: bool = True
     # what the model sees
@@ -123,6 +130,7 @@ class RLMConfig:
             (self.max_cost_usd is None or self.max_cost_usd > 0, "max_cost_usd must be > 0"),
             (self.timeout_s is None or self.timeout_s > 0, "timeout must be > 0 seconds"),
             (self.max_concurrency >= 1, "max_concurrency must be >= 1"),
+            (self.compact_at is None or 0.1 <= self.compact_at <= 0.95, "compact_at must be from 0.1 to 0.95"),
             (self.max_observation_chars is None or self.max_observation_chars >= 200,
              "max_observation_chars must be >= 200"),
             (self.lm_retries >= 0, "lm_retries must be >= 0"),
@@ -130,7 +138,8 @@ class RLMConfig:
             (self.agent_retries >= 0, "agent_retries must be >= 0"),
             (self.ray_hosts_per_node >= 1, "ray_hosts_per_node must be >= 1"),
             (self.sandbox_pool_size >= 0, "sandbox_pool_size must be >= 0"),
-            (self.sandbox.mode in ("bwrap", "unsafe"), f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
+            (self.sandbox.mode in ("bwrap", "unsafe"),
+             f"sandbox mode must be 'bwrap' or 'unsafe', not {self.sandbox.mode!r}"),
             (self.sandbox.cell_timeout_s > 0, "cell timeout must be > 0 seconds"),
             (self.reflect in ("always", "success", "never"), "reflect must be 'always', 'success' or 'never'"),
             (self.memory_budget_tokens >= 1, "memory_budget_tokens must be >= 1"),
@@ -143,6 +152,11 @@ class RLMConfig:
     def effective_sub_model(self) -> str:
         return self.sub_model or self.model
 
+    @property
+    def cache_enabled(self) -> bool:
+        """Whether calls are answered from earlier identical ones: ``cache``, else at temperature 0 only."""
+        return self.cache if self.cache is not None else self.temperature == 0
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (the API key is never included)."""
         data = dataclasses.asdict(self)
@@ -152,7 +166,7 @@ class RLMConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RLMConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RLMConfig:
         """The inverse of :meth:`to_dict` (plus ``api_key`` when given); unknown keys are an error."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
@@ -175,7 +189,7 @@ class RLMConfig:
             raise ConfigError(f"invalid config: {exc}") from None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> "RLMConfig":
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> RLMConfig:
         """Build a config from ``RLM_*`` variables, then apply non-None ``overrides``."""
         values: dict[str, Any] = {}
         if env.get("RLM_MODEL"):
@@ -191,7 +205,7 @@ class RLMConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
-    def child(self) -> "RLMConfig":
+    def child(self) -> RLMConfig:
         """The config a child agent runs with (same limits; the ledger is shared)."""
         return dataclasses.replace(self)
 

@@ -18,6 +18,7 @@ an infrastructure fault or bad input from the user::
     ├── LocalModelError           the embedded llama.cpp server could not start
     ├── RunLogError               the DuckDB run log cannot be opened or migrated
     ├── LimitReached              a tree-wide budget limit ended the run
+    ├── ReplayDiverged            a replay asked for a call its records do not hold (rlm.records)
     ├── MemoryStoreError          swarm memory (rlm.memory.records)
     │   ├── InvalidMemoryRequest  a bad request (also an InputError)
     │   ├── EntryNotFound         no such entry (also an InputError)

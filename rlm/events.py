@@ -15,7 +15,8 @@ import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 __all__ = [
     "Event",
@@ -26,6 +27,7 @@ __all__ = [
     "IterationFinished",
     "AgentFinished",
     "RunFinished",
+    "HistoryCompacted",
     "EventBus",
     "event_from_dict",
     "EVENT_TYPES",
@@ -52,7 +54,7 @@ class Event:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Event":
+    def from_dict(cls, data: dict[str, Any]) -> Event:
         names = _field_names(cls)
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -70,13 +72,26 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunStarted(Event):
-    """A run began. ``config`` is the run's RLMConfig as a dict."""
+    """A run began. ``config`` is the run's RLMConfig as a dict.
+
+    ``context_info`` describes the input, with its identity (``context_info["identity"]``:
+    path, size, mtime, a hash when small, a kept copy; :mod:`rlm.contexts`). ``origin`` says
+    how the run came to be: ``"ask"``, ``"replay"``, ``"resume"``, ``"fork"`` or ``"turn"`` (a
+    session's turn); ``parent_run_id`` is the run it repeats, continues or forks, or the
+    session's previous turn; ``session`` and ``turn`` name a session's turn (from 1); a fork
+    records the iteration it started from in ``fork_at``.
+    """
 
     question: str
     model: str
     sub_model: str
     config: dict[str, Any] = field(default_factory=dict)
     context_info: dict[str, Any] = field(default_factory=dict)
+    origin: str = "ask"
+    parent_run_id: str | None = None
+    session: str | None = None
+    turn: int | None = None
+    fork_at: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,6 +117,9 @@ class LMCalled(Event):
     ``deployment`` and ``node`` say where the call went (:mod:`rlm.routing`),
     ``route_reason`` why, ``queue_s`` how long it waited before its request left
     (for a batch item: its wait for a slot too); ``latency_s`` is from then to the reply.
+    ``request_key`` identifies the request (:mod:`rlm.records`), ``response`` is the whole
+    reply, and ``cache_hit`` says a record answered the call: no tokens, no cost. ``purpose``
+    ``"summary"`` is the root summarising its history before compaction.
     """
 
     call_id: str
@@ -121,6 +139,9 @@ class LMCalled(Event):
     node: str | None = None
     route_reason: str = ""
     queue_s: float = 0.0
+    request_key: str | None = None
+    response: str = ""
+    cache_hit: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -164,13 +185,15 @@ class AgentFinished(Event):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished(Event):
-    """The run ended. Usage and cost are totals over the whole recursion tree."""
+    """The run ended. Usage and cost are totals over the whole recursion tree; ``llm_calls`` counts
+    every call, ``cache_hits`` those a record answered (tokens and cost are the paid calls')."""
 
     status: str
     answer: str | None
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
+    cache_hits: int = 0
     cost_usd: float | None = None
     iterations: int = 0
     depth_reached: int = 0
@@ -178,9 +201,24 @@ class RunFinished(Event):
     error: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryCompacted(Event):
+    """The root's message history neared its model's window and was cut to the system prompt, the
+    model's summary of its progress and a pointer to ``history[turn]``. ``messages`` is the whole
+    segment that was cut (as the model saw it), so every segment stays in the run log."""
+
+    iteration: int
+    turn: int
+    summary: str
+    messages: list[dict[str, str]] = field(default_factory=list)
+    chars_before: int = 0
+    chars_after: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
-    for cls in (RunStarted, AgentStarted, LMCalled, CellExecuted, IterationFinished, AgentFinished, RunFinished)
+    for cls in (RunStarted, AgentStarted, LMCalled, CellExecuted, IterationFinished, AgentFinished, RunFinished,
+                HistoryCompacted)
 }
 
 
@@ -217,7 +255,7 @@ class EventBus:
         for callback in subscribers:
             try:
                 callback(event)
-            except Exception:  # a broken progress bar must not kill a run
+            except Exception:  # noqa: BLE001 - a broken progress bar must not kill a run
                 with self._lock:
                     if callback in self._subscribers:
                         self._subscribers.remove(callback)

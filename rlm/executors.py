@@ -56,7 +56,7 @@ class LocalExecutor:
     """Every agent in this process: children run on the parent's threads."""
 
     def __init__(self, config: RLMConfig | None = None, *,
-                 fork_servers: "Callable[[SandboxConfig], ForkServer] | None" = None) -> None:
+                 fork_servers: Callable[[SandboxConfig], ForkServer] | None = None) -> None:
         self.config = config
         self._placement = LocalPlacement(fork_servers=fork_servers)
 

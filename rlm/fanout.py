@@ -110,7 +110,7 @@ def run_sharded(agent: BatchOwner, kind: str, items: list[Any], model: str | Non
     if len(shards) <= 1:
         return local(items, agent.config.max_concurrency)
     waiters: list[tuple[tuple[int, int, int], Callable[[], ShardResult] | None]] = []
-    for helper, shard in zip(helpers, shards[1:]):
+    for helper, shard in zip(helpers, shards[1:], strict=False):  # plan() may leave helpers idle
         start, stop, gate = shard
         try:
             waiters.append((shard, helper(agent, kind, items[start:stop], model, gate)))

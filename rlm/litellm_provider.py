@@ -21,26 +21,38 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import litellm
-from litellm import CustomLLM
+from litellm.exceptions import (
+    APIConnectionError,
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+    Timeout,
+)
 from litellm.integrations.custom_logger import CustomLogger
+from litellm.llms.custom_llm import CustomLLM
 
-from rlm.lm import ALLOWED_KEY, NODE_KEY
-from rlm.transport import Endpoint, TransportError, chat
+from rlm.transport import ALLOWED_KEY, NODE_KEY, Endpoint, TransportError, chat
 
 __all__ = ["PROVIDER", "register", "register_filter", "provider_model", "to_litellm_error"]
 
 PROVIDER = "rlm-openai"
 
-_HTTP_ERRORS: dict[int, Any] = {
-    400: litellm.BadRequestError,
-    401: litellm.AuthenticationError,
-    403: litellm.PermissionDeniedError,
-    404: litellm.NotFoundError,
-    429: litellm.RateLimitError,
-    503: litellm.ServiceUnavailableError,
+_HTTP_ERRORS: dict[int, Callable[..., Exception]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+    503: ServiceUnavailableError,
 }
 
 
@@ -53,25 +65,25 @@ def to_litellm_error(exc: TransportError) -> Exception:
     """The litellm exception type the Router expects for ``exc``."""
     model, text = exc.model, str(exc)
     if exc.kind == "timeout" or exc.status == 408:
-        return litellm.Timeout(text, model=model, llm_provider="openai")
+        return Timeout(text, model=model, llm_provider="openai")
     if exc.kind == "connection":
-        return litellm.APIConnectionError(text, llm_provider="openai", model=model)
+        return APIConnectionError(text, llm_provider="openai", model=model)
     if exc.kind == "bad_response":
-        return litellm.InternalServerError(text, llm_provider="openai", model=model)
+        return InternalServerError(text, llm_provider="openai", model=model)
     error_type = _HTTP_ERRORS.get(exc.status or 0)
     if error_type is not None:
         return error_type(text, model=model, llm_provider="openai")
     if (exc.status or 0) >= 500:
-        return litellm.InternalServerError(text, llm_provider="openai", model=model)
-    return litellm.APIError(exc.status or 500, text, llm_provider="openai", model=model)
+        return InternalServerError(text, llm_provider="openai", model=model)
+    return APIError(exc.status or 500, text, llm_provider="openai", model=model)
 
 
 class _Provider(CustomLLM):
     """POST ``{api_base}/chat/completions`` through :func:`rlm.transport.chat`."""
 
-    async def acompletion(self, model: str, messages: list, api_base: str, custom_prompt_dict: dict,
+    async def acompletion(self, model: str, messages: list[Any], api_base: str, custom_prompt_dict: dict[str, Any],
                           model_response: Any, print_verbose: Any, encoding: Any, api_key: Any, logging_obj: Any,
-                          optional_params: dict, acompletion: Any = None, litellm_params: Any = None,
+                          optional_params: dict[str, Any], acompletion: Any = None, litellm_params: Any = None,
                           logger_fn: Any = None, headers: Any = None, timeout: Any = None,
                           client: Any = None) -> Any:
         params = {k: v for k, v in optional_params.items() if k not in ("stream", "extra_body") and v is not None}
@@ -84,11 +96,11 @@ class _Provider(CustomLLM):
                                          model=data.get("model") or model, choices=data["choices"],
                                          usage=data.get("usage") or {})
         if data.get(NODE_KEY):  # the node a cluster deployment says served the call (rlm.agents.serving)
-            response._hidden_params[NODE_KEY] = data[NODE_KEY]
+            response._hidden_params[NODE_KEY] = data[NODE_KEY]  # noqa: SLF001 - where litellm keeps provider facts
         return response
 
     def completion(self, *args: Any, **kwargs: Any) -> Any:
-        raise litellm.BadRequestError("the rlm-openai provider is async only", model="", llm_provider="openai")
+        raise BadRequestError("the rlm-openai provider is async only", model="", llm_provider="openai")
 
 
 def _seconds(timeout: Any) -> float | None:
@@ -109,15 +121,16 @@ def register() -> None:
         # litellm reads the map into its provider registry when it is set at import time only
         from litellm.utils import custom_llm_setup
 
-        custom_llm_setup()
+        custom_llm_setup()  # type: ignore[no-untyped-call]  # litellm leaves this function unannotated
         _registered = True
 
 
 class _AllowedDeployments(CustomLogger):
     """Keeps a Router call to the deployments its metadata allows (see the module docstring)."""
 
-    async def async_filter_deployments(self, model: str, healthy_deployments: list, messages: Any,
-                                       request_kwargs: dict | None = None, parent_otel_span: Any = None) -> list:
+    async def async_filter_deployments(self, model: str, healthy_deployments: list[dict[str, Any]], messages: Any,
+                                       request_kwargs: dict[str, Any] | None = None,
+                                       parent_otel_span: Any = None) -> list[dict[str, Any]]:
         allowed = ((request_kwargs or {}).get("metadata") or {}).get(ALLOWED_KEY)
         if allowed is None:
             return healthy_deployments

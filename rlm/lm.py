@@ -42,22 +42,19 @@ from typing import Any, Protocol, TypeVar
 # litellm fetches its price map from the network at import unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rlm import model_info  # noqa: E402
-from rlm.config import RLMConfig  # noqa: E402
-from rlm.errors import ConfigError, LMError  # noqa: E402
-from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter  # noqa: E402
-from rlm.routing.table import RouteTable, Target  # noqa: E402
-from rlm.transport import TransportError, chat, chat_sync  # noqa: E402
+from rlm import model_info
+from rlm.config import RLMConfig
+from rlm.errors import ConfigError, LMError
+from rlm.routing.router import CallSite, Decision, DeploymentState, ModelRouter
+from rlm.routing.table import RouteTable, Target
+from rlm.routing.tokens import PromptSize
+from rlm.transport import ALLOWED_KEY, NODE_KEY, TransportError, chat, chat_sync
 
 __all__ = ["LM", "LMClient", "LiteLLMClient", "Completion", "Message", "ROLES"]
 
 Message = dict[str, str]
 T = TypeVar("T")
 ROLES = ("root", "sub")
-#: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
-ALLOWED_KEY = "rlm_allowed"
-#: The key under which a deployment may report the cluster node that served a call (rlm.agents.serving).
-NODE_KEY = "rlm_node"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +74,10 @@ class Completion:
     node: str | None = None
     route_reason: str = ""
     queue_s: float = 0.0
+    #: The request's key (:func:`rlm.records.request_key`) and whether a record answered it instead
+    #: of the provider (then tokens and cost are 0: nothing was paid).
+    request_key: str | None = None
+    cache_hit: bool = False
 
 
 class LM(Protocol):
@@ -88,13 +89,33 @@ class LM(Protocol):
     them into a group and a deployment. Failures raise :class:`LMError`.
     """
 
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        """Where a call would go (its group and deployment), before anything is sent.
+
+        The chosen deployment counts the call as in flight from here: hand the decision to
+        :meth:`complete` (which ends it) or give it back with :meth:`release`. Raises
+        :class:`LMError` (an unknown group, a prompt that fits no model).
+        """
+        ...
+
+    def release(self, decision: Decision) -> None:
+        """End a decided call that was never sent (answered from a record)."""
+        ...
+
+    def sampling(self) -> dict[str, Any]:
+        """The settings besides the messages that shape a reply (temperature, max_tokens), as sent."""
+        ...
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
-        """One call, blocking the calling thread."""
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
+        """One call, blocking the calling thread (``decision``: one :meth:`decide` made for it)."""
         ...
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         """One call as a coroutine; it must run on :meth:`run_async`'s loop."""
         ...
 
@@ -114,6 +135,17 @@ class LM(Protocol):
         """The group a heavy rule sends every call of a batch of ``size`` sub-calls to (``None``: no rule)."""
         ...
 
+    def fits(self, messages: list[Message], *, role: str = "root", model: str | None = None) -> bool | None:
+        """Whether ``messages`` fit (with room for the reply) a deployment of the group a ``role`` call (or
+        ``model``) goes to, counted as the router's size guard counts; ``None`` when no window is known."""
+        ...
+
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
+        """The share of its window (less the reply's room) ``messages`` would take on the root's own
+        group (``group``: the one it asked for), on its tightest deployment and by that deployment's
+        tokenizer; ``None`` when no window of the group is known."""
+        ...
+
     def close(self) -> None:
         """Release what the client holds."""
         ...
@@ -131,7 +163,7 @@ def _litellm() -> Any:
 class _EventLoopThread:
     """One asyncio loop per process, on a daemon thread, shared by every client."""
 
-    _instance: "_EventLoopThread | None" = None
+    _instance: _EventLoopThread | None = None
     _lock = threading.Lock()
 
     def __init__(self) -> None:
@@ -140,7 +172,7 @@ class _EventLoopThread:
         threading.Thread(target=self.loop.run_forever, name="rlm-lm-loop", daemon=True).start()
 
     @classmethod
-    def get(cls) -> "_EventLoopThread":
+    def get(cls) -> _EventLoopThread:
         with cls._lock:
             if cls._instance is None or cls._instance.pid != os.getpid():  # not inherited across fork
                 cls._instance = cls()
@@ -175,10 +207,42 @@ class LMClient:
     def batch_group(self, size: int) -> str | None:
         return self.routes.batch_group(size)
 
+    def fits(self, messages: list[Message], *, role: str = "root", model: str | None = None) -> bool | None:
+        routing = self.routes.routing
+        group = model if model in self.routes.table.groups else self.routes.table.resolve(
+            routing.root if role == "root" else routing.llm_query)
+        targets = [t for t in self.routes.table.groups[group] if t.room is not None]
+        if not targets:
+            return None
+        size = PromptSize(messages)
+        return any(size.fits(t.room or 0, t.tokenizer) for t in targets)
+
+    def room_used(self, messages: list[Message], group: str | None = None) -> float | None:
+        table = self.routes.table
+        name = table.resolve(group or self.routes.routing.root)
+        size = PromptSize(messages)
+        shares = [size.estimate(t.tokenizer) / max(t.room, 1) for t in table.groups[name] if t.room is not None]
+        return max(shares) if shares else None
+
+    def decide(self, messages: list[Message], *, role: str = "root", model: str | None = None,
+               site: CallSite | None = None) -> Decision:
+        if role not in ROLES:
+            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
+        return self.routes.decide(messages, role=role, ask=model, site=site)
+
+    def release(self, decision: Decision) -> None:
+        # Not a success: a deployment cooling down after a failure stays so; only its in-flight count drops.
+        self.state.finished(decision.target.name, ok=False)
+
+    def sampling(self) -> dict[str, Any]:
+        return self._wire()
+
     def complete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                 timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                 timeout: float | None = None, site: CallSite | None = None,
+                 decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -194,9 +258,11 @@ class LMClient:
         return self._completion(response, decision, target, sent, entered, site)
 
     async def acomplete(self, messages: list[Message], *, role: str = "root", model: str | None = None,
-                        timeout: float | None = None, site: CallSite | None = None) -> Completion:
+                        timeout: float | None = None, site: CallSite | None = None,
+                        decision: Decision | None = None) -> Completion:
         entered = time.monotonic()
-        decision = self._decide(messages, role, model, site)  # counts the call in flight on its deployment
+        # The decision counts the call in flight on its deployment.
+        decision = decision or self.decide(messages, role=role, model=model, site=site)
         sent, ok = time.monotonic(), False
         try:
             if decision.target.endpoint is not None:
@@ -228,13 +294,10 @@ class LMClient:
                     self._routes = ModelRouter(RouteTable(self.config), self.state)
         return self._routes
 
-    def _decide(self, messages: list[Message], role: str, model: str | None, site: CallSite | None) -> Decision:
-        if role not in ROLES:
-            raise ConfigError(f"unknown model role {role!r} (one of {', '.join(ROLES)})")
-        return self.routes.decide(messages, role=role, ask=model, site=site)
-
-    def _wire(self, decision: Decision) -> dict[str, Any]:
-        params: dict[str, Any] = dict(decision.params)  # the model profile's stop/grammar, on agents' turns
+    def _wire(self, decision: Decision | None = None) -> dict[str, Any]:
+        # The model profile's stop/grammar ride on agents' own turns (the decision's params); the deployment
+        # named by the request key implies its profile, so sampling() need not repeat them.
+        params: dict[str, Any] = dict(decision.params) if decision is not None else {}
         if self.config.max_completion_tokens:
             params["max_tokens"] = self.config.max_completion_tokens
         if self.config.temperature is not None:
@@ -323,7 +386,7 @@ class LMClient:
         # The Router registers success callbacks that count tokens/requests per deployment for
         # tpm/rpm limits; our deployments set none, and the callbacks cost ~1.5 ms of CPU per call.
         manager = litellm.logging_callback_manager
-        manager.remove_callback_from_list_by_object(litellm._async_success_callback, router)
+        manager.remove_callback_from_list_by_object(litellm._async_success_callback, router)  # noqa: SLF001 - no public handle
         manager.remove_callback_from_list_by_object(litellm.success_callback, router)
         return router
 

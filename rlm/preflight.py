@@ -77,7 +77,8 @@ def check(config: RLMConfig, env: Mapping[str, str]) -> None:
             continue
         if key_env:
             if not env.get(key_env):
-                raise ConfigError(f"model {model} takes its key from {key_env}, which is not set (export {key_env}=...)")
+                raise ConfigError(f"model {model} takes its key from {key_env}, which is not set "
+                                  f"(export {key_env}=...)")
             continue
         _check_credentials(model, config, env)
     if config.api_base:

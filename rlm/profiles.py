@@ -38,8 +38,8 @@ from typing import Any
 
 from rlm.errors import ConfigError
 
-__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "EMBEDDED_PROFILE", "REPLY_GRAMMAR", "FULL", "COMPACT", "profile_for",
-           "profile_named", "window", "turn_params"]
+__all__ = ["Profile", "PROFILES", "DEFAULT_PROFILE", "EMBEDDED_PROFILE", "REPLY_GRAMMAR", "FULL", "COMPACT",
+           "profile_for", "profile_named", "window", "turn_params"]
 
 FULL = "full"
 COMPACT = "compact"
@@ -150,7 +150,8 @@ def window(model: str, *, api_base: str | None = None, context_window: int | Non
     return (profile or profile_for(model)).window
 
 
-def turn_params(profile: Profile, *, grammar: bool | None = None, stop: tuple[str, ...] | None = None) -> dict[str, Any]:
+def turn_params(profile: Profile, *, grammar: bool | None = None,
+                stop: tuple[str, ...] | None = None) -> dict[str, Any]:
     """The request fields of an agent's own turn: the profile's, or a deployment's overrides of them."""
     params: dict[str, Any] = {}
     stops = profile.stop if stop is None else stop

@@ -21,8 +21,10 @@ which published prompt each part follows and where ours differs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlm.capacity import Capacity
 
@@ -66,6 +68,16 @@ __all__ = [
     'observation_header',
     'trimmed_observation',
     'force_final',
+    'without_timing',
+    'SESSION_VARIABLES',
+    'FOLLOW_UP',
+    'FOLLOW_UP_STEP',
+    'SUMMARY_REQUEST',
+    'COMPACTED',
+    'EarlierTurn',
+    'follow_up',
+    'summary_request',
+    'compacted',
 ]
 
 #: How much of the question each footer restates.
@@ -77,7 +89,14 @@ _FUNCTIONS = """\
 - `context` — the input (its type and size are in the task message).
 {sub_call_functions}\
 - `FINAL(answer)` — ends the task with `answer`. `FINAL_VAR(name)` ends it with the REPL variable named `name`.
-{extra_functions}"""
+{session_variables}{extra_functions}"""
+
+#: In a conversation (a session, a fork, a compacted history): the one naming scheme of earlier turns.
+SESSION_VARIABLES = """\
+- `answers[k]`, `history[k]` — in a conversation of several questions, turn k (1, 2, ...): its answer (a str) \
+and its whole message history (a list of {{"role": ..., "content": ...}} dicts). They appear from the second \
+question on, or when your history is cut to fit your window.
+"""
 
 SUB_CALL_FUNCTIONS = """\
 - `llm_query(prompt)` — one call to a sub-model; returns its reply (a str). The sub-model sees only \
@@ -168,7 +187,8 @@ COMPACT_CHUNKS = ("For questions about the whole input (how many, all, most), sp
 NO_SUB_CALLS_RULE = ("- Sub-calls (llm_query, rlm_query) are disabled in this run: answer with code over "
                      "`context` alone.\n")
 
-PACKAGES = "\nBesides the standard library you can import: {names}. No network, no new processes; files only under /tmp.\n"
+PACKAGES = ("\nBesides the standard library you can import: {names}. "
+            "No network, no new processes; files only under /tmp.\n")
 NO_PACKAGES = "\nOnly the standard library can be imported. No network, no new processes; files only under /tmp.\n"
 
 #: The compact style's worked example, sent as real chat turns before the task.
@@ -232,6 +252,8 @@ class PromptSpec:
     packages: Sequence[str] = ()
     extra_functions: Sequence[str] = ()
     extra: str = ""
+    #: A session's root: the system prompt names ``answers[k]`` and ``history[k]``.
+    session: bool = False
 
     @property
     def obs_chars(self) -> int:
@@ -261,6 +283,7 @@ def system_prompt(spec: PromptSpec) -> str:
         sub_chars=sub_chars, concurrency=spec.max_concurrency,
         rlm_functions=RLM_FUNCTIONS if spec.children else RLM_FUNCTIONS_AT_MAX_DEPTH)
     functions = _FUNCTIONS.format(sub_call_functions=sub_call_functions if spec.sub_calls else "",
+                                  session_variables=SESSION_VARIABLES.format() if spec.session else "",
                                   extra_functions="".join(f"- {doc}\n" for doc in spec.extra_functions))
     packages = PACKAGES.format(names=", ".join(spec.packages)) if spec.packages else NO_PACKAGES
     text = _compact(spec, functions, packages, sub_chars) if spec.compact else _full(
@@ -297,7 +320,7 @@ def task_prompt(spec: PromptSpec, question: str, context_description: str) -> st
     return AFTER_EXAMPLE + text if example_turns(spec) else text
 
 
-def task_index(messages: Sequence[dict]) -> int | None:
+def task_index(messages: Sequence[Mapping[str, Any]]) -> int | None:
     """Index of the task turn in an agent's messages (after any worked example), or ``None``."""
     users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
     for index in users:
@@ -329,6 +352,15 @@ def footer(state: TurnState) -> str:
     return "\n".join(lines)
 
 
+_CALLS_LEFT = re.compile(r"; [\d,]+ LM calls left in this run\]")
+
+
+def without_timing(text: str) -> str:
+    """``text`` without the footer's count of LM calls left: the one part of a request that depends on how
+    agents running beside each other interleave (a request key leaves it out, so a replay matches)."""
+    return _CALLS_LEFT.sub("; LM calls left in this run]", text) if "LM calls left" in text else text
+
+
 def observation_header(total_chars: int, shown_head: int | None = None, shown_tail: int = 0) -> str:
     """``Output of your code (N characters...):`` with the output's full length and how much of it is shown."""
     size = f"{total_chars:,} character{'s' if total_chars != 1 else ''}"
@@ -346,3 +378,66 @@ def trimmed_observation(observation: str) -> str:
 def force_final(max_iterations: int, question: str) -> str:
     """The last turn's request for an answer, with the question restated."""
     return FORCE_FINAL.format(max_iterations=max_iterations, question=short_question(question))
+
+
+# -- conversations: follow-up questions and compaction ------------------------------------------------
+
+FOLLOW_UP = """\
+Next question (turn {turn} of this conversation): {question}
+
+Earlier turns (`answers[k]` holds the answer of turn k, `history[k]` its whole conversation):
+{turns}
+`context` is the same input, and the REPL variables you made are still defined.
+
+{first_step}"""
+FOLLOW_UP_STEP = ("Work on it in a ```repl block; call FINAL(answer) once you have seen the output your answer "
+                  "rests on.")
+#: Characters of an earlier question and answer shown in the list of earlier turns.
+EARLIER_CHARS = 160
+
+SUMMARY_REQUEST = ("Your conversation is close to the size of your context window and will be cut. Summarise "
+                   "your progress on the question: what you found (exact values), which REPL variables hold "
+                   "what, and what is left to do. Reply with the summary only, without code.")
+COMPACTED = """\
+[The conversation was cut to fit your context window. Its whole text is in the REPL variable \
+`history[{turn}]` (a list of {{"role": ..., "content": ...}} dicts){earlier}.]
+
+Your summary of the work so far:
+{summary}
+
+Question: {question}
+
+Continue in a ```repl block."""
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierTurn:
+    """What a follow-up question says about an earlier turn."""
+
+    turn: int
+    question: str
+    answer: str | None
+    status: str
+
+
+def follow_up(turn: int, question: str, earlier: Sequence[EarlierTurn]) -> str:
+    """The user turn that asks turn ``turn``'s question of a conversation, listing the earlier turns."""
+    lines = []
+    for t in earlier:
+        answer = short_question(t.answer, EARLIER_CHARS) if t.answer else "(no answer)"
+        status = "" if t.status == "ok" else f" [ended: {t.status}]"
+        lines.append(f"- turn {t.turn}: {short_question(t.question, EARLIER_CHARS)!r} -> {answer!r}{status}")
+    return FOLLOW_UP.format(turn=turn, question=question, turns="\n".join(lines), first_step=FOLLOW_UP_STEP)
+
+
+def summary_request(last_observation: str) -> str:
+    """The last observation with the request to summarise appended (no two user turns in a row)."""
+    return f"{last_observation}\n\n{SUMMARY_REQUEST}"
+
+
+def compacted(turn: int, summary: str, question: str) -> str:
+    """The user turn that replaces a cut history: the pointer to ``history[turn]``, the summary, the question."""
+    earlier = f"; earlier turns are in `history[1]` to `history[{turn - 1}]`" if turn > 2 else (
+        "; the first turn is in `history[1]`" if turn == 2 else "")
+    return COMPACTED.format(turn=turn, earlier=earlier, summary=summary.strip() or "(no summary)",
+                            question=short_question(question))

@@ -62,13 +62,14 @@ class RunResult:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunResult":
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
         """The inverse of :meth:`to_dict` (e.g. a result sent by the service)."""
         usage = data.get("usage") or {}
         return cls(answer=data.get("answer"), run_id=data.get("run_id") or "", status=data.get("status") or "error",
                    usage=Usage(input_tokens=int(usage.get("input_tokens", 0)),
                                output_tokens=int(usage.get("output_tokens", 0)),
-                               llm_calls=int(usage.get("llm_calls", 0)), cost_usd=data.get("cost_usd")),
+                               llm_calls=int(usage.get("llm_calls", 0)), cost_usd=data.get("cost_usd"),
+                               cache_hits=int(usage.get("cache_hits", 0))),
                    iterations=int(data.get("iterations") or 0), depth_reached=int(data.get("depth_reached") or 0),
                    duration_s=float(data.get("duration_s") or 0.0), error=data.get("error"),
                    warnings=list(data.get("warnings") or []))

@@ -36,6 +36,7 @@ from rlm.lm import LM
 from rlm.results import AgentResult
 
 if TYPE_CHECKING:
+    from rlm.records import CallRecords
     from rlm.sandbox.forkserver import ForkServer
     from rlm.sandbox.host import Handler, Sandbox
 
@@ -51,7 +52,7 @@ class AgentLike(Protocol):
     depth: int
     prompt: str
     payload: ContextPayload
-    services: "RunServices"
+    services: RunServices
     config: RLMConfig
 
     def run(self) -> AgentResult: ...
@@ -98,7 +99,7 @@ class Placement(Protocol):
 
     def run_child(self, child: AgentLike, *, here: bool = False) -> AgentResult: ...
 
-    def sandbox_for(self, agent: AgentLike, handler: "Handler", extra: dict[str, list[str]]) -> "Sandbox | None": ...
+    def sandbox_for(self, agent: AgentLike, handler: Handler, extra: dict[str, list[str]]) -> Sandbox | None: ...
 
     def fanout_helpers(self) -> Sequence[FanoutHelper]: ...
 
@@ -113,7 +114,7 @@ class LocalPlacement:
     """
 
     def __init__(self, id_prefix: str = "",
-                 fork_servers: "Callable[[SandboxConfig], ForkServer] | None" = None) -> None:
+                 fork_servers: Callable[[SandboxConfig], ForkServer] | None = None) -> None:
         self._prefix = id_prefix
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -133,7 +134,7 @@ class LocalPlacement:
     def run_child(self, child: AgentLike, *, here: bool = False) -> AgentResult:
         return child.run()
 
-    def sandbox_for(self, agent: AgentLike, handler: "Handler", extra: dict[str, list[str]]) -> "Sandbox | None":
+    def sandbox_for(self, agent: AgentLike, handler: Handler, extra: dict[str, list[str]]) -> Sandbox | None:
         from rlm.sandbox.forkserver import ForkedSandbox
 
         config = agent.config.sandbox
@@ -151,7 +152,7 @@ class LocalPlacement:
     def fanout_helpers(self) -> Sequence[FanoutHelper]:
         return ()
 
-    def _new_server(self, config: SandboxConfig) -> "ForkServer":
+    def _new_server(self, config: SandboxConfig) -> ForkServer:
         if self._make_server is not None:  # e.g. a resident service's pre-started ones
             return self._make_server(config)
         from rlm.sandbox.forkserver import ForkServer
@@ -200,6 +201,8 @@ class RunServices:
     #: Extra text for the root's system prompt only (e.g. the namespace's memories).
     root_prompt_extra: str = ""
     tracker: RunTracker = field(default_factory=RunTracker)
+    #: Records that answer calls before the provider (replay, resume, the sub-call cache; rlm.records).
+    records: CallRecords | None = None
 
     def new_id(self, prefix: str) -> str:
         return self.placement.new_agent_id(prefix)

@@ -52,7 +52,8 @@ class Parent(AgentLike, Protocol):
 
     calls: CallMeter
 
-    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None) -> AgentLike: ...
+    def child(self, prompt: str, payload: ContextPayload, agent_id: str | None = None,
+              group: str | None = None) -> AgentLike: ...
 
 
 class SubCalls:
@@ -78,7 +79,7 @@ class SubCalls:
         extra = self.services.host_functions.get(name)
         if extra is None:
             raise HostCallError(f"unknown host function {name}")
-        return extra.fn(self.agent, args)  # type: ignore[arg-type]  # extensions see the agent itself
+        return extra.fn(self.agent, args)  # extensions see the agent itself
 
     # -- sub-model calls -------------------------------------------------------------------
     def llm_query(self, prompt: str, model: str | None, purpose: str = "llm_query") -> str:
@@ -143,10 +144,11 @@ class SubCalls:
         if not isinstance(contexts, list) or len(contexts) != len(prompts):
             raise HostCallError("rlm_query_batched: contexts must be a list as long as prompts")
         if self.agent.depth >= self.config.max_depth:  # no children allowed: plain LM calls
-            results = self._batched(lambda pair: self.rlm_query(*pair, group=group), list(zip(prompts, contexts)))
+            pairs = list(zip(prompts, contexts, strict=True))
+            results = self._batched(lambda pair: self.rlm_query(*pair, group=group), pairs)
         else:
             # Ids are taken in batch order, so item i of the batch is the i-th child id.
-            triples = [(p, c, self.services.new_id("a")) for p, c in zip(prompts, contexts)]
+            triples = [(p, c, self.services.new_id("a")) for p, c in zip(prompts, contexts, strict=True)]
             results = run_sharded(self.agent, "rlm", triples, group,
                                   lambda part, gate: self.rlm_batch(part, gate, group), min_shard=1)
         self._raise_if_stopped()

@@ -32,8 +32,12 @@ from urllib.parse import urlsplit
 
 from rlm.errors import LMError
 
-__all__ = ["Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
+__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
 
+#: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
+ALLOWED_KEY = "rlm_allowed"
+#: The key under which a deployment may report the cluster node that served a call (rlm.agents.serving).
+NODE_KEY = "rlm_node"
 #: HTTP statuses worth another attempt (the rest of 4xx is the request's own fault).
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 
@@ -52,7 +56,7 @@ class Endpoint:
     api_key: str | None = None
 
     @classmethod
-    def of(cls, model: str, api_base: str, api_key: str | None = None) -> "Endpoint":
+    def of(cls, model: str, api_base: str, api_key: str | None = None) -> Endpoint:
         """The endpoint of a litellm-style ``openai/<name>`` model string."""
         return cls(model.split("/", 1)[1] if model.startswith("openai/") else model, api_base, api_key)
 
@@ -197,7 +201,7 @@ async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
         async with _session().post(endpoint.url, json=body, headers=endpoint.headers(),
                                    timeout=aiohttp.ClientTimeout(total=seconds)) as response:
             status, text = response.status, await response.text()
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TransportError("timeout", f"no answer within {seconds}s", model=endpoint.model) from None
     except aiohttp.ClientError as exc:
         raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None

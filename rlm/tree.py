@@ -78,11 +78,12 @@ __all__ = [
 _RUN_KEYS = (
     "run_id", "question", "model", "sub_model", "config", "context_info", "started_at",
     "finished_at", "status", "answer", "input_tokens", "output_tokens", "llm_calls", "cost_usd",
-    "iterations", "depth_reached", "duration_s", "error", "root",
+    "iterations", "depth_reached", "duration_s", "error", "root", "cache_hits", "origin", "parent_run_id",
+    "session", "turn", "fork_at",
 )  # fmt: skip
 _RUN_FINISHED_KEYS = (
     "status", "answer", "input_tokens", "output_tokens", "llm_calls", "cost_usd",
-    "iterations", "depth_reached", "duration_s", "error",
+    "iterations", "depth_reached", "duration_s", "error", "cache_hits",
 )  # fmt: skip
 
 
@@ -183,6 +184,11 @@ class _TreeBuilder:
             context_info=dict(e.context_info),
             started_at=e.ts,
             status=self.graph.graph["status"] or "running",
+            origin=e.origin,
+            parent_run_id=e.parent_run_id,
+            session=e.session,
+            turn=e.turn,
+            fork_at=e.fork_at,
         )
 
     def run_finished(self, e: RunFinished) -> None:
@@ -247,6 +253,8 @@ class _TreeBuilder:
                 "node": e.node,
                 "route_reason": e.route_reason,
                 "queue_s": e.queue_s,
+                "cache_hit": e.cache_hit,
+                "request_key": e.request_key,
             }
         )
 
@@ -465,11 +473,12 @@ def _run_header(g: dict[str, Any], max_output: int) -> list[str]:
         f"run {_one_line(g.get('run_id'))}  status={_one_line(g.get('status'))}  "
         f"model={_one_line(g.get('model'))}  sub_model={_one_line(g.get('sub_model'))}"
     )
+    hits = f" ({g['cache_hits']} from records)" if g.get("cache_hits") else ""
     usage = (
-        f"  time={_fmt_seconds(g.get('duration_s'))}  tokens={_fmt_tokens(g)}  llm_calls={g.get('llm_calls') or 0}  "
-        f"cost={_fmt_cost(g.get('cost_usd'))}  depth_reached={g.get('depth_reached') or 0}"
+        f"  time={_fmt_seconds(g.get('duration_s'))}  tokens={_fmt_tokens(g)}  llm_calls={g.get('llm_calls') or 0}"
+        f"{hits}  cost={_fmt_cost(g.get('cost_usd'))}  depth_reached={g.get('depth_reached') or 0}"
     )
-    lines = [title, usage]
+    lines = [title, usage, *_origin_line(g)]
     if g.get("question"):
         _block(lines, "  ", "question", str(g["question"]), max_output)
     if g.get("answer") is not None:
@@ -477,6 +486,19 @@ def _run_header(g: dict[str, Any], max_output: int) -> list[str]:
     if g.get("error"):
         _block(lines, "  ", "error", str(g["error"]), max_output)
     return lines
+
+
+def _origin_line(g: dict[str, Any]) -> list[str]:
+    """Where a run comes from: a replay, resume or fork of another run, or a session's turn."""
+    origin, parent = g.get("origin"), _one_line(g.get("parent_run_id"))
+    if origin in ("replay", "resume"):
+        return [f"  {origin} of run {parent}"]
+    if origin == "fork":
+        return [f"  fork of run {parent} at iteration {g.get('fork_at')}"]
+    if origin == "turn":
+        after = f" (after run {parent})" if g.get("parent_run_id") else ""
+        return [f"  turn {g.get('turn')} of session {_one_line(g.get('session'))}{after}"]
+    return []
 
 
 def _agent_header(node: dict[str, Any]) -> str:
@@ -503,9 +525,10 @@ def _calls_summary(calls: list[dict[str, Any]]) -> list[str]:
     lines = []
     for purpose, group in by_purpose.items():
         failed = sum(1 for call in group if not call["ok"])
+        hits = sum(1 for call in group if call.get("cache_hit"))
         usage = {key: sum(call[key] for call in group) for key in ("input_tokens", "output_tokens")}
         line = f"{_one_line(purpose)}: {len(group)} call{'s' if len(group) != 1 else ''} ({_fmt_tokens(usage)} tokens)"
-        lines.append(line + (f", {failed} failed" if failed else ""))
+        lines.append(line + (f", {hits} from records" if hits else "") + (f", {failed} failed" if failed else ""))
     return lines
 
 
@@ -573,7 +596,9 @@ def _render_cell(lines: list[str], indent: str, cell: dict[str, Any], max_output
 def _iteration_title(iteration: dict[str, Any]) -> str:
     calls = len(iteration["lm_calls"])
     failed = sum(1 for call in iteration["lm_calls"] if not call["ok"])
-    counted = f"{calls} model call{'s' if calls != 1 else ''}" + (f", {failed} failed" if failed else "")
+    hits = sum(1 for call in iteration["lm_calls"] if call.get("cache_hit"))
+    counted = f"{calls} model call{'s' if calls != 1 else ''}" + (f", {hits} from records" if hits else "") + (
+        f", {failed} failed" if failed else "")
     if iteration["finished"]:
         return f"iteration {iteration['iteration']}  ({_fmt_seconds(iteration['duration_s'])}, {counted})"
     if iteration["iteration"] is not None:

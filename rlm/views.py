@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["runs_view", "show_view"]
 
 
-def runs_view(log: "RunLog | None", limit: int, as_json: bool) -> tuple[str, str]:
+def runs_view(log: RunLog | None, limit: int, as_json: bool) -> tuple[str, str]:
     """Past runs, newest first: one line each, or a JSON list."""
     runs = [] if log is None else log.list_runs(limit=limit)
     if as_json:
@@ -34,7 +34,7 @@ def runs_view(log: "RunLog | None", limit: int, as_json: bool) -> tuple[str, str
     return "".join(lines), ""
 
 
-def show_view(log: "RunLog | None", run_id: str, max_output: int, as_json: bool) -> tuple[str, str]:
+def show_view(log: RunLog | None, run_id: str, max_output: int, as_json: bool) -> tuple[str, str]:
     """One run's tree of agents, iterations, code and outputs: as text, or as JSON."""
     from rlm.tree import build_tree, render_tree, tree_to_dict
 

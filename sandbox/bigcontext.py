@@ -39,6 +39,13 @@ import signal
 import threading
 import time
 
+# ``typing`` is not imported at run time (it would slow every worker start): these names exist for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from types import FrameType
+    from typing import Any, NoReturn
+
 CHECKPOINT_BYTES = 1 << 20
 PIECE_BYTES = 4 << 20
 WINDOW_BYTES = 8 << 20
@@ -71,7 +78,7 @@ class Context:
     def __init__(self, path: str, *, regex_timeout_s: float = 30.0, max_materialize_chars: int = 64 << 20,
                  checkpoint_bytes: int = CHECKPOINT_BYTES, piece_bytes: int = PIECE_BYTES,
                  window_bytes: int = WINDOW_BYTES, match_tail_bytes: int = MATCH_TAIL_BYTES,
-                 anchor_min_bytes: int = ANCHOR_MIN_BYTES, facts: dict | None = None) -> None:
+                 anchor_min_bytes: int = ANCHOR_MIN_BYTES, facts: dict[str, Any] | None = None) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._size = os.fstat(self._fd).st_size
         self.regex_timeout_s = regex_timeout_s
@@ -86,7 +93,7 @@ class Context:
         if facts is not None:
             self._adopt(facts)
 
-    def _adopt(self, facts: dict) -> None:
+    def _adopt(self, facts: dict[str, Any]) -> None:
         """Take the host's facts about the file (``rlm.inputs.text_facts``) if they are consistent with it."""
         try:
             size, chars, ascii_only = facts["size"], facts["chars"], facts["ascii"]
@@ -104,7 +111,8 @@ class Context:
         self._length = chars
         if not isinstance(points, list) or not points:
             return
-        bytes_at, chars_at = [], []
+        bytes_at: list[int] = []
+        chars_at: list[int] = []
         for point in points:
             if not (isinstance(point, list) and len(point) == 2 and type(point[0]) is int and type(point[1]) is int):
                 return
@@ -362,7 +370,7 @@ class Context:
         return self._find_bytes(sub.encode("utf-8"), 0, self._size) >= 0
 
     # -- iteration ---------------------------------------------------------------------
-    def _pieces(self, start: int = 0, end: int | None = None, size: int | None = None):
+    def _pieces(self, start: int = 0, end: int | None = None, size: int | None = None) -> Iterator[str]:
         """Decoded text of consecutive byte pieces cut at character boundaries."""
         end = self._size if end is None else end
         size = size or self._piece
@@ -374,7 +382,7 @@ class Context:
             yield self._decode(pos, cut)
             pos = cut
 
-    def lines(self, keepends: bool = False):
+    def lines(self, keepends: bool = False) -> Iterator[str]:
         """Iterate over the lines (``str.splitlines`` semantics), one piece of the file at a time."""
         carry = ""
         for piece in self._pieces():
@@ -386,15 +394,15 @@ class Context:
         if carry:
             yield from carry.splitlines(keepends)
 
-    def splitlines(self, keepends: bool = False):
+    def splitlines(self, keepends: bool = False) -> Iterator[str]:
         """An *iterator* over the lines (not a list: the input is too large for one)."""
         return self.lines(keepends)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         """Iterating a Context yields its lines (without line endings), not characters."""
         return self.lines()
 
-    def chunks(self, size: int = 1_000_000, overlap: int = 0):
+    def chunks(self, size: int = 1_000_000, overlap: int = 0) -> Iterator[str]:
         """Consecutive ``str`` chunks of ``size`` characters, each starting ``overlap`` characters early."""
         if size <= 0 or not 0 <= overlap < size:
             raise ValueError("chunks: need size > 0 and 0 <= overlap < size")
@@ -411,31 +419,31 @@ class Context:
             start += step
 
     # -- regular expressions --------------------------------------------------------------
-    def search(self, pattern, flags: int = 0):
+    def search(self, pattern: str | re.Pattern[str], flags: int = 0) -> ContextMatch | None:
         """The first match of ``pattern`` (a :class:`ContextMatch`, offsets into the whole text) or None."""
         with _Budget(self.regex_timeout_s, "search"):
             for match in self._matches(_compile(pattern, flags)):
                 return match
         return None
 
-    def finditer(self, pattern, flags: int = 0):
+    def finditer(self, pattern: str | re.Pattern[str], flags: int = 0) -> Iterator[ContextMatch]:
         """Iterate over non-overlapping matches (:class:`ContextMatch`), in order."""
         compiled = _compile(pattern, flags)
         budget = _Budget(self.regex_timeout_s, "finditer")
         for batch in self._match_batches(compiled, budget):
             yield from batch
 
-    def findall(self, pattern, flags: int = 0) -> list:
+    def findall(self, pattern: str | re.Pattern[str], flags: int = 0) -> list[Any]:
         """As ``re.findall`` over the whole text: strings, or tuples of groups."""
         compiled = _compile(pattern, flags)
         with _Budget(self.regex_timeout_s, "findall"):
             return [_found(m, compiled.groups) for m in self._matches(compiled)]
 
-    def _matches(self, compiled: re.Pattern):
+    def _matches(self, compiled: re.Pattern[str]) -> Iterator[ContextMatch]:
         for batch in self._match_batches(compiled, None):
             yield from batch
 
-    def _match_batches(self, compiled: re.Pattern, budget: "_Budget | None"):
+    def _match_batches(self, compiled: re.Pattern[str], budget: _Budget | None) -> Iterator[list[ContextMatch]]:
         """Matches window by window; each window's matches are found under the budget."""
         pos, chars, resume = 0, 0, 0
         while True:
@@ -451,7 +459,8 @@ class Context:
                 return
             pos, chars = cut, chars + chars_in
 
-    def _scan(self, compiled: re.Pattern, pos: int, cut: int, chars: int, resume: int, last: bool):
+    def _scan(self, compiled: re.Pattern[str], pos: int, cut: int, chars: int, resume: int,
+              last: bool) -> tuple[list[ContextMatch], int, int]:
         """Matches starting in bytes [pos, cut) whose global char offset is ``chars`` at ``pos``."""
         before = self._decode(self._boundary(max(0, pos - LOOKBEHIND_BYTES)), pos)
         main = self._decode(pos, cut)
@@ -461,7 +470,8 @@ class Context:
             text = before + main + (self._decode(cut, tail_end) if not last else "")
             base = chars - len(before)  # global char offset of text[0]
             whole = last or tail_end >= self._size
-            batch, touched = [], False
+            batch: list[ContextMatch] = []
+            touched = False
             for m in compiled.finditer(text, max(len(before), resume - base)):
                 if m.start() >= len(before) + len(main) and not last:
                     break
@@ -487,7 +497,7 @@ class Context:
         self._check_size(length, "str(context)")
         return self._decode(0, self._size)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> NoReturn:
         if name.startswith("__"):
             raise AttributeError(name)
         raise AttributeError(
@@ -501,7 +511,7 @@ class ContextMatch:
     It keeps only its groups and spans, not the window of text it was found in.
     """
 
-    def __init__(self, match: re.Match, base: int) -> None:
+    def __init__(self, match: re.Match[str], base: int) -> None:
         self.re = match.re
         count = match.re.groups
         self._groups = tuple(match.group(i) for i in range(count + 1))
@@ -510,33 +520,33 @@ class ContextMatch:
         self.lastindex = match.lastindex
         self.lastgroup = match.lastgroup
 
-    def _number(self, group) -> int:
+    def _number(self, group: int | str) -> int:
         number = self.re.groupindex.get(group, group) if isinstance(group, str) else group
         if not isinstance(number, int) or not 0 <= number < len(self._groups):
             raise IndexError("no such group")
         return number
 
-    def group(self, *groups):
+    def group(self, *groups: int | str) -> Any:
         if len(groups) <= 1:
             return self._groups[self._number(groups[0] if groups else 0)]
         return tuple(self._groups[self._number(g)] for g in groups)
 
-    def __getitem__(self, group):
+    def __getitem__(self, group: int | str) -> Any:
         return self.group(group)
 
-    def groups(self, default=None):
+    def groups(self, default: Any = None) -> tuple[Any, ...]:
         return tuple(default if g is None else g for g in self._groups[1:])
 
-    def groupdict(self, default=None):
+    def groupdict(self, default: Any = None) -> dict[str, Any]:
         return {name: default if self._groups[i] is None else self._groups[i] for name, i in self.re.groupindex.items()}
 
-    def start(self, group=0) -> int:
+    def start(self, group: int | str = 0) -> int:
         return self._spans[self._number(group)][0]
 
-    def end(self, group=0) -> int:
+    def end(self, group: int | str = 0) -> int:
         return self._spans[self._number(group)][1]
 
-    def span(self, group=0) -> tuple[int, int]:
+    def span(self, group: int | str = 0) -> tuple[int, int]:
         return self._spans[self._number(group)]
 
     def __repr__(self) -> str:
@@ -622,7 +632,7 @@ def _utf8(sub: object, method: str) -> bytes:
     return sub.encode("utf-8")
 
 
-def _compile(pattern, flags: int) -> re.Pattern:
+def _compile(pattern: object, flags: int) -> re.Pattern[str]:
     if isinstance(pattern, re.Pattern):
         if flags:
             raise ValueError("cannot process flags argument with a compiled pattern")
@@ -633,7 +643,7 @@ def _compile(pattern, flags: int) -> re.Pattern:
     return re.compile(pattern, flags)
 
 
-def _found(match: ContextMatch, groups: int):
+def _found(match: ContextMatch, groups: int) -> Any:
     if groups == 0:
         return match.group()
     if groups == 1:
@@ -650,9 +660,9 @@ class _Budget:
         self.used = 0.0
         self._entered = 0.0
         self._armed = False
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
-    def __enter__(self) -> "_Budget":
+    def __enter__(self) -> _Budget:
         self._entered = time.monotonic()
         remaining = self.seconds - self.used
         if remaining <= 0:
@@ -670,7 +680,7 @@ class _Budget:
             self._armed = False
         self.used += time.monotonic() - self._entered
 
-    def _alarm(self, signum, frame) -> None:
+    def _alarm(self, signum: int, frame: FrameType | None) -> None:
         self._raise()
 
     def _raise(self) -> None:
@@ -679,19 +689,25 @@ class _Budget:
             "Simplify the pattern: avoid nested quantifiers like (a+)+ and unanchored .* runs.")
 
 
+class _ReDispatch:
+    """``re.search``/``finditer``/``findall`` handing a :class:`Context` to its own method, anything else to ``re``."""
+
+    context_dispatch = True  # marks an installed dispatcher: each function is wrapped once
+
+    def __init__(self, name: str, original: Callable[..., Any]) -> None:
+        self.__name__ = name
+        self.__doc__ = original.__doc__
+        self._name, self._original = name, original
+
+    def __call__(self, pattern: Any, string: Any, flags: int = 0) -> Any:
+        if isinstance(string, Context):
+            return getattr(string, self._name)(pattern, flags)
+        return self._original(pattern, string, flags)
+
+
 def install_re_dispatch() -> None:
     """Make ``re.search/finditer/findall(pattern, context)`` work when ``context`` is a Context."""
     for name in ("search", "finditer", "findall"):
         original = getattr(re, name)
-        if getattr(original, "_context_dispatch", False):
-            continue
-
-        def dispatch(pattern, string, flags=0, _original=original, _name=name):
-            if isinstance(string, Context):
-                return getattr(string, _name)(pattern, flags)
-            return _original(pattern, string, flags)
-
-        dispatch._context_dispatch = True  # type: ignore[attr-defined]
-        dispatch.__name__ = name
-        dispatch.__doc__ = original.__doc__
-        setattr(re, name, dispatch)
+        if not getattr(original, "context_dispatch", False):
+            setattr(re, name, _ReDispatch(name, original))

@@ -22,6 +22,7 @@ is the sandbox's own.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -53,7 +54,7 @@ class ForkedProcess:
         self.pidfd = pidfd
         self.stdin: IO[bytes] | None = os.fdopen(stdin, "wb", buffering=0)
         self.stdout: IO[bytes] | None = os.fdopen(stdout, "rb", buffering=0)
-        self.stderr: IO[bytes] = os.fdopen(stderr, "rb")  # buffered: the sandbox drains it with read1
+        self.stderr: io.BufferedReader = os.fdopen(stderr, "rb")  # buffered: the sandbox drains it with read1
         self._status_fd: int | None = status
         self.returncode: int | None = None
 
@@ -130,7 +131,7 @@ class ForkServer:
                           if filter_wanted else (b"", []))
         self._request = json.dumps({"filter": program.hex(), "pid_slots": slots}).encode()
 
-    def start(self) -> "ForkServer":
+    def start(self) -> ForkServer:
         """Start the zygote's jail now (the first :meth:`fork` does otherwise)."""
         with self._lock:
             if self._control is None and not self._closed:

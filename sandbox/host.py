@@ -17,6 +17,7 @@ escaped before any text leaves this module for the model, a log or a terminal.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -24,9 +25,10 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rlm.config import SandboxConfig
 from rlm.errors import HostCallError, LimitReached, SandboxError
@@ -127,7 +129,7 @@ class Sandbox:
         self.packages_path: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         self.start()
         return self
 
@@ -260,7 +262,7 @@ class Sandbox:
                 duration_s=clock.used + (time.monotonic() - clock.started), restarted=True, host_calls=calls,
             )
 
-    def _result(self, message: dict, duration: float, calls: int) -> CellResult:
+    def _result(self, message: protocol.Message, duration: float, calls: int) -> CellResult:
         cap = self.config.max_output_chars
         final = message.get("final")
         final_value = final.get("value") if isinstance(final, dict) else None
@@ -280,7 +282,7 @@ class Sandbox:
             variables=_variables(message.get("variables")),
         )
 
-    def _serve_call(self, message: dict) -> None:
+    def _serve_call(self, message: protocol.Message) -> None:
         call_id, name, args = message.get("id"), message.get("name"), message.get("args")
         if not isinstance(call_id, int) or name not in self.allowed_calls or not isinstance(args, dict):
             raise _Crash("the worker broke the sandbox protocol (a malformed or unknown host-function call)")
@@ -294,14 +296,14 @@ class Sandbox:
         self._send(reply)
 
     # -- frames ------------------------------------------------------------------
-    def _send(self, message: dict) -> None:
+    def _send(self, message: protocol.Message) -> None:
         assert self._proc is not None and self._proc.stdin is not None
         try:
             protocol.write_all(self._proc.stdin.fileno(), protocol.encode(message))
         except (BrokenPipeError, OSError):
             raise _Crash(self._death_reason()) from None
 
-    def _read(self, deadline: float) -> dict:
+    def _read(self, deadline: float) -> protocol.Message:
         """One frame from the worker before ``deadline`` (monotonic), bounded in size."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
@@ -350,8 +352,9 @@ class Sandbox:
         return f"the REPL worker died (exit code {code})"
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stderr is not None
-        for line in iter(lambda: proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
+        stream = proc.stderr
+        assert isinstance(stream, io.BufferedReader)  # a buffered binary pipe (Popen's default, ForkedProcess's)
+        for line in iter(lambda: stream.read1(4096), b""):
             if proc is self._proc:  # a previous worker's last words are not this one's
                 self._stderr_tail += line
                 del self._stderr_tail[:-4096]
@@ -371,7 +374,8 @@ def terminate(worker: jail.WorkerProcess | None, proc: subprocess.Popen[bytes]) 
             pass
     for stream in (proc.stdin, proc.stdout):
         try:
-            stream.close()  # type: ignore[union-attr]
+            if stream is not None:
+                stream.close()
         except OSError:
             pass
     try:

@@ -73,6 +73,10 @@ WORKER_ENV = {
     "LC_ALL": "C.UTF-8",
     "PYTHONDONTWRITEBYTECODE": "1",
     "PYTHONIOENCODING": "utf-8",
+    # The same str hashes in every worker, so a set prints in the same order in a replay of a run
+    # (rlm.records). Read only without -E, which is why the worker runs with -P -s instead of -I: its
+    # environment is this dictionary alone either way (bwrap --clearenv; a plain subprocess given it).
+    "PYTHONHASHSEED": "0",
     # Keep multi-MiB buffers (a huge Context is scanned in 8 MiB pieces) in the heap instead of a fresh
     # mmap per buffer: on small VMs the page faults of mapping and unmapping cost 10x the copying.
     "MALLOC_MMAP_THRESHOLD_": str(32 << 20),
@@ -242,11 +246,16 @@ def bwrap_policy(context_file: Path | None, *, scratch_mb: int, python: str | No
 
 
 def _worker_command(python: str, worker: WorkerFiles, *, jailed: bool, script: str | None = None) -> list[str]:
-    """``python -I -S -B WORKER``: inside the jail from /opt/rlm-sandbox, unsafe mode from the host path."""
+    """``python -P -s -S -B WORKER`` (-I without -E: see ``PYTHONHASHSEED``): inside the jail from
+    /opt/rlm-sandbox, unsafe mode from the host path."""
     script = script or worker.script
     if jailed:
-        return [_python_in_jail(python)[0], "-I", "-S", "-B", f"{JAIL_WORKER_DIR}/{script}"]
-    return [python, "-I", "-S", "-B", str(worker.directory / script)]
+        return [_python_in_jail(python)[0], *_FLAGS, f"{JAIL_WORKER_DIR}/{script}"]
+    return [python, *_FLAGS, str(worker.directory / script)]
+
+
+#: Isolated mode but for -E: no script directory on sys.path (-P), no user site (-s), no site (-S), no .pyc (-B).
+_FLAGS = ("-P", "-s", "-S", "-B")
 
 
 def launch(mode: str, context_file: Path | None, *, scratch_mb: int, allow_processes: bool = False,
@@ -366,7 +375,7 @@ def _complete(directory: Path) -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled_worker(signature: tuple) -> Path | None:
+def _compiled_worker(signature: tuple[tuple[int, int, int], ...]) -> Path | None:
     """The cache directory for the sources as they are now (``signature``: their stat), or None."""
     try:
         sources = {name: (WORKER_DIR / name).read_bytes() for name in WORKER_FILES}
@@ -542,9 +551,11 @@ def check_bwrap() -> None:
             "unprivileged user namespaces, or pass --unsafe-no-sandbox to run model code without isolation "
             "(rlimits only; not for untrusted input).")
     if exe is None:
-        raise SandboxUnavailable(f"bubblewrap (bwrap) is not installed; rlm will not run model code unsandboxed. {hint}")
+        raise SandboxUnavailable("bubblewrap (bwrap) is not installed; rlm will not run model code unsandboxed. "
+                                 + hint)
     probe = [exe, "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-             "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
+             "--disable-userns", "--cap-drop", "ALL", "--die-with-parent", "--ro-bind", "/", "/", "--proc", "/proc",
+             "--dev", "/dev", "--", "/bin/true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=20, env=dict(WORKER_ENV))
     except (OSError, subprocess.TimeoutExpired) as exc:

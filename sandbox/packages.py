@@ -43,11 +43,13 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from rlm.config import default_packages_dir
 from rlm.errors import RLMError
 
-__all__ = ["DEFAULT_REQUIREMENTS", "Manifest", "PackagesError", "default_dir", "current_env", "available", "install", "main"]
+__all__ = ["DEFAULT_REQUIREMENTS", "Manifest", "PackagesError", "default_dir", "current_env", "available", "install",
+           "main"]
 
 #: Pinned for Python 3.11+ on Linux (wheels on PyPI); numpy's OpenBLAS is held to one thread in the jail.
 DEFAULT_REQUIREMENTS = ("numpy==2.4.6", "pandas==3.1.1", "regex==2026.12.2")
@@ -73,7 +75,7 @@ class Manifest:
                 "python": self.python}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
         return cls(tuple(str(r) for r in data["requirements"]),
                    tuple((str(m), str(v)) for m, v in data["modules"]), str(data["python"]))
 

@@ -31,6 +31,14 @@ import json
 import os
 import struct
 
+# ``typing`` is not imported at run time (it would slow every worker start): these names exist for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    #: One decoded frame: a JSON object with a string ``"type"``.
+    Message = dict[str, Any]
+
 HEADER = struct.Struct(">I")
 #: Default upper bound on one frame (either direction).
 MAX_FRAME_BYTES = 64 * 1024 * 1024
@@ -40,13 +48,13 @@ class FrameError(Exception):
     """A frame could not be read or decoded (EOF, oversized, not JSON, not an object)."""
 
 
-def encode(message: dict) -> bytes:
+def encode(message: Message) -> bytes:
     """Serialize one message into a frame (header + JSON body)."""
     body = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
     return HEADER.pack(len(body)) + body
 
 
-def decode(body: bytes) -> dict:
+def decode(body: bytes) -> Message:
     """Parse one frame body; raises :class:`FrameError` on anything but a JSON object with a type."""
     try:
         message = json.loads(body.decode("utf-8"))
@@ -65,7 +73,7 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def write_frame(fd: int, message: dict) -> None:
+def write_frame(fd: int, message: Message) -> None:
     """Write one frame to a file descriptor."""
     write_all(fd, encode(message))
 
@@ -83,7 +91,7 @@ def read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_frame(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> dict:
+def read_frame(fd: int, max_bytes: int = MAX_FRAME_BYTES) -> Message:
     """Blocking read of one frame from ``fd`` (used by the worker)."""
     (length,) = HEADER.unpack(read_exact(fd, HEADER.size))
     if length > max_bytes:

@@ -29,11 +29,18 @@ import resource
 import sys
 import traceback
 
+# ``typing`` is not imported at run time (it would slow every worker start): these names exist for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any, NoReturn
+
 if __package__:
     from . import protocol
 else:  # run as a plain script inside the jail: protocol and bigcontext sit beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import protocol  # type: ignore[no-redef]
+    import protocol  # type: ignore[no-redef]  # the same module, found beside this file instead of in the package
 
 #: Appended to errors that mean "the sandbox said no", so the model stops retrying.
 SANDBOX_HINT = ("[sandbox] This REPL is isolated: no network, no new processes, a read-only filesystem "
@@ -103,15 +110,15 @@ class Worker:
         self.in_fd = in_fd
         self.out_fd = out_fd
         self.call_seq = 0
-        self.final: dict | None = None
+        self.final: dict[str, str] | None = None
         self.max_output_chars = 20_000
         self.max_call_bytes = protocol.MAX_FRAME_BYTES
-        self.namespace: dict = {}
-        self.functions: dict = {}
+        self.namespace: dict[str, Any] = {}
+        self.functions: dict[str, Any] = {}
         self.extra_functions: dict[str, list[str]] = {}
 
     # -- host calls --------------------------------------------------------------
-    def call(self, name: str, **args):
+    def call(self, name: str, **args: Any) -> Any:
         """Send a ``call`` frame and block for its ``reply``."""
         self.call_seq += 1
         call_id = self.call_seq
@@ -129,23 +136,24 @@ class Worker:
         return reply.get("value")
 
     # -- the namespace -----------------------------------------------------------
-    def build_namespace(self, context) -> dict:
+    def build_namespace(self, context: object) -> dict[str, Any]:
         worker = self
 
-        def llm_query(prompt, model=None):
+        # The model calls these with anything: arguments are checked at run time (_text, _list, _ctx).
+        def llm_query(prompt: Any, model: Any = None) -> Any:
             """Ask a sub-model one prompt; returns its reply text."""
             return worker.call("llm_query", prompt=_text(prompt, "prompt"), model=model)
 
-        def llm_query_batched(prompts, model=None):
+        def llm_query_batched(prompts: Any, model: Any = None) -> list[Any]:
             """Ask many prompts concurrently; returns replies in order (QueryError for failures)."""
             prompts = [_text(p, "prompts[i]") for p in _list(prompts, "prompts")]
             return _batch(worker.call("llm_query_batched", prompts=prompts, model=model))
 
-        def rlm_query(prompt, context=None, model=None):
+        def rlm_query(prompt: Any, context: Any = None, model: Any = None) -> Any:
             """Run a child agent (its own REPL) on ``prompt`` with its own ``context`` (on model group ``model``)."""
             return worker.call("rlm_query", prompt=_text(prompt, "prompt"), context=_ctx(context), model=model)
 
-        def rlm_query_batched(prompts, contexts=None, model=None):
+        def rlm_query_batched(prompts: Any, contexts: Any = None, model: Any = None) -> list[Any]:
             """Run many child agents concurrently; returns answers in order (QueryError for failures)."""
             prompts = [_text(p, "prompts[i]") for p in _list(prompts, "prompts")]
             contexts = [None] * len(prompts) if contexts is None else [_ctx(c) for c in _list(contexts, "contexts")]
@@ -153,13 +161,13 @@ class Worker:
                 raise ValueError("rlm_query_batched: prompts and contexts must have the same length")
             return _batch(worker.call("rlm_query_batched", prompts=prompts, contexts=contexts, model=model))
 
-        def FINAL(value):  # noqa: N802 - the name the model is taught
+        def FINAL(value: object) -> NoReturn:  # noqa: N802 - the name the model is taught
             """End this agent with ``value`` (converted to str) as its answer."""
             if worker.final is None:  # the first FINAL of a cell wins
                 worker.final = {"value": value if isinstance(value, str) else str(value)}
             raise FinalAnswer()
 
-        def FINAL_VAR(name):  # noqa: N802
+        def FINAL_VAR(name: object) -> NoReturn:  # noqa: N802 - the name the model is taught
             """End this agent with the value of the variable named ``name``."""
             if not isinstance(name, str) or name not in worker.namespace:
                 raise NameError(f"FINAL_VAR: no variable named {name!r}")
@@ -182,7 +190,7 @@ class Worker:
         return namespace
 
     # -- cells -------------------------------------------------------------------
-    def execute(self, cell_id: int, code: str) -> dict:
+    def execute(self, cell_id: int, code: str) -> protocol.Message:
         """Run one cell; capture output; report errors and FINAL."""
         self.final = None
         stdout, stderr = CappedWriter(self.max_output_chars), CappedWriter(self.max_output_chars)
@@ -249,13 +257,13 @@ class Worker:
                 return
 
 
-def _stub(worker: Worker, name: str, params: list[str]):
+def _stub(worker: Worker, name: str, params: list[str]) -> Callable[..., Any]:
     """A host function declared by the host at init (e.g. ``note``, ``recall``): binds arguments by name."""
 
-    def stub(*args, **kwargs):
+    def stub(*args: Any, **kwargs: Any) -> Any:
         if len(args) > len(params):
             raise TypeError(f"{name}() takes at most {len(params)} positional arguments ({len(args)} given)")
-        bound = dict(zip(params, args))
+        bound = dict(zip(params, args, strict=False))  # fewer arguments than parameters is fine
         for key, value in kwargs.items():
             if key not in params:
                 raise TypeError(f"{name}() got an unexpected keyword argument {key!r}")
@@ -269,19 +277,19 @@ def _stub(worker: Worker, name: str, params: list[str]):
     return stub
 
 
-def _text(value, name: str) -> str:
+def _text(value: object, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
     return value
 
 
-def _list(value, name: str) -> list:
+def _list(value: Any, name: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise TypeError(f"{name} must be a list, not {type(value).__name__}")
     return list(value)
 
 
-def _ctx(value):
+def _ctx(value: Any) -> Any:
     """A child's context must be plain data (str, or a list/dict of plain data)."""
     if value is None or isinstance(value, str):
         return value
@@ -292,9 +300,10 @@ def _ctx(value):
     return value
 
 
-def _batch(items: list) -> list:
+def _batch(items: list[Any]) -> list[Any]:
     """Turn ``{"error": ...}`` entries of a batched reply into QueryError objects and tell the model."""
-    results, failed = [], 0
+    results: list[Any] = []
+    failed = 0
     for item in items:
         if isinstance(item, dict) and "error" in item:
             results.append(QueryError(str(item["error"])))
@@ -312,9 +321,9 @@ _SIZED = (str, bytes, list, tuple, dict, set, frozenset)
 MAX_VARIABLES = 40
 
 
-def describe_variables(namespace: dict, hidden: dict) -> list:
+def describe_variables(namespace: dict[str, Any], hidden: dict[str, Any]) -> list[list[Any]]:
     """``[name, type name, length or None]`` of the model's variables (not modules, host functions or _names)."""
-    entries = []
+    entries: list[list[Any]] = []
     for name, value in namespace.items():
         if name.startswith("_") or name in hidden or name == "context" or type(value).__name__ == "module":
             continue
@@ -324,16 +333,18 @@ def describe_variables(namespace: dict, hidden: dict) -> list:
     return entries
 
 
-def run_cell(code: str, namespace: dict, filename: str) -> None:
+def run_cell(code: str, namespace: dict[str, Any], filename: str) -> None:
     """Exec ``code``; like a notebook, the value of a final bare expression is printed."""
     tree = compile(code, filename, "exec", _ast.PyCF_ONLY_AST)  # what ast.parse does
+    assert isinstance(tree, _ast.Module)  # mode "exec" parses to a Module
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], _ast.Expr):
-        last = _ast.Expression(tree.body.pop().value)
+    if tree.body and isinstance(tail := tree.body[-1], _ast.Expr):
+        tree.body.pop()
+        last = _ast.Expression(tail.value)
     exec(compile(tree, filename, "exec"), namespace)  # noqa: S102 - this is the REPL
     if last is not None:
-        value = eval(compile(last, filename, "eval"), namespace)  # noqa: S307
+        value = eval(compile(last, filename, "eval"), namespace)  # noqa: S307 - the REPL shows the last value
         if value is not None:
             print(repr(value))
 
@@ -355,12 +366,12 @@ def format_error(exc: BaseException) -> str:
 def _denied_by_sandbox(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _DENIED_ERRNOS:
         return True
-    import socket  # noqa: PLC0415 - only when formatting an error
+    import socket  # only when formatting an error
 
     return isinstance(exc, socket.gaierror) or (isinstance(exc, RuntimeError) and "new thread" in str(exc))
 
 
-def apply_rlimits(limits: dict) -> None:
+def apply_rlimits(limits: dict[str, Any]) -> None:
     """Set hard = soft rlimits (e.g. ``{"AS": bytes, "CPU": seconds}``) before any model code runs.
 
     Inside the jail the worker has no CAP_SYS_RESOURCE in the host's user
@@ -375,7 +386,7 @@ def apply_rlimits(limits: dict) -> None:
 
 
 def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeout_s: float = 30.0,
-                 facts: dict | None = None):
+                 facts: dict[str, Any] | None = None) -> Any:
     """Map the read-only context file and decode it without an intermediate bytes copy.
 
     A text input larger than ``huge_input_bytes`` (when > 0) stays mapped: ``context``
@@ -398,12 +409,12 @@ def load_context(path: str, kind: str, *, huge_input_bytes: int = 0, regex_timeo
     return data
 
 
-def _bigcontext():
+def _bigcontext() -> ModuleType:
     """The huge-input module, imported only when an input is huge."""
     if __package__:
         from . import bigcontext
     else:
-        import bigcontext  # type: ignore[no-redef]
+        import bigcontext  # type: ignore[no-redef]  # the same module, found beside this file
     return bigcontext
 
 
@@ -417,7 +428,7 @@ def main() -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     os.close(devnull)
-    sys.stdin = open(os.devnull)  # noqa: SIM115
+    sys.stdin = open(os.devnull)  # noqa: SIM115 - stdin for the rest of the process
     try:
         Worker(in_fd, out_fd).serve()
     except protocol.FrameError:

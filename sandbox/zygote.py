@@ -40,11 +40,16 @@ import struct
 import sys
 import tempfile
 
+# ``typing`` is not imported at run time (every worker is forked from here): this name exists for the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 if __package__:
     from . import worker
 else:  # run as a plain script inside the jail: worker.pyc sits beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import worker  # type: ignore[no-redef]
+    import worker  # type: ignore[no-redef]  # the same module, found beside this file
 
 PR_SET_SECCOMP = 22
 PR_SET_DUMPABLE = 4
@@ -77,7 +82,7 @@ class Zygote:
                 continue
             self._fork(json.loads(message), fds)
 
-    def _fork(self, request: dict, fds: list[int]) -> None:
+    def _fork(self, request: dict[str, Any], fds: list[int]) -> None:
         # SIGCHLD stays blocked until the new worker is recorded: a worker that dies at once is reaped after.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
         try:
@@ -111,14 +116,14 @@ class Zygote:
                     pass
                 os.close(fd)
 
-    def _become_worker(self, request: dict, fds: list[int]) -> None:
+    def _become_worker(self, request: dict[str, Any], fds: list[int]) -> None:
         """In the forked child: keep only the worker's descriptors, confine it, run it. Never returns."""
         code = 1
         try:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
             self.control.detach()  # its descriptor is closed below; the object must not close a reused number
-            for target, fd in zip((0, 1, 2, CONTEXT_FD), (fds[0], fds[1], fds[2], fds[4])):
+            for target, fd in zip((0, 1, 2, CONTEXT_FD), (fds[0], fds[1], fds[2], fds[4]), strict=True):
                 os.dup2(fd, target)
             os.closerange(3, CONTEXT_FD)  # the control socket, other workers' status pipes, the originals
             os.closerange(CONTEXT_FD + 1, 1 << 16)
@@ -134,7 +139,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _confine(request: dict) -> None:
+def _confine(request: dict[str, Any]) -> None:
     """Non-dumpable, a private scratch directory, and the per-worker seccomp filter (if any)."""
     libc = _LIBC
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.prompts import task_index  # noqa: E402
-from rlm.testing import ScriptedServer  # noqa: E402
+from rlm.config import RLMConfig, SandboxConfig
+from rlm.prompts import task_index
+from rlm.testing import ScriptedServer
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"

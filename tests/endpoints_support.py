@@ -61,9 +61,9 @@ def endpoint_policy(messages: list[dict[str, Any]]) -> Any:
     return "FINAL(unexpected question)"
 
 
-@pytest.fixture(scope="module")
-def model() -> Iterator[ScriptedServer]:
-    """The scripted model of a test module, answering with :func:`endpoint_policy`."""
+@pytest.fixture(scope="module", name="model")
+def scripted_model() -> Iterator[ScriptedServer]:
+    """The ``model`` fixture: a test module's scripted model, answering with :func:`endpoint_policy`."""
     with ScriptedServer(policy=endpoint_policy) as server:
         yield server
 
@@ -98,8 +98,8 @@ def start_service_process(base: Path, model_url: str, *extra: str) -> ServicePro
     env = service_env(home)
     argv = [str(VENV_BIN / "rlm"), "serve", "--http", "127.0.0.1:0", "--allow-path", str(allowed),
             "--model", "openai/scripted", "--api-base", model_url, "--cell-timeout", "20", *extra]
-    log = open(base / "serve.log", "wb")
-    process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(base / "serve.log", "wb") as log:  # the service writes to its own copy of the descriptor
+        process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 90
     while (state := find_service(home)) is None or state.http is None:
         if process.poll() is not None or time.monotonic() > deadline:

@@ -60,9 +60,8 @@ class NetnsCluster:
     def address(self) -> str:
         return f"{self.ip_head}:{self.port}"
 
-    def up(self) -> "NetnsCluster":
-        for ns, interface, address in ((self.ns_head, self.if_head, self.ip_head),
-                                       (self.ns_gpu, self.if_gpu, self.ip_gpu)):
+    def up(self) -> NetnsCluster:
+        for ns in (self.ns_head, self.ns_gpu):
             _ip("netns", "add", ns)
         _ip("link", "add", self.if_head, "type", "veth", "peer", "name", self.if_gpu)
         for ns, interface, address in ((self.ns_head, self.if_head, self.ip_head),

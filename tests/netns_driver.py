@@ -22,13 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import first_user, is_agent_prompt, repl, turn  # noqa: E402
+from conftest import first_user, is_agent_prompt, repl, turn
 
-from rlm.config import RLMConfig, SandboxConfig  # noqa: E402
-from rlm.routing.spec import parse_models  # noqa: E402
-from rlm.runlog import RunLog  # noqa: E402
-from rlm.runner import run  # noqa: E402
-from rlm.testing import ScriptedServer  # noqa: E402
+from rlm.config import RLMConfig, SandboxConfig
+from rlm.routing.spec import parse_models
+from rlm.runlog import RunLog
+from rlm.runner import run
+from rlm.testing import ScriptedServer
 
 RUN1 = ("kids = rlm_query_batched(['CHILD'] * 4, ['x' * 100_000 + f'chunk-{i}' for i in range(4)])\n"
         "heavy = llm_query('Say hi.', model='heavy')\nlight = llm_query('small')\nFINAL(' '.join(kids))")

@@ -65,7 +65,8 @@ def test_tasks_run_concurrently_and_every_result_is_written(server_factory, batc
                         [{"id": f"t{i}", "question": f"question {i}", "context": f"ctx-{i}-tail"} for i in range(6)])
     out = tmp_path / "out" / "results.jsonl"
     seen = []
-    stats = BatchJob(read_tasks(tasks), batch_config(server), out, concurrency=3, progress=lambda s: seen.append(s.running)).run()
+    stats = BatchJob(read_tasks(tasks), batch_config(server), out, concurrency=3,
+                     progress=lambda s: seen.append(s.running)).run()
     rows = results(out)
     assert sorted(r["id"] for r in rows) == [f"t{i}" for i in range(6)]
     for row in rows:

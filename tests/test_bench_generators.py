@@ -88,7 +88,8 @@ def test_sniah_is_rulers_single_needle_task():
         if task.meta["haystack"] == "noise":  # RULER's repeat haystack: one sentence per line, needle a line
             lines = task.context.split("\n")
             assert set(lines) - {lines[0]} == {f"One of the special magic numbers for {key} is: {needle[0]}."}
-            assert lines[0] == "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+            assert lines[0] == ("The grass is green. The sky is blue. The sun is yellow. Here we go. "
+                                "There and back again.")
         else:  # essay: the needle sits at one of RULER's 40 depths of the sentence list
             assert task.meta["depth_percent"] in DEPTHS and "\n" not in task.context
             sentences = re.split(r"(?<=\.) ", task.context)
@@ -121,7 +122,8 @@ def _oolong_expected(task) -> str:
     date = re.search(r"dated (after|before) (\w{3} \d{2}, \d{4})", q)
     user = re.search(r"of user (\d+)", q)
     if date:
-        rows = [r for r in rows if (r[0] > _date(date.group(2)) if date.group(1) == "after" else r[0] < _date(date.group(2)))]
+        day, after = _date(date.group(2)), date.group(1) == "after"
+        rows = [r for r in rows if (r[0] > day if after else r[0] < day)]
     if user:
         rows = [r for r in rows if r[1] == user.group(1)]
     counts = Counter(label for _, _, label in rows)
@@ -277,7 +279,8 @@ def test_browsecomp_like_gold_by_reading_the_documents():
         pages = {doc["text"].split("\n", 1)[0]: doc["text"] for doc in task.context}
         q = task.question
         if m := re.search(r"the novel that won the ([\w ]+?) in (\d{4})", q):
-            winners = [title for title, text in pages.items() if f"{title} won the {m.group(1)} in {m.group(2)}." in text]
+            won = f" won the {m.group(1)} in {m.group(2)}."
+            winners = [title for title, text in pages.items() if f"{title}{won}" in text]
             assert len(winners) == 1
             entity = winners[0]
         else:
@@ -356,7 +359,7 @@ def test_codeqa_like_is_longbench_multiple_choice_with_one_right_answer():
         choices = task.meta["choices"]
         assert len(set(choices)) == 4 and task.answer in "ABCD"
         assert task.question.startswith("What is the correct answer to this question: ")
-        assert [f"({letter}) {choice}" in task.question for letter, choice in zip("ABCD", choices)] == [True] * 4
+        assert all(f"({letter}) {choice}" in task.question for letter, choice in zip("ABCD", choices, strict=True))
         assert task.question.endswith('Format your response as follows: "The correct answer is (insert answer here)".')
         assert _right_choices(task) == [choices["ABCD".index(task.answer)]] == [task.meta["answer_text"]]
     assert len({t.answer for t in tasks}) >= 3  # the right letter moves around

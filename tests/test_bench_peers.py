@@ -119,7 +119,8 @@ def test_rlmflow_config_and_http_helpers() -> None:
                                                                 [{"role": "user", "content": "hi"}])
     assert (host, port, https, path) == ("127.0.0.1", 8123, False, "/v1/chat/completions")
     assert json.loads(body) == {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    assert rlmflow_driver.chat_request("https://api.example.com/v1", "m", [])[1:4] == (443, True, "/v1/chat/completions")
+    request = rlmflow_driver.chat_request("https://api.example.com/v1", "m", [])
+    assert request[1:4] == (443, True, "/v1/chat/completions")
     reply = {"choices": [{"message": {"content": "ECHO-1"}}], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
     assert rlmflow_driver.parse_reply(reply) == ("ECHO-1", 7, 2)
     assert rlmflow_driver.parse_reply({"choices": [{"message": {"content": None}}]}) == ("", 0, 0)
@@ -255,7 +256,9 @@ def test_dialect_fanout_of_a_wrong_library_counts_wrong() -> None:
         def done(value: Any) -> None:
             raise Done(str(value))
 
-        lossy = lambda prompts: _echo(prompts)[:-1] + ["oops"]
+        def lossy(prompts: list[str]) -> list[str]:
+            return _echo(prompts)[:-1] + ["oops"]
+
         try:
             exec(_code(reply, DIALECTS[impl]), {"llm_query_batched": lossy, "answer": answer, "done": done})
             got = answer["content"]
@@ -267,7 +270,8 @@ def test_dialect_fanout_of_a_wrong_library_counts_wrong() -> None:
 def test_ours_and_rlms_dialects_are_unchanged() -> None:
     for impl in ("ours", "rlms"):
         _, reply = _root("fanout_cpu", impl)
-        assert _code(reply, DIALECTS[impl]).startswith("res = llm_query_batched(['SUBTASK-' + str(i) for i in range(120)])")
+        code = _code(reply, DIALECTS[impl])
+        assert code.startswith("res = llm_query_batched(['SUBTASK-' + str(i) for i in range(120)])")
         _, reply = _root("spawn", impl)
         assert _code(reply, DIALECTS[impl]).startswith("res = rlm_query_batched(['CHILD-' + str(i) for i in range(7)])")
     policy = ScenarioPolicy("spawn", DIALECTS["rlms"], SMALL)

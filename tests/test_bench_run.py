@@ -11,7 +11,7 @@ import pytest
 
 from rlm.benchmarks.runner import base_prompt
 from rlm.prompts import NO_SUB_CALLS_RULE
-from rlm.benchmarks.tasks import read_tasks
+from rlm.benchmarks.tasks import Task, read_tasks
 from rlm.cli import main
 
 NEEDLE = re.compile(r"special magic numbers for ([\w-]+) is: (\d{7})")
@@ -94,9 +94,7 @@ def test_rlm_no_sub_refuses_sub_calls_and_says_so(server_factory, make_config) -
     assert "llm_query(" not in server.requests[0].messages[0]["content"]  # not offered to the model
 
 
-def _judged_task(task_id: str, gold: str) -> "Task":
-    from rlm.benchmarks.tasks import Task
-
+def _judged_task(task_id: str, gold: str) -> Task:
     return Task(id=task_id, suite="browsecomp-plus-like", question="Which river flows through Lorzel?", answer=gold,
                 context="Lorzel\n\nThe Halce River flows through Lorzel.", length_tokens=16,
                 meta={"grading": "judge", "distractors": []})

@@ -22,7 +22,7 @@ from endpoints_support import (
     ServiceProcess,
     endpoint_policy,
     in_process_service,
-    model,  # noqa: F401 - the module's scripted model (a fixture)
+    scripted_model,  # noqa: F401 - registers the module's `model` fixture
     start_service_process,
     stop_service_process,
 )
@@ -172,7 +172,8 @@ def test_context_from_an_upload_a_file_part_and_several_messages(service):
         "ctx=# Notes\nuploaded text"
     api.files.delete(uploaded.id)
     with pytest.raises(openai.BadRequestError, match="no uploaded file"):
-        api.chat.completions.create(model="rlm", messages=[user("ECHO it")], extra_body={"rlm": {"file_id": uploaded.id}})
+        api.chat.completions.create(model="rlm", messages=[user("ECHO it")],
+                                    extra_body={"rlm": {"file_id": uploaded.id}})
     several = api.chat.completions.create(model="rlm", messages=[
         {"role": "system", "content": "Be brief."}, user("first part"), {"role": "assistant", "content": "noted"},
         user("ECHO both")])

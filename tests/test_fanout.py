@@ -79,7 +79,7 @@ class HelperPlacement(LocalPlacement):
             try:
                 if self.kind == "dies":
                     raise RuntimeError("the helper's process died")
-                stand_in = Agent(agent.services, prompt="", payload=None, depth=agent.depth,  # type: ignore[arg-type]
+                stand_in = Agent(agent.services, prompt="", payload=None, depth=agent.depth,  # type: ignore[arg-type]  # no REPL: no context
                                  parent_id=agent.parent_id, agent_id=agent.agent_id)
                 box["result"] = serve_shard(stand_in.subcalls, prompts, model, concurrency)
                 self.served.append(len(prompts))

@@ -511,10 +511,10 @@ def _deny(monkeypatch: pytest.MonkeyPatch, denied: Path) -> None:
     """Make opening ``denied`` fail with EACCES even when the tests run as root."""
     real_open = Path.open
 
-    def fake_open(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+    def fake_open(self: Path, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]  # as Path.open
         if self == denied:
             raise PermissionError(13, "Permission denied", str(self))
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]  # Path.open's own arguments
 
     monkeypatch.setattr(Path, "open", fake_open)
 
@@ -632,7 +632,7 @@ def test_payload_from_empty_documents(workdir: Path) -> None:
 
 def test_payload_from_text_errors(workdir: Path) -> None:
     with pytest.raises(InputError, match="must be a str"):
-        payload_from_text(b"bytes", workdir=workdir)  # type: ignore[arg-type]
+        payload_from_text(b"bytes", workdir=workdir)  # type: ignore[arg-type]  # the wrong type on purpose
 
 
 def test_payload_from_documents(workdir: Path) -> None:
@@ -658,5 +658,5 @@ def test_payload_from_documents(workdir: Path) -> None:
 )
 def test_payload_from_documents_errors(workdir: Path, docs: object, message: str) -> None:
     with pytest.raises(InputError, match=message):
-        payload_from_documents(docs, workdir=workdir)  # type: ignore[arg-type]
+        payload_from_documents(docs, workdir=workdir)  # type: ignore[arg-type]  # wrong types on purpose
     assert workdir_files(workdir) == []

@@ -176,7 +176,8 @@ def test_batched_failure_marks_one_item_and_tells_the_model(server_factory, make
     def policy(messages):
         if is_agent_prompt(messages):
             if turn(messages) == 0:
-                return repl("out = llm_query_batched(['a', 'FAIL', 'c'])\nprint([isinstance(x, QueryError) for x in out])")
+                return repl("out = llm_query_batched(['a', 'FAIL', 'c'])\n"
+                            "print([isinstance(x, QueryError) for x in out])")
             return repl("FINAL('done')")
         prompt = first_user(messages)
         return {"status": 500, "content": "boom"} if prompt == "FAIL" else prompt.upper()
@@ -193,7 +194,8 @@ def test_single_llm_query_failure_raises_in_the_cell(server_factory, make_config
     def policy(messages):
         if is_agent_prompt(messages):
             if turn(messages) == 0:
-                return repl("try:\n    llm_query('FAIL')\nexcept RuntimeError as e:\n    print('caught', type(e).__name__)")
+                return repl("try:\n    llm_query('FAIL')\n"
+                            "except RuntimeError as e:\n    print('caught', type(e).__name__)")
             return repl("FINAL('ok')")
         return {"status": 500, "content": "boom"}
 

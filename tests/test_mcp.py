@@ -18,7 +18,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from conftest import VENV_BIN
-from endpoints_support import endpoint_policy, in_process_service, model, service_env  # noqa: F401 - model: a fixture
+from endpoints_support import endpoint_policy, in_process_service, scripted_model, service_env  # noqa: F401 - the `model` fixture
 from rlm.config import RLMConfig, SandboxConfig
 from rlm.service.access import AllowedRoots
 from rlm.service.http import base_config
@@ -226,7 +226,7 @@ def test_stdio_subprocess_without_a_service_writes_only_protocol(rlm_home, serve
             lines.append(json.loads(line))  # every line on stdout is a JSON-RPC message
             if lines[-1].get("id") == 2:
                 break
-        process.stdin.close()  # type: ignore[union-attr]
+        process.stdin.close()  # type: ignore[union-attr]  # started with stdin=PIPE
         assert process.wait(timeout=60) == 0
     finally:
         process.kill()

@@ -23,7 +23,7 @@ def test_memory_on_beats_the_wiped_control_only_through_stored_memories(tmp_path
     assert all(r["score"] == 1.0 for r in records)
     assert on[0]["memory_tokens"] == 0 and all(r["memory_tokens"] > 0 for r in on[1:])  # learned after task 1
     assert all(r["memory_tokens"] == 0 for r in wiped)  # the control never sees a memory
-    assert all(a["llm_calls"] < b["llm_calls"] for a, b in zip(on[1:], wiped[1:]))
+    assert all(a["llm_calls"] < b["llm_calls"] for a, b in zip(on[1:], wiped[1:], strict=True))
     errors_on = [r for r in records if r["arm"] == "on" and r["family"] == "errors"]
     assert errors_on and all(r["llm_calls"] == 2 for r in errors_on)  # the foreign memory changes nothing
     report = render_report(data, "test")

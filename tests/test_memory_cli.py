@@ -118,7 +118,8 @@ def test_ask_memory_options_map_to_the_config():
 def test_rlm_ask_with_memory_learns_and_the_cli_shows_it(server_factory, rlm_home, tmp_path):
     def policy(messages):
         if str(messages[0].get("content", "")).startswith("You maintain the long-term memory"):
-            return '```json\n[{"op": "add", "kind": "memory", "title": "counting", "text": "Count with str.count."}]\n```'
+            return ('```json\n[{"op": "add", "kind": "memory", "title": "counting", '
+                    '"text": "Count with str.count."}]\n```')
         return repl("FINAL(str(context.count('needle')))")
 
     server = server_factory(policy=policy)

@@ -11,9 +11,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from rlm.agents.memory_actor import MemoryClient, start  # noqa: E402
-from rlm.memory.records import EntryNotFound, MemoryConflict  # noqa: E402
-from rlm.memory.store import MemoryStore  # noqa: E402
+from rlm.agents.memory_actor import MemoryClient, start  # noqa: E402 - after the check that Ray is installed
+from rlm.memory.records import EntryNotFound, MemoryConflict  # noqa: E402 - after the check that Ray is installed
+from rlm.memory.store import MemoryStore  # noqa: E402 - after the check that Ray is installed
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -37,7 +37,8 @@ def tree_policy(messages):
         return repl("note('harbour plan: find the code line', tags=['plan'])\na = rlm_query('CHILD_A')\nprint(a)")
     if step == 1:
         return repl("b = rlm_query('CHILD_B')\nprint(b)")
-    return repl("import json\nFINAL(json.dumps({'a': a, 'b': b, 'all': sorted(h['id'] for h in recall('harbour', k=10))}))")
+    return repl("import json\n"
+                "FINAL(json.dumps({'a': a, 'b': b, 'all': sorted(h['id'] for h in recall('harbour', k=10))}))")
 
 
 def test_notes_are_shared_across_a_depth_two_tree(server_factory, make_config, text_file, rlm_home):

@@ -50,6 +50,7 @@ SPECS = {
                                                     extra="Memories:\n- logs are in UTC"),
     "compact": prompts.PromptSpec(capacity=SMALL, packages=PACKAGES),
     "compact_no_sub_calls": prompts.PromptSpec(capacity=SMALL, sub_calls=False),
+    "full_session": prompts.PromptSpec(capacity=UNKNOWN, packages=PACKAGES, session=True),
 }
 
 
@@ -70,6 +71,13 @@ def test_turn_texts_snapshot(text_snapshot):
                                                          ("chunks (list, 12)", "total (int)"))),
         "== footer, two turns left ==", prompts.footer(prompts.TurnState(18, 20, "q " * 400, None)),
         "== forced answer ==", prompts.force_final(20, "What is the launch code?"),
+        "== follow-up question ==", prompts.follow_up(3, "And the backup code?", [
+            prompts.EarlierTurn(1, "What is the launch code?", "KESTREL-7", "ok"),
+            prompts.EarlierTurn(2, "Who set it? " * 30, None, "max_iterations")]),
+        "== summary request ==", prompts.summary_request("Output of your code (2 characters):\nok"),
+        "== compacted history ==", prompts.compacted(3, "I found the code in line 812.", "And the backup code?"),
+        "== footer without its timing, as a request key sees it ==", prompts.without_timing(
+            prompts.footer(prompts.TurnState(3, 20, "What is the launch code?", 187))),
     ]
     assert "\n\n".join(parts) + "\n" == text_snapshot
 
@@ -141,7 +149,8 @@ def test_forced_answer_rides_on_the_last_observation(server_factory, make_config
     assert result.status == "max_iterations" and result.answer == "forced"
     last = server.requests[-1].messages
     assert [m["role"] for m in last[-2:]] == ["assistant", "user"]  # no two user turns in a row
-    assert last[-1]["content"].startswith("Output of your code") and "Question: What is the code?" in last[-1]["content"]
+    assert last[-1]["content"].startswith("Output of your code")
+    assert "Question: What is the code?" in last[-1]["content"]
 
 
 def test_no_code_reply_also_gets_the_footer(server_factory, make_config, text_file):
@@ -173,7 +182,9 @@ def test_old_outputs_are_trimmed_to_fit_a_small_window(server_factory, make_conf
     def policy(messages):
         return repl("FINAL('x')") if turn(messages) == 14 else repl("print('y' * 1_800)")
 
-    result, server, _ = run_policy(server_factory, make_config, text_file, policy, model="openai/smollm2-135m")
+    # compact_at=None: this is about trimming alone (tests/test_compaction.py has the root compacting instead)
+    result, server, _ = run_policy(server_factory, make_config, text_file, policy, model="openai/smollm2-135m",
+                                   compact_at=None)
     assert result.answer == "x"
     room = Capacity(8_192, 8_192).history_chars
     sizes = [sum(len(m["content"]) for m in r.messages) for r in server.requests]

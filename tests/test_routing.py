@@ -214,7 +214,8 @@ def test_a_run_routes_by_group_and_records_where_each_call_went(server_factory, 
                     ("llm_query", None, None, False), ("iteration", "root", "root-srv", True)]
     reasons = [c.route_reason for c in calls_of(config, result.run_id)]
     assert reasons[1] == "sub-call" and reasons[3] == "asked for heavy"
-    assert reasons[2].startswith("sub-call; 15,0") and reasons[2].endswith("do not fit sub (window 4,000): moved to heavy")
+    assert reasons[2].startswith("sub-call; 15,0")
+    assert reasons[2].endswith("do not fit sub (window 4,000): moved to heavy")
     assert all(c.node == "127.0.0.1" and c.queue_s is not None and c.queue_s >= 0
                for c in calls_of(config, result.run_id) if c.ok)
     for server in (root, small, heavy):  # the guard: no deployment ever saw a prompt it could not fit

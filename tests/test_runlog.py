@@ -27,6 +27,8 @@ from rlm.events import (
 from rlm.runlog import AgentRecord, CellRecord, LMCallRecord, RunJournal, RunLog, RunSummary
 
 TABLES = {"_migrations", "runs", "agents", "lm_calls", "cells", "events"}
+#: Every migration released, in order: a file of any earlier release migrates to the end of this list.
+RELEASED = ["m001_initial", "m002_lm_call_routing", "m003_recorded_calls"]
 
 
 @pytest.fixture
@@ -104,44 +106,44 @@ def run_finished(run_id: str, ts: float) -> RunFinished:
 
 def test_blank_database_gets_all_tables_and_migration_rows(db_path: Path) -> None:
     with RunLog(db_path) as log:
-        assert log.migrations_applied == ["m001_initial", "m002_lm_call_routing"]
+        assert log.migrations_applied == RELEASED
     assert table_names(db_path) == TABLES
-    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
+    assert migration_rows(db_path) == RELEASED
 
 
 def test_reopening_applies_nothing_twice(db_path: Path) -> None:
     RunLog(db_path).close()
     with RunLog(db_path) as log:
         assert log.migrations_applied == []
-    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
+    assert migration_rows(db_path) == RELEASED
 
 
 def test_new_migration_is_applied_once(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     RunLog(db_path).close()
 
-    def m003_notes(conn: duckdb.DuckDBPyConnection) -> None:
+    def m099_notes(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE notes (run_id VARCHAR, note VARCHAR)")
 
-    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m003_notes))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m099_notes))
     with RunLog(db_path) as log:
-        assert log.migrations_applied == ["m003_notes"]
+        assert log.migrations_applied == ["m099_notes"]
     with RunLog(db_path) as log:
         assert log.migrations_applied == []
-    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing", "m003_notes"]
+    assert migration_rows(db_path) == [*RELEASED, "m099_notes"]
     assert "notes" in table_names(db_path)
 
 
 def test_failing_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     RunLog(db_path).close()
 
-    def m003_broken(conn: duckdb.DuckDBPyConnection) -> None:
+    def m099_broken(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("CREATE TABLE half_done (x INTEGER)")
         conn.execute("SELECT * FROM no_such_table")
 
-    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m003_broken))
+    monkeypatch.setattr(runlog.schema, "MIGRATIONS", (*runlog.schema.MIGRATIONS, m099_broken))
     with pytest.raises(RunLogError, match="migrate"):
         RunLog(db_path)
-    assert migration_rows(db_path) == ["m001_initial", "m002_lm_call_routing"]
+    assert migration_rows(db_path) == RELEASED
     assert "half_done" not in table_names(db_path)
 
 
@@ -505,7 +507,8 @@ def test_a_file_made_by_the_released_m001_opens_and_works(db_path: Path, tmp_pat
     with duckdb.connect(str(db_path)) as conn:
         conn.execute(RELEASED_M001)
     with RunLog(db_path) as log:
-        assert log.migrations_applied == ["m002_lm_call_routing"]  # the routing columns of lm_calls
+        # the routing columns of lm_calls, the recorded calls' columns and index
+        assert log.migrations_applied == RELEASED[1:]
         log.record(run_started("new-run", 10.0))
         log.record(run_finished("new-run", 11.0))
         runs = log.list_runs()
@@ -561,7 +564,8 @@ def test_a_run_in_progress_in_another_process_is_listed_and_readable(db_path: Pa
         with RunLog(db_path) as log:
             assert log.recovered == 0  # a live journal is not replayed
             (run,) = log.list_runs()
-            assert (run.run_id, run.status, run.question, run.agents) == ("r-elsewhere", "running", "How many lines?", 1)
+            assert (run.run_id, run.status, run.question, run.agents) == (
+                "r-elsewhere", "running", "How many lines?", 1)
             assert log.events("r-else") == expected
             assert [(a.agent_id, a.status) for a in log.agents("r-elsewhere")] == [("a1", "ok")]
             assert len(log.lm_calls("r-elsewhere")) == 2 and len(log.cells("r-elsewhere")) == 2

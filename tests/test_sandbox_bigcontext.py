@@ -9,6 +9,7 @@ happens on a few kilobytes. The last tests run it in the real sandbox.
 from __future__ import annotations
 
 import io
+import itertools
 import random
 import re
 import time
@@ -283,7 +284,7 @@ def test_context_ignores_facts_that_do_not_fit_the_file(tmp_path: Path, facts: o
     path.write_bytes(raw)
     if facts == "BAD_POINTS":
         facts = {"size": len(raw), "chars": len(text), "ascii": False, "checkpoints": [[0, 0], [10, 9], [5, 4]]}
-    ctx = Context(str(path), facts=facts, **SMALL)  # type: ignore[arg-type]
+    ctx = Context(str(path), facts=facts, **SMALL)  # type: ignore[arg-type]  # malformed facts on purpose
     assert len(ctx) == len(text)
     assert ctx[1000:1100] == text[1000:1100] and ctx.find("日本") == text.find("日本")
 
@@ -346,6 +347,6 @@ def test_checkpoints_advance_even_when_a_chunk_ends_inside_one_character(
     facts = inputs.text_facts(path)
     assert facts is not None
     _check_points(path.read_bytes(), facts)
-    assert all(a[0] < b[0] for a, b in zip(facts["checkpoints"], facts["checkpoints"][1:]))
+    assert all(a[0] < b[0] for a, b in itertools.pairwise(facts["checkpoints"]))
     ctx = Context(str(path), facts=facts, **SMALL)
     assert ctx._bytes_at is not None and ctx[37:61] == text[37:61] and ctx.rfind("b😀") == text.rfind("b😀")

@@ -26,8 +26,9 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from conftest import REPO, repl
@@ -702,7 +703,8 @@ DENIED_SYSCALLS = {
     "ptrace": (101, 16, 1, 0, 0),  # PTRACE_ATTACH to pid 1
     "process_vm_readv": (310, 1, 0, 0, 0, 0, 0), "kcmp": (312, 1, 2, 0, 0, 0), "pidfd_getfd": (438, 0, 0, 0),
     "mount": (165, 0, 0, 0, 0, 0), "umount2": (166, 0, 0), "pivot_root": (155, 0, 0), "chroot": (161, 0),
-    "unshare": (272, 0x10000000), "setns": (308, 0, 0), "bpf": (321, 0, 0, 0), "perf_event_open": (298, 0, 0, -1, -1, 0),
+    "unshare": (272, 0x10000000), "setns": (308, 0, 0), "bpf": (321, 0, 0, 0),
+    "perf_event_open": (298, 0, 0, -1, -1, 0),
     "userfaultfd": (323, 0), "keyctl": (250, 0, 0), "add_key": (248, 0, 0, 0, 0, 0), "request_key": (249, 0, 0, 0, 0),
     "io_uring_setup": (425, 1, 0), "personality": (135, 0xFFFFFFFF), "init_module": (175, 0, 0, 0),
     "kexec_load": (246, 0, 0, 0, 0), "open_by_handle_at": (304, 0, 0, 0),

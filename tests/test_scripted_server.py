@@ -19,13 +19,13 @@ from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-import httpx  # noqa: E402
-import openai  # noqa: E402
-import pytest  # noqa: E402
+import httpx
+import openai
+import pytest
 
-from rlm.errors import ConfigError  # noqa: E402
-from rlm.testing import RequestRecord, ScriptedServer, estimate_tokens, max_concurrency  # noqa: E402
-from rlm.testing.scripted_server import main  # noqa: E402
+from rlm.errors import ConfigError
+from rlm.testing import RequestRecord, ScriptedServer, estimate_tokens, max_concurrency
+from rlm.testing.scripted_server import main
 
 USER = [{"role": "user", "content": "hello"}]
 
@@ -126,7 +126,8 @@ def test_policy_spec_dict_results_and_failures(tmp_path: Path) -> None:
 
 
 def test_usage_is_estimated_and_can_be_overridden() -> None:
-    messages = [{"role": "system", "content": "s" * 10}, {"role": "user", "content": [{"type": "text", "text": "u" * 7}]}]
+    messages = [{"role": "system", "content": "s" * 10},
+                {"role": "user", "content": [{"type": "text", "text": "u" * 7}]}]
     reply = "r" * 9
     with ScriptedServer(script=[reply, {"content": "x", "usage": {"prompt_tokens": 1000}}]) as server:
         usage = chat(server, messages)[1]["usage"]
@@ -135,7 +136,8 @@ def test_usage_is_estimated_and_can_be_overridden() -> None:
             "completion_tokens": estimate_tokens(reply),
             "total_tokens": math.ceil(17 / 4) + math.ceil(9 / 4),
         }
-        assert chat(server, messages)[1]["usage"] == {"prompt_tokens": 1000, "completion_tokens": 1, "total_tokens": 1001}
+        usage = chat(server, messages)[1]["usage"]
+        assert usage == {"prompt_tokens": 1000, "completion_tokens": 1, "total_tokens": 1001}
 
 
 # --------------------------------------------------------------------------- #
@@ -369,7 +371,8 @@ def test_cli_serves_a_script_file(tmp_path: Path) -> None:
     script = tmp_path / "script.jsonl"
     script.write_text('{"content": "from the cli"}\n')
     process = subprocess.Popen(
-        [sys.executable, "-m", "rlm.testing.scripted_server", "--port", "0", "--script", str(script), "--model", "cli-model"],
+        [sys.executable, "-m", "rlm.testing.scripted_server", "--port", "0", "--script", str(script),
+         "--model", "cli-model"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

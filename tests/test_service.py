@@ -46,7 +46,7 @@ class Served:
     def __init__(self, home: Path, *extra: str) -> None:
         self.home = home
         env = {**os.environ, "RLM_HOME": str(home)}
-        self.log = open(home.parent / f"serve-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        self.log = open(home.parent / f"serve-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - open while the service runs
         home.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen([sys.executable, "-m", "rlm.cli", "serve", *extra], env=env,
                                      stdout=self.log, stderr=self.log)

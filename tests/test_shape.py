@@ -23,7 +23,7 @@ MAPPED = {"sandbox": "rlm.sandbox", "agents": "rlm.agents", "tui": "rlm.tui", "b
 #: What the core may not import: the layers above it.
 ABOVE_CORE = ("rlm.agents", "rlm.tui", "rlm.benchmarks", "rlm.service")
 #: rlm/ modules that are not core: the command line and its command modules.
-NOT_CORE = {"rlm.cli", "rlm.memory_cli"}
+NOT_CORE = {"rlm.cli", "rlm.memory_cli", "rlm.models_cli", "rlm.sessions_cli"}
 
 
 def _modules() -> dict[str, Path]:
@@ -53,7 +53,8 @@ def _imports(module: str, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     return {_known(name) for name in names if name.startswith("rlm") and _known(name)}

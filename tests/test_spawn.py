@@ -96,11 +96,11 @@ def test_sandboxes_outlive_the_threads_that_started_them(tmp_path: Path):
     forked = ForkedSandbox(server, payload_from_text("forked!", workdir=tmp_path).path, config=config)
     try:
         for sandbox, expected in ((started["cold"], "5"), (forked, "7")):
-            result = sandbox.execute("print(len(context))")  # type: ignore[union-attr]
+            result = sandbox.execute("print(len(context))")  # type: ignore[union-attr]  # set by the joined thread
             assert result.error is None and not result.restarted, result.error
             assert result.stdout.strip() == expected
     finally:
-        started["cold"].close()  # type: ignore[union-attr]
+        started["cold"].close()  # type: ignore[union-attr]  # set by the joined thread
         forked.close()
         server.close()
         pool.close()

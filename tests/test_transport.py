@@ -1,4 +1,5 @@
-"""The lean OpenAI-compatible transport (rlm.transport) against real loopback servers, and its errors as litellm sees them."""
+"""The lean OpenAI-compatible transport (rlm.transport) against real loopback servers, and its errors as
+litellm sees them."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def server() -> Iterator[type[_Handler]]:
     handler = type("Handler", (_Handler,), {"connections": [], "delay": threading.Event()})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    handler.base = f"http://127.0.0.1:{httpd.server_address[1]}/v1"  # type: ignore[attr-defined]
+    handler.base = f"http://127.0.0.1:{httpd.server_address[1]}/v1"  # type: ignore[attr-defined]  # set on a class made by type()
     try:
         yield handler
     finally:
@@ -69,7 +70,7 @@ def server() -> Iterator[type[_Handler]]:
 
 
 def _call(handler: type[_Handler], text: str, seconds: float = 10.0) -> dict:
-    endpoint = Endpoint("m", handler.base, "sk-test")  # type: ignore[attr-defined]
+    endpoint = Endpoint("m", handler.base, "sk-test")  # type: ignore[attr-defined]  # set on a class made by type()
     return transport.chat_sync(endpoint, [{"role": "user", "content": text}], {}, seconds)
 
 

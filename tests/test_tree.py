@@ -29,11 +29,11 @@ ANSI_OUTPUT = "\x1b[31mred\x1b[0m \x1b]0;pwned title\x07 over\rwrite \u202eevil"
 def call(agent: str, ts: float, call_id: str, purpose: str = "iteration", **kw: object) -> LMCalled:
     fields: dict[str, object] = {"input_tokens": 100, "output_tokens": 10, "cost_usd": 0.01, "latency_s": 0.5}
     fields.update(kw)
-    return LMCalled(run_id=RUN, agent_id=agent, ts=ts, call_id=call_id, model="m", role="x", purpose=purpose, **fields)  # type: ignore[arg-type]
+    return LMCalled(run_id=RUN, agent_id=agent, ts=ts, call_id=call_id, model="m", role="x", purpose=purpose, **fields)  # type: ignore[arg-type]  # the numbers, as one dict
 
 
 def cell(agent: str, ts: float, iteration: int, code: str, stdout: str = "", **kw: object) -> CellExecuted:
-    return CellExecuted(run_id=RUN, agent_id=agent, ts=ts, iteration=iteration, index=0, code=code, stdout=stdout, **kw)  # type: ignore[arg-type]
+    return CellExecuted(run_id=RUN, agent_id=agent, ts=ts, iteration=iteration, index=0, code=code, stdout=stdout, **kw)  # type: ignore[arg-type]  # the fields, as one dict
 
 
 def started(agent: str, ts: float, parent: str | None, depth: int) -> AgentStarted:
@@ -96,14 +96,14 @@ def depth2_events() -> list[Event]:
 
 
 @pytest.fixture
-def graph():  # type: ignore[no-untyped-def]
+def graph():
     return build_tree(depth2_events())
 
 
 # -- structure ------------------------------------------------------------------
 
 
-def test_nodes_edges_and_run_attributes(graph) -> None:  # type: ignore[no-untyped-def]
+def test_nodes_edges_and_run_attributes(graph) -> None:
     assert set(graph.nodes) == {"root", "child", "grand", "late"}
     assert set(graph.edges) == {("root", "child"), ("child", "grand"), ("root", "late")}
     assert graph.graph["root"] == "root"
@@ -114,7 +114,7 @@ def test_nodes_edges_and_run_attributes(graph) -> None:  # type: ignore[no-untyp
     assert graph.graph["started_at"] == 100.0 and graph.graph["finished_at"] == 110.0
 
 
-def test_agent_attributes(graph) -> None:  # type: ignore[no-untyped-def]
+def test_agent_attributes(graph) -> None:
     root, child, grand = (graph.nodes[n] for n in ("root", "child", "grand"))
     assert (root["depth"], root["parent"], root["model"], root["node_id"]) == (0, None, "model-0", "host-a")
     assert (child["depth"], child["parent"]) == (1, "root")
@@ -127,7 +127,7 @@ def test_agent_attributes(graph) -> None:  # type: ignore[no-untyped-def]
     assert root["cost_usd"] == pytest.approx(0.05)
 
 
-def test_iterations_cells_calls_and_children(graph) -> None:  # type: ignore[no-untyped-def]
+def test_iterations_cells_calls_and_children(graph) -> None:
     iterations = graph.nodes["root"]["iterations"]
     assert [it["iteration"] for it in iterations] == [1, 2, None]
     first, second, trailing = iterations
@@ -140,7 +140,7 @@ def test_iterations_cells_calls_and_children(graph) -> None:  # type: ignore[no-
     assert graph.nodes["child"]["iterations"][0]["children"] == ["grand"]
 
 
-def test_cost_rule(graph) -> None:  # type: ignore[no-untyped-def]
+def test_cost_rule(graph) -> None:
     # grand: c3 has unknown cost with tokens -> unknown; c4 unknown but zero tokens would be free.
     assert graph.nodes["grand"]["cost_usd"] is None
     assert graph.nodes["child"]["cost_usd"] == pytest.approx(0.01)
@@ -154,7 +154,7 @@ def test_zero_token_call_with_unknown_cost_is_free() -> None:
     assert build_tree(events).nodes["a"]["cost_usd"] == 0.0
 
 
-def test_critical_path(graph) -> None:  # type: ignore[no-untyped-def]
+def test_critical_path(graph) -> None:
     assert critical_path(graph) == ["root", "child", "grand"]
 
 
@@ -170,7 +170,7 @@ def test_partial_stream_of_a_running_run() -> None:
 # -- JSON -----------------------------------------------------------------------
 
 
-def test_tree_to_dict_is_nested_and_json_serialisable(graph) -> None:  # type: ignore[no-untyped-def]
+def test_tree_to_dict_is_nested_and_json_serialisable(graph) -> None:
     data = tree_to_dict(graph)
     text = json.dumps(data)
     assert json.loads(text) == data
@@ -194,7 +194,7 @@ def test_tree_survives_the_run_log(tmp_path: Path) -> None:
 # -- rendering -----------------------------------------------------------------------
 
 
-def test_render_tree_shows_code_headers_and_truncation(graph) -> None:  # type: ignore[no-untyped-def]
+def test_render_tree_shows_code_headers_and_truncation(graph) -> None:
     text = render_tree(graph, max_output=100)
     assert "a = rlm_query('sub task')" in text
     assert "print(colored)" in text
@@ -214,7 +214,7 @@ def test_render_tree_shows_code_headers_and_truncation(graph) -> None:  # type: 
     assert "llm_query: 2 calls" in text
 
 
-def test_render_tree_nests_children_under_their_iteration(graph) -> None:  # type: ignore[no-untyped-def]
+def test_render_tree_nests_children_under_their_iteration(graph) -> None:
     lines = render_tree(graph).splitlines()
 
     def index(fragment: str) -> int:
@@ -231,7 +231,7 @@ def test_render_tree_nests_children_under_their_iteration(graph) -> None:  # typ
     assert indent("agent late") == indent("- iteration 1")
 
 
-def test_render_tree_escapes_terminal_control_characters(graph) -> None:  # type: ignore[no-untyped-def]
+def test_render_tree_escapes_terminal_control_characters(graph) -> None:
     text = render_tree(graph, max_output=10_000)
     assert "\x1b" not in text and "\x07" not in text and "\r" not in text and "\u202e" not in text
     assert "\\x1b[31mred" in text and "\\x1b]0;pwned title\\x07" in text

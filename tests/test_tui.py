@@ -362,3 +362,29 @@ def test_open_a_document_from_inside_the_app(tmp_path, make_config, server_facto
         assert "a.md  (4 bytes)" in listing and "b.txt  (4 bytes)" in listing
 
     drive(app, scenario)
+
+
+def test_a_second_question_is_a_follow_up_that_keeps_the_repl(server_factory, make_config, text_file):
+    def policy(messages):
+        if str(messages[-1]["content"]).startswith("Next question"):
+            return repl("FINAL('still ' + str(kept) + ' after ' + answers[1])")
+        return repl("kept = len(context)\nprint(kept)") if turn(messages) == 0 else repl("FINAL('counted')")
+
+    server = server_factory(policy=policy)
+    app = RLMApp(make_config(server), text_file(DOC), memory=None)
+
+    async def scenario(pilot):
+        await ask(pilot, "How long is it?")
+        await wait_for(pilot, lambda: app.last_result is not None, what="the first turn")
+        first = app.last_result
+        await ask(pilot, "And still?")
+        await wait_for(pilot, lambda: app.last_result is not first, what="the follow-up")
+        assert app.last_result.answer == f"still {len(DOC)} after counted"
+        assert app.query_one(StatusBar).stats.turn == 2
+        await pilot.press("ctrl+n")
+        assert app.conversation is None and app.turns == 0
+
+    drive(app, scenario)
+    with RunLog(app.config.runlog_path) as log:
+        turns = sorted((r.turn, r.origin) for r in log.list_runs())
+    assert turns == [(1, "turn"), (2, "turn")]

@@ -28,7 +28,8 @@ from rlm.capacity import Capacity
 from rlm.runner import run
 
 SHOP_LOG = "".join(
-    f"2026-03-{1 + i % 28:02d} order {1000 + i} {'CANCELLED' if i % 7 == 3 else 'shipped'} to {['Oslo', 'Lima', 'Pune'][i % 3]}\n"
+    f"2026-03-{1 + i % 28:02d} order {1000 + i} {'CANCELLED' if i % 7 == 3 else 'shipped'} "
+    f"to {['Oslo', 'Lima', 'Pune'][i % 3]}\n"
     for i in range(3000))
 CANCELLED = {str(1000 + i) for i in range(3000) if i % 7 == 3}
 
@@ -123,7 +124,8 @@ def test_ten_chunks_batched_then_an_aggregating_call(server_factory, make_config
         chunks = [context[i * size:(i + 1) * size] for i in range(10)]
         answers = llm_query_batched([f"How many jobs are mentioned in this text?\\n{c}" for c in chunks])
         print(answers)
-        total = llm_query("Add up the numbers, one per line, and give only the sum.\\nAnswers:\\n" + "\\n".join(answers))
+        ask = "Add up the numbers, one per line, and give only the sum.\\nAnswers:\\n"
+        total = llm_query(ask + "\\n".join(answers))
         print(total)""")
     result, server = solve(server_factory, make_config, text_file, "How many jobs did he have?", context, [
         repl(code), repl("FINAL(total)")])

@@ -12,6 +12,11 @@ so a tree of hundreds of agents emitting thousands of events stays responsive.
 Cancelling calls ``budget.stop("cancelled")``: every agent stops at its next
 step (after the LM call or cell in progress) and the run is logged as
 ``cancelled``.
+
+Questions about one document are a conversation (:mod:`rlm.sessions`): each is
+a turn whose root continues the last one's REPL and history (``answers[k]``,
+``history[k]``), kept alive in this process or, with a service, in the service.
+Opening another document, or ``ctrl+n``, starts a new conversation.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ __all__ = ["RLMApp", "answer_markdown", "budget_left"]
 DRAIN_INTERVAL = 0.1
 _AUTO: Any = object()
 _MAIN_SCREEN_ACTIONS = frozenset(
-    {"open_document", "search", "next_match", "previous_match", "runs", "settings", "toggle_memory"})
+    {"open_document", "search", "next_match", "previous_match", "runs", "settings", "toggle_memory",
+     "new_conversation"})
 
 
 def answer_markdown(status: str, answer: str | None, error: str | None) -> str:
@@ -98,6 +104,7 @@ class RLMApp(App[None]):
         Binding("f3", "next_match", "Next match", show=False),
         Binding("shift+f3", "previous_match", "Previous match", show=False),
         Binding("ctrl+x", "cancel_run", "Cancel run", priority=True),
+        Binding("ctrl+n", "new_conversation", "New conversation"),
         Binding("ctrl+r", "runs", "Runs"),
         Binding("f2", "settings", "Settings"),
         Binding("ctrl+t", "toggle_memory", "Memory", show=False),
@@ -126,6 +133,11 @@ class RLMApp(App[None]):
         self._started = 0.0
         self._selected: str | None = None
         self.notices: list[str] = []  # every notification shown, oldest first
+        #: The conversation the next question continues: its session's name, the session when it lives in
+        #: this process (``rlm.sessions.Session``), and the turns it had.
+        self.conversation: str | None = None
+        self._session: Any = None
+        self.turns = 0
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The main screen's actions do nothing while a dialog (runs, settings, open) is on top."""
@@ -133,7 +145,7 @@ class RLMApp(App[None]):
             return False
         return True
 
-    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def notify(self, message: str, *args: Any, **kwargs: Any) -> None:
         self.notices.append(message)
         super().notify(message, *args, **kwargs)
 
@@ -167,7 +179,8 @@ class RLMApp(App[None]):
     # -- the document ---------------------------------------------------------
 
     def open_document(self, path: Path) -> None:
-        """Show ``path`` (a file or a directory) and make it the context of the next question."""
+        """Show ``path`` (a file or a directory) and make it the context of the next question (a new conversation)."""
+        self._end_conversation()
         self.doc_path = path
         self.sub_title = one_line(str(path), 80)
         self.query_one(DocumentPane).open(path)
@@ -241,18 +254,10 @@ class RLMApp(App[None]):
 
     @work(thread=True, exclusive=True, group="run", exit_on_error=False)
     def _run_worker(self, question: str, path: Path, config: RLMConfig) -> None:
-        if self.service is not None:
-            import functools
-
-            from rlm.service.ask import remote_run
-
-            run: Any = functools.partial(remote_run, self.service)
-        else:
-            from rlm.runner import run
         bus = EventBus()
         bus.subscribe(self._inbox.put)
         try:
-            result = run(question, path, config, bus=bus, on_start=self._on_run_start)
+            result = self._ask_turn(question, path, config, bus)
         except RLMError as exc:
             self.call_from_thread(self._run_failed, str(exc))
         except Exception as exc:  # noqa: BLE001 -- the UI must survive anything a run throws
@@ -260,7 +265,38 @@ class RLMApp(App[None]):
         else:
             self.call_from_thread(self._run_done, result)
 
-    def _on_run_start(self, run_id: str, budget: Budget) -> None:
+    def _ask_turn(self, question: str, path: Path, config: RLMConfig, bus: EventBus) -> Any:
+        """The question as the conversation's next turn (in the service, or in this process's session)."""
+        if self.conversation is None:
+            from rlm.sessions import new_session_name
+
+            self.conversation = new_session_name().replace("chat-", "tui-", 1)
+        if self.service is not None:
+            from rlm.service.ask import remote_run
+
+            return remote_run(self.service, question, path, config, bus=bus, on_start=self._on_run_start,
+                              session=self.conversation)
+        if self._session is None:
+            from rlm.sessions import Session
+
+            self._session = Session(self.conversation, path, config)
+        return self._session.ask(question, config=config, bus=bus, on_start=self._on_run_start)
+
+    def _end_conversation(self) -> None:
+        """The next question starts a new conversation; a session of this process stops its REPL."""
+        session, self._session = self._session, None
+        self.conversation, self.turns = None, 0
+        if session is not None:
+            session.close()
+
+    def action_new_conversation(self) -> None:
+        if self.running:
+            self.notify("A run is in progress: a new conversation starts when it ends.", severity="warning")
+            return
+        self._end_conversation()
+        self.notify("The next question starts a new conversation.")
+
+    def _on_run_start(self, run_id: str, budget: Any) -> None:
         """Called in the run's thread once it has an id and a budget."""
         self._budget = budget
         if self._cancel_requested:  # cancel pressed before the budget existed
@@ -311,7 +347,10 @@ class RLMApp(App[None]):
             status=status, elapsed_s=time.monotonic() - self._started,
             llm_calls=usage.llm_calls if usage else 0, tokens=usage.total_tokens if usage else 0,
             cost_usd=usage.cost_usd if usage else 0.0, budget_left=budget_left(budget) if budget else "",
-            run_id=self.state.run_id)
+            run_id=self.state.run_id, cache_hits=self._live_hits(), turn=self.turns + 1)
+
+    def _live_hits(self) -> int:
+        return sum(agent.cache_hits for agent in self.state.agents.values())
 
     def on_swarm_tree_agent_selected(self, message: SwarmTree.AgentSelected) -> None:
         self._selected = message.agent_id
@@ -326,6 +365,7 @@ class RLMApp(App[None]):
 
     def _run_done(self, result: Any) -> None:
         self._finish()
+        self.turns += 1
         self.last_result = result
         self.state.status = result.status
         self.query_one(SwarmTree).set_title(self._run_title())
@@ -334,7 +374,8 @@ class RLMApp(App[None]):
         usage = result.usage
         self.query_one(StatusBar).stats = RunStats(status=result.status, elapsed_s=result.duration_s,
                                                    llm_calls=usage.llm_calls, tokens=usage.total_tokens,
-                                                   cost_usd=usage.cost_usd, run_id=result.run_id)
+                                                   cost_usd=usage.cost_usd, run_id=result.run_id,
+                                                   cache_hits=usage.cache_hits, turn=self.turns)
         if result.status != "ok":
             detail = f": {one_line(result.error, 200)}" if result.error else ""
             self.notify(f"The run ended: {result.status}{detail}", severity="error" if result.error else "warning")
@@ -365,9 +406,12 @@ class RLMApp(App[None]):
 
     def on_unmount(self) -> None:
         """However the app closes, a run still going is told to stop: its thread would otherwise
-        keep the closing process alive until the run ended on its own."""
+        keep the closing process alive until the run ended on its own. The conversation's REPL stops
+        (its turns stay in the run log and the session file)."""
         if self.running:
             self._request_cancel()
+        else:
+            self._end_conversation()
 
     async def action_quit(self) -> None:
         if self.running:  # let the run wind down instead of leaving a thread working

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.svg}")
     if args.png:
         try:
-            import cairosvg  # type: ignore[import-not-found]
+            import cairosvg
         except ImportError:
             print("cairosvg is not installed: pip install cairosvg (PNG skipped)", file=sys.stderr)
             return 1

@@ -13,6 +13,7 @@ import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.segment import Segment
 from rich.text import Text
@@ -81,8 +82,8 @@ class DocumentView(ScrollView, can_focus=True):
             super().__init__()
             self.backwards = backwards
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:  # the widget's own options (id, classes...)
+        super().__init__(**kwargs)
         self.index: LineIndex | None = None
         self.query_text = ""
         self._highlight: re.Pattern[str] | None = None
@@ -209,8 +210,8 @@ class DocumentPane(Vertical):
             self.path = path
             self.error = error
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:  # the widget's own options (id, classes...)
+        super().__init__(**kwargs)
         self.path: Path | None = None
         self.index: LineIndex | None = None
         self.error: str | None = None

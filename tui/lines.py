@@ -21,7 +21,14 @@ import re
 import threading
 from array import array
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    #: The line starts found in one chunk: numpy offsets, or an ``array("q")`` where numpy is missing.
+    Starts = array[int] | NDArray[np.int64]
 
 __all__ = ["LineIndex", "search_pattern"]
 
@@ -33,7 +40,7 @@ BACKWARD_WINDOW = 4 * 1024 * 1024
 MAX_LINE_CHARS = 10_000
 
 
-def _newlines(chunk: bytes, base: int) -> Sequence[int]:
+def _newlines(chunk: bytes, base: int) -> Starts:
     """Offsets just after each ``\\n`` in ``chunk`` (offsets relative to the file)."""
     try:
         import numpy as np
@@ -43,13 +50,13 @@ def _newlines(chunk: bytes, base: int) -> Sequence[int]:
     return positions.astype(np.int64) + (base + 1)
 
 
-def _max_gap(starts: Sequence[int]) -> int:
+def _max_gap(starts: Starts) -> int:
     """The largest difference between consecutive line starts."""
     if len(starts) < 2:
         return 0
     if isinstance(starts, array):
         return max(b - a for a, b in zip(starts, starts[1:], strict=False))
-    return int((starts[1:] - starts[:-1]).max())  # type: ignore[operator]
+    return int((starts[1:] - starts[:-1]).max())
 
 
 def search_pattern(query: str) -> re.Pattern[bytes]:
@@ -65,7 +72,7 @@ class LineIndex:
         self._data = data
         self.size = size
         self.source = source
-        self._chunks: list[Sequence[int]] = [array("q", [0])] if size else []
+        self._chunks: list[Starts] = [array("q", [0])] if size else []
         self._firsts: list[int] = [0] if size else []  # line number of each chunk's first entry
         self._lines = 1 if size else 0
         self._scanned = 0
@@ -74,9 +81,9 @@ class LineIndex:
         self._file: Any = None
 
     @classmethod
-    def open(cls, path: Path) -> "LineIndex":
+    def open(cls, path: Path) -> LineIndex:
         """Map ``path`` read-only. Raises ``OSError`` if it cannot be read."""
-        handle = open(path, "rb")
+        handle = open(path, "rb")  # noqa: SIM115 - the index owns it: close() closes it
         try:
             size = Path(path).stat().st_size
             data: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
@@ -88,7 +95,7 @@ class LineIndex:
         return index
 
     @classmethod
-    def from_text(cls, text: str, source: str = "") -> "LineIndex":
+    def from_text(cls, text: str, source: str = "") -> LineIndex:
         """An index over text held in memory (e.g. a directory listing)."""
         data = text.encode("utf-8")
         return cls(data, len(data), source)
@@ -135,7 +142,7 @@ class LineIndex:
             self._scanned = end
         return end < self.size
 
-    def _measure(self, starts: Sequence[int], end: int) -> None:
+    def _measure(self, starts: Starts, end: int) -> None:
         """Update :attr:`longest_line` with the lines this chunk completed."""
         previous = int(self._chunks[-1][-1]) if self._chunks else 0
         widest = 0

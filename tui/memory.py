@@ -127,8 +127,8 @@ class MemoryPane(Vertical):
     MemoryPane > VerticalScroll { height: 1fr; padding: 0 1; }
     """
 
-    def __init__(self, source: MemorySource, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, source: MemorySource, **kwargs: Any) -> None:  # the widget's own options (id, classes...)
+        super().__init__(**kwargs)
         self.source = source
         self.shown: list[MemoryEntry] = []
 

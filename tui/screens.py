@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from pathlib import Path
 
 from rich.text import Text
@@ -20,6 +20,9 @@ from rlm.config import RLMConfig
 from rlm.errors import ConfigError, RLMError
 from rlm.tui.format import fmt_cost, fmt_seconds, fmt_tokens, one_line, status_text
 from rlm.tui.settings import FIELDS, apply_settings, current_values
+
+if TYPE_CHECKING:
+    from rlm.runlog import RunSummary  # imported when runs are loaded (rlm.runlog brings DuckDB)
 
 __all__ = ["OpenScreen", "RunsScreen", "SettingsScreen", "load_runs"]
 
@@ -120,7 +123,7 @@ class SettingsScreen(ModalScreen[RLMConfig | None]):
             self.dismiss(None)
 
 
-def load_runs(config: RLMConfig, limit: int = 200, service: Any = None) -> list:
+def load_runs(config: RLMConfig, limit: int = 200, service: Any = None) -> list[RunSummary]:
     """Past runs from the run log, newest first (empty when there is no log yet); through ``service`` if given."""
     from rlm.runlog import RunLog, RunSummary
     from rlm.runlog.journal import journal_paths
@@ -182,7 +185,7 @@ class RunsScreen(ModalScreen[str | None]):
     def _status(self, text: Text | str) -> None:
         self.query_one("#runs-status", Static).update(text)
 
-    def _fill(self, runs: list) -> None:
+    def _fill(self, runs: list[RunSummary]) -> None:
         table = self.query_one(DataTable)
         table.clear()
         self.run_ids = [r.run_id for r in runs]

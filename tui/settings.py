@@ -9,8 +9,9 @@ frozen). Empty optional fields mean "no limit" / "not set".
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rlm.config import RLMConfig
 from rlm.errors import ConfigError

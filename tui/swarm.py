@@ -15,7 +15,9 @@ Textual import here.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rlm.events import (
     AgentFinished,
@@ -62,6 +64,8 @@ class CallView:
     deployment: str | None = None
     node: str | None = None
     reason: str = ""
+    #: Answered from a record (rlm.records): no tokens, no cost.
+    cache_hit: bool = False
 
 
 @dataclass(slots=True)
@@ -95,6 +99,7 @@ class AgentView:
     input_tokens: int = 0
     output_tokens: int = 0
     llm_calls: int = 0
+    cache_hits: int = 0
     cost_usd: float | None = 0.0
     duration_s: float | None = None
     version: int = 0  # bumped on every change, so views can skip unchanged agents
@@ -136,7 +141,7 @@ class SwarmState:
         self.run_id: str | None = None
         self.question: str = ""
         self.model: str = ""
-        self.config: dict = {}
+        self.config: dict[str, Any] = {}
         self.status: str = "idle"
         self.answer: str | None = None
         self.error: str | None = None
@@ -144,7 +149,7 @@ class SwarmState:
         self.agents: dict[str, AgentView] = {}
         self.root_id: str | None = None
         self.events_seen = 0
-        self._handlers = {
+        self._handlers: dict[type[Event], Callable[[Any], str | None]] = {
             RunStarted: self._run_started,
             RunFinished: self._run_finished,
             AgentStarted: self._agent_started,
@@ -155,7 +160,7 @@ class SwarmState:
         }
 
     @classmethod
-    def from_events(cls, events: list[Event]) -> "SwarmState":
+    def from_events(cls, events: list[Event]) -> SwarmState:
         """The state after folding ``events`` (one run's, in recorded order)."""
         state = cls()
         for event in events:
@@ -226,11 +231,12 @@ class SwarmState:
             return None
         view = self.agent(e.agent_id)
         call = CallView(e.purpose, e.model, e.input_tokens, e.output_tokens, e.cost_usd, e.latency_s, e.ok, e.error,
-                        e.model_group, e.deployment, e.node, e.route_reason)
+                        e.model_group, e.deployment, e.node, e.route_reason, e.cache_hit)
         view.open_iteration().calls.append(call)
         view.input_tokens += e.input_tokens
         view.output_tokens += e.output_tokens
         view.llm_calls += 1
+        view.cache_hits += int(e.cache_hit)
         view.cost_usd = _add_cost(view.cost_usd, call)
         return e.agent_id
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 from rich.console import Console, Group, RenderableType
 from rich.rule import Rule
@@ -131,7 +132,10 @@ def _turn_lines(iteration: IterationView) -> list[Text]:
     for call in iteration.calls:
         if call.purpose not in ("iteration", "final"):
             continue
-        if call.ok:
+        if call.ok and call.cache_hit:
+            lines.append(Text(f"model {one_line(call.model, 40)}: answered from the records, no tokens{_where(call)}",
+                              style="dim green"))
+        elif call.ok:
             lines.append(Text(f"model {one_line(call.model, 40)}: {call.input_tokens:,} in / {call.output_tokens:,} "
                               f"out tokens, {fmt_seconds(call.latency_s)}, {fmt_cost(call.cost_usd)}{_where(call)}",
                               style="dim"))
@@ -190,10 +194,12 @@ def _subcall_lines(iteration: IterationView, state: SwarmState) -> list[Text]:
     subs = [c for c in iteration.calls if c.purpose not in ("iteration", "final")]
     if subs:
         failed = sum(1 for c in subs if not c.ok)
+        hits = sum(1 for c in subs if c.cache_hit)
         tokens = sum(c.input_tokens + c.output_tokens for c in subs)
         kinds = sorted({c.purpose for c in subs})
-        lines.append(Text(f"sub-calls: {len(subs)} {'/'.join(kinds)} ({failed} failed), {fmt_tokens(tokens)} tokens",
-                          style="cyan"))
+        recorded = f", {hits} from records" if hits else ""
+        lines.append(Text(f"sub-calls: {len(subs)} {'/'.join(kinds)} ({failed} failed{recorded}), "
+                          f"{fmt_tokens(tokens)} tokens", style="cyan"))
         lines.extend(_route_counts(subs))
     for child_id in iteration.children:
         child = state.agents.get(child_id)
@@ -207,7 +213,8 @@ def agent_renderable(agent: AgentView, state: SwarmState) -> Group:
     """Everything about one agent: header, then per iteration its turn, code, output, sub-calls."""
     header = Text.assemble((agent.agent_id, "bold"), f"  depth {agent.depth}  ", (one_line(agent.model, 40), "cyan"),
                            "  ", status_text(agent.status),
-                           f"  {agent.n_iterations} it  {agent.llm_calls} calls  "
+                           f"  {agent.n_iterations} it  {agent.llm_calls} calls"
+                           f"{f' ({agent.cache_hits} from records)' if agent.cache_hits else ''}  "
                            f"{fmt_tokens(agent.total_tokens)} tokens  {fmt_cost(agent.cost_usd)}")
     if agent.node_id:
         header.append(f"  node {one_line(agent.node_id, 30)}", style="dim")
@@ -325,6 +332,10 @@ class RunStats:
     cost_usd: float | None = 0.0
     budget_left: str = ""
     run_id: str | None = None
+    #: Calls answered from records (the sub-call cache, a replay) among ``llm_calls``.
+    cache_hits: int = 0
+    #: The conversation's turn (from 1) when the run is a session's turn.
+    turn: int | None = None
 
 
 class StatusBar(Static):
@@ -339,7 +350,10 @@ class StatusBar(Static):
     def render(self) -> Text:
         s = self.stats
         line = Text.assemble(status_text(s.status), "  ")
-        line.append(f"{fmt_seconds(s.elapsed_s)}  {s.llm_calls} LM calls  {fmt_tokens(s.tokens)} tokens  "
+        if s.turn is not None:
+            line.append(f"turn {s.turn}  ", style="bold")
+        hits = f" ({s.cache_hits} from records)" if s.cache_hits else ""
+        line.append(f"{fmt_seconds(s.elapsed_s)}  {s.llm_calls} LM calls{hits}  {fmt_tokens(s.tokens)} tokens  "
                     f"{fmt_cost(s.cost_usd)}")
         if s.budget_left:
             line.append(f"  left: {s.budget_left}", style="dim")

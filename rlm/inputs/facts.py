@@ -44,7 +44,7 @@ class Facts:
     pure-ASCII file needs none (characters are bytes).
     """
 
-    identity: tuple[int, ...]  # (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
+    identity: tuple[int, int, int, int, int]  # (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)
     chars: int
     ascii: bool
     checkpoints: tuple[tuple[int, int], ...] | None
@@ -63,7 +63,7 @@ _FACTS_LOCK = threading.Lock()
 SETTLE_NS = 100_000_000
 
 
-def identity(st: os.stat_result) -> tuple[int, ...]:
+def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

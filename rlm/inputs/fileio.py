@@ -8,6 +8,7 @@ OS errors met while reading the user's input become :class:`~rlm.errors.InputErr
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import tempfile
@@ -23,6 +24,7 @@ __all__ = [
     "file_type",
     "looks_binary",
     "open_input",
+    "open_unbuffered",
     "payload_writer",
     "read_bytes",
     "read_chunk",
@@ -63,10 +65,18 @@ def payload_writer(workdir: Path, suffix: str) -> Iterator[tuple[Path, BinaryIO]
         raise
 
 
-def open_input(path: Path, label: str, buffering: int = -1) -> BinaryIO:
+def open_input(path: Path, label: str) -> BinaryIO:
     """Open an input file for reading; OS errors become InputError."""
     try:
-        return path.open("rb", buffering=buffering)
+        return path.open("rb")
+    except OSError as exc:
+        raise read_error(label, exc) from None
+
+
+def open_unbuffered(path: Path, label: str) -> io.FileIO:
+    """Open an input file for reads straight into the caller's buffer (``readinto``); OS errors become InputError."""
+    try:
+        return path.open("rb", buffering=0)
     except OSError as exc:
         raise read_error(label, exc) from None
 

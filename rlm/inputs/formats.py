@@ -278,7 +278,7 @@ def pdf_to_text(path: Path, label: str) -> str:
             pages = [page.extract_text() or "" for page in reader.pages]
         except InputError:
             raise
-        except Exception as exc:  # pypdf raises many types on malformed files
+        except Exception as exc:  # noqa: BLE001 - pypdf raises many types on malformed files
             raise InputError(f"{label}: not a readable PDF ({type(exc).__name__}: {exc})") from None
     text = "\n\n".join(page.strip("\n") for page in pages if page.strip())
     if not text:

@@ -76,7 +76,7 @@ class ContextPayload:
         its default when None) above which ``context`` is a memory-mapped ``Context`` object.
         """
         if huge_input_bytes is None:
-            from rlm.config import SandboxConfig  # noqa: PLC0415 - config imports nothing from here
+            from rlm.config import SandboxConfig  # here: config imports nothing from this module
 
             huge_input_bytes = SandboxConfig().huge_input_bytes
         if self.kind == "documents":
@@ -107,7 +107,8 @@ class ContextPayload:
             f"{self.length_chars:,} characters of text in total.",
         ]
         if count:
-            lines.append("Documents:" if count <= DESCRIBE_MAX_DOCUMENTS else f"First {DESCRIBE_MAX_DOCUMENTS} documents:")
+            shown = DESCRIBE_MAX_DOCUMENTS
+            lines.append("Documents:" if count <= shown else f"First {shown} documents:")
         for doc in self.documents[:DESCRIBE_MAX_DOCUMENTS]:
             lines.append(f"  - {doc.name} ({doc.chars:,} chars)")
         if count > DESCRIBE_MAX_DOCUMENTS:

@@ -8,15 +8,15 @@ preview and notes ``(byte, char)`` checkpoints at chunk borders (see
 from __future__ import annotations
 
 import codecs
+import io
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from rlm.inputs import fileio
 from rlm.inputs.facts import SETTLE_NS, Facts, identity, thin
-from rlm.inputs.fileio import open_input, payload_writer, read_chunk, read_error
+from rlm.inputs.fileio import open_input, open_unbuffered, payload_writer, read_chunk, read_error
 from rlm.inputs.payload import PREVIEW_CHARS
 
 __all__ = ["Preview", "TextScan", "copy_as_clean_utf8", "decode", "scan_utf8", "to_utf8"]
@@ -68,7 +68,7 @@ def scan_utf8(path: Path, label: str, *, written_here: bool = False) -> TextScan
     all_ascii, has_bom = True, False
     checkpoints = [(0, 0)]
     started_ns = time.time_ns()
-    with open_input(path, label, buffering=0) as f:
+    with open_unbuffered(path, label) as f:
         before = os.fstat(f.fileno())
         while True:
             n = _fill(f, view, label)
@@ -102,7 +102,7 @@ def scan_utf8(path: Path, label: str, *, written_here: bool = False) -> TextScan
     return TextScan(chars, preview.text, None, has_bom, size=fed, facts=facts)
 
 
-def _fill(f: BinaryIO, view: memoryview, label: str) -> int:
+def _fill(f: io.FileIO, view: memoryview, label: str) -> int:
     """Read into ``view`` until it is full or the file ends; returns the bytes read."""
     n = 0
     try:

@@ -21,8 +21,9 @@ import json
 import logging
 import mmap
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = [
     'MODEL_PACKAGE',
@@ -136,7 +137,8 @@ class MiniLMEmbedder:
     def _norm(self, x: Any, name: str) -> Any:
         mean = x.mean(axis=-1, keepdims=True)
         var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
-        return (x - mean) / self._np.sqrt(var + self.eps) * self.weights[f"{name}.weight"] + self.weights[f"{name}.bias"]
+        normed = (x - mean) / self._np.sqrt(var + self.eps)
+        return normed * self.weights[f"{name}.weight"] + self.weights[f"{name}.bias"]
 
 
 def _gelu(np: Any, x: Any) -> Any:

@@ -20,15 +20,16 @@ import itertools
 import logging
 import threading
 import uuid
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 from rlm.config import RLMConfig
 from rlm.errors import HostCallError
 from rlm.events import LMCalled
 from rlm.extensions import Contribution
 from rlm.lm import Completion
+from rlm.memory.backend import MemoryBackend
 from rlm.memory.prompt import MEMORIES_DOC, NOTE_DOC, RECALL_DOC, MemoryBlock, render_block
-from rlm.memory.records import KINDS, Entry, Hit, MemoryStoreError, Provenance, Version, check_namespace
+from rlm.memory.records import KINDS, Entry, MemoryStoreError, Provenance, check_namespace
 from rlm.memory.reflect import Outcome, ReflectionReport, Reflector
 from rlm.memory.store import MemoryStore, memory_path
 from rlm.memory.trajectory import TrajectoryRecorder
@@ -41,31 +42,6 @@ log = logging.getLogger(__name__)
 
 REFLECT_MODES = ("always", "success", "never")
 DEFAULT_BUDGET_TOKENS = 800
-
-
-class MemoryBackend(Protocol):
-    """What the extension needs of a store: :class:`MemoryStore`, or the Ray actor's client."""
-
-    @property
-    def semantic(self) -> bool: ...
-
-    def add(self, namespace: str, text: str, *, kind: str = "note", title: str = "", tags: Sequence[str] = (),
-            provenance: Provenance | None = None, entry_id: str | None = None, op_id: str | None = None,
-            quarantined: bool = False) -> Entry: ...
-
-    def edit(self, namespace: str, entry_id: str, **fields: Any) -> Entry: ...
-
-    def delete(self, namespace: str, entry_id: str, **fields: Any) -> Entry: ...
-
-    def get(self, namespace: str, entry_id: str) -> Entry: ...
-
-    def history(self, namespace: str, entry_id: str) -> list[Version]: ...
-
-    def list(self, namespace: str, **filters: Any) -> list[Entry]: ...
-
-    def search(self, namespace: str, query: str, **options: Any) -> list[Hit]: ...
-
-    def close(self) -> None: ...
 
 
 def budget_tokens(config: RLMConfig) -> int:
@@ -130,7 +106,7 @@ class MemoryExtension:
                                    output_tokens=completion.output_tokens, cost_usd=completion.cost_usd,
                                    latency_s=completion.latency_s, response_preview=completion.text[:2000]))
 
-        reflector = Reflector(self.store, self.namespace, services.lm, run_id=services.run_id,  # type: ignore[arg-type]
+        reflector = Reflector(self.store, self.namespace, services.lm, run_id=services.run_id,
                               budget_tokens=budget_tokens(self.config), on_call=on_call)
         try:
             return reflector.reflect(self.question, self.trajectory.summary(), outcome)
@@ -144,7 +120,8 @@ class MemoryExtension:
         text, tags, span = args.get("text"), args.get("tags"), args.get("span")
         if not isinstance(text, str) or not text.strip():
             raise HostCallError("note: text must be a non-empty str")
-        if span is not None and not (isinstance(span, list) and len(span) == 2 and all(isinstance(i, int) for i in span)):
+        if span is not None and not (isinstance(span, list) and len(span) == 2
+                                     and all(isinstance(i, int) for i in span)):
             raise HostCallError("note: span must be None or [start, end] character offsets into context")
         with self._note_lock:
             entry_id = f"{services.run_id}/{agent.agent_id}/n{next(self._note_ids)}"
@@ -160,6 +137,8 @@ class MemoryExtension:
     def _recall(self, agent: AgentLike, args: dict[str, Any]) -> list[dict[str, Any]]:
         services = agent.services
         query, k, kind, tags = args.get("query"), args.get("k", 5), args.get("kind"), args.get("tags")
+        if not isinstance(query, str):
+            raise HostCallError("recall: the search query must be a non-empty str")
         if kind is not None and kind not in KINDS:
             raise HostCallError(f"recall: kind must be None or one of {', '.join(KINDS)}")
         try:

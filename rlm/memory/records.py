@@ -99,7 +99,7 @@ class Provenance:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> "Provenance":
+    def from_dict(cls, data: dict[str, Any] | None) -> Provenance:
         data = dict(data or {})
         span = data.get("span")
         return cls(source=str(data.get("source") or "user"), run_id=data.get("run_id"),
@@ -131,7 +131,7 @@ class Entry:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Entry":
+    def from_dict(cls, data: dict[str, Any]) -> Entry:
         return cls(id=str(data["id"]), namespace=str(data["namespace"]), kind=str(data["kind"]),
                    text=str(data["text"]), title=str(data.get("title") or ""),
                    tags=tuple(data.get("tags") or ()), provenance=Provenance.from_dict(data.get("provenance")),

@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from rlm.errors import LMError
 from rlm.lm import LM, Completion
+from rlm.memory.backend import MemoryBackend
 from rlm.memory.prompt import item_line, looks_like_instruction, memories_tokens
 from rlm.memory.records import Entry, MemoryStoreError, Provenance
-from rlm.memory.store import MemoryStore
 
 __all__ = [
     'MAX_OPS',
@@ -123,7 +124,7 @@ class Reflector:
     ``on_call(completion, purpose)`` is told of every LM call (e.g. to emit an event and charge the budget).
     """
 
-    def __init__(self, store: MemoryStore, namespace: str, lm: LM, *, run_id: str, budget_tokens: int,
+    def __init__(self, store: MemoryBackend, namespace: str, lm: LM, *, run_id: str, budget_tokens: int,
                  on_call: Callable[[Completion, str], None] | None = None) -> None:
         self.store = store
         self.namespace = namespace

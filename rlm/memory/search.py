@@ -51,7 +51,7 @@ class SearchIndex:
     """Per-namespace fts indexes in the connection's in-memory database (used under the store's lock)."""
 
     def __init__(self, conn: duckdb.DuckDBPyConnection, *, semantic: bool | None, persist_vectors: bool) -> None:
-        self.database = conn.execute("SELECT current_database()").fetchone()[0]
+        (self.database,) = _one_row(conn.execute("SELECT current_database()"))
         self._cursor = conn.cursor()
         self._cursor.execute(f"USE {_SEARCH_DB}")
         self._fresh: dict[str, int] = {}  # namespace -> live rows, for indexes built since the last write
@@ -86,7 +86,7 @@ class SearchIndex:
             "concat_ws(' ', title, text, array_to_string(tags, ' ')) AS body "
             f'FROM "{self.database}".main.entries WHERE namespace = ? AND NOT deleted AND NOT quarantined',
             [namespace])
-        (rows,) = cur.execute(f"SELECT count(*) FROM {table}").fetchone()
+        (rows,) = _one_row(cur.execute(f"SELECT count(*) FROM {table}"))
         if rows:
             cur.execute(f"PRAGMA create_fts_index('{table}', 'id', 'body', stemmer = 'porter', "
                         "stopwords = 'english', ignore = '[^a-z0-9]+', strip_accents = 1, lower = 1, overwrite = 1)")
@@ -115,7 +115,7 @@ class SearchIndex:
         matrix = np.asarray([vectors[i] for i in ids], dtype=np.float32)
         query_vec = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
         sims = matrix @ query_vec
-        return {entry_id: float(sim) for entry_id, sim in zip(ids, sims) if sim >= MIN_COSINE}
+        return {entry_id: float(sim) for entry_id, sim in zip(ids, sims, strict=True) if sim >= MIN_COSINE}
 
     def _vectors_for(self, conn: duckdb.DuckDBPyConnection, namespace: str,
                      candidates: list[tuple[str, int, str]]) -> dict[str, list[float]]:
@@ -133,16 +133,17 @@ class SearchIndex:
             missing = missing[:MAX_NEW_VECTORS_PER_SEARCH]
         if missing:
             computed = self.embedder.embed([body for _, _, body in missing])
-            for (entry_id, version, _), vec in zip(missing, computed):
+            for (entry_id, version, _), vec in zip(missing, computed, strict=True):
                 self._vectors[(namespace, entry_id, version)] = vec
             if self._persist:
-                conn.executemany("INSERT OR IGNORE INTO entry_vectors VALUES (?, ?, ?, ?, ?)",
-                                 [[namespace, i, v, model, vec] for (i, v, _), vec in zip(missing, computed)])
+                rows = [[namespace, i, v, model, vec] for (i, v, _), vec in zip(missing, computed, strict=True)]
+                conn.executemany("INSERT OR IGNORE INTO entry_vectors VALUES (?, ?, ?, ?, ?)", rows)
         return {i: self._vectors[(namespace, i, v)] for i, v, _ in candidates if (namespace, i, v) in self._vectors}
 
 
 def _filters(kinds: list[str], tags: list[str], run_id: str | None) -> tuple[str, list[Any]]:
-    where, params = ["true"], []
+    where: list[str] = ["true"]
+    params: list[Any] = []
     if kinds:
         where.append("list_contains(?, kind)")
         params.append(kinds)
@@ -153,6 +154,14 @@ def _filters(kinds: list[str], tags: list[str], run_id: str | None) -> tuple[str
         where.append("(kind <> 'note' OR run_id = ?)")
         params.append(run_id)
     return " AND ".join(where), params
+
+
+def _one_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The row of a query that always returns exactly one (an aggregate, ``current_database()``)."""
+    row = result.fetchone()
+    if row is None:
+        raise MemoryStoreError("the memory database answered a one-row query with no row")
+    return row
 
 
 def _fuse(bm25: dict[str, float], cosine: dict[str, float], k: int) -> list[Ranked]:

@@ -31,12 +31,13 @@ similarity of all-MiniLM-L6-v2 embeddings when that model is installed
 
 from __future__ import annotations
 
+import builtins  # MemoryStore.list shadows the builtin in the annotations of the methods after it
 import contextlib
 import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -162,9 +163,9 @@ def _entry(row: Sequence[Any]) -> Entry:
 def _version(row: Sequence[Any]) -> Version:
     (namespace, id_, version, op, kind, title, text, tags, source, run_id, agent_id, depth, start, end, evidence,
      op_id, reason, at) = row
+    provenance = _provenance(source, run_id, agent_id, depth, start, end, evidence)
     return Version(id=id_, namespace=namespace, version=version, op=op, kind=kind, text=text, title=title,
-                   tags=tuple(tags or ()), provenance=_provenance(source, run_id, agent_id, depth, start, end, evidence),
-                   op_id=op_id, at=at, reason=reason)
+                   tags=tuple(tags or ()), provenance=provenance, op_id=op_id, at=at, reason=reason)
 
 
 def _provenance_params(p: Provenance) -> list[Any]:
@@ -321,10 +322,13 @@ class MemoryStore:
                         results[index] = entry
                         fresh.append((entry, op_id))
                 self._insert_new(conn, fresh)
+        done: list[Entry | MemoryStoreError] = []
         for index, result in enumerate(results):
-            if result is None:  # a duplicate whose first copy was stored
-                results[index] = results[next(i for i, item in enumerate(items) if _key(item) == _key(items[index]))]
-        return results  # type: ignore[return-value]
+            if result is None:  # a duplicate whose first copy was stored: the first copy's result
+                result = results[next(i for i, item in enumerate(items) if _key(item) == _key(items[index]))]
+                assert result is not None  # every first copy got its result above
+            done.append(result)
+        return done
 
     def _fetch_keys(self, conn: Connection, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Entry]:
         rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE list_contains(?, namespace || chr(0) || id)",
@@ -412,10 +416,22 @@ class MemoryStore:
                      [namespace, entry_id, version, op, kind, title, text, list(tags),
                       *_provenance_params(provenance), op_id, reason, at])
 
-    def _write(self) -> "_Transaction":
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction: commits on success, rolls back on any error, marks the index stale."""
         if self.read_only:
             raise MemoryStoreError(f"memory store {self.path} is open read-only")
-        return _Transaction(self)
+        with self._reading() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):  # the error that got here is the one to report
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                self._index.invalidate()
 
     # -- reading --------------------------------------------------------------
     def get(self, namespace: str, entry_id: str) -> Entry:
@@ -435,7 +451,8 @@ class MemoryStore:
              run_id: str | None = None, include_deleted: bool = False, include_quarantined: bool = True,
              limit: int | None = None) -> list[Entry]:
         """Entries of a namespace, oldest first, filtered by kind, tags (all must match) and run."""
-        where, params = ["namespace = ?"], [check_namespace(namespace)]
+        where = ["namespace = ?"]
+        params: builtins.list[Any] = [check_namespace(namespace)]
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)
@@ -466,7 +483,7 @@ class MemoryStore:
         return result
 
     def search(self, namespace: str, query: str, *, k: int = 5, kinds: Sequence[str] | None = None,
-               tags: Sequence[str] | None = None, run_id: str | None = None) -> list[Hit]:
+               tags: Sequence[str] | None = None, run_id: str | None = None) -> builtins.list[Hit]:
         """The ``k`` best live, unquarantined entries for ``query``, best first.
 
         ``run_id`` limits *notes* to that run (memories and docs always count);
@@ -485,7 +502,8 @@ class MemoryStore:
         return [Hit(entry=entries[item.entry_id], score=item.score, bm25=item.bm25, cosine=item.cosine)
                 for item in ranked if item.entry_id in entries]
 
-    def export(self, namespace: str, *, include_deleted: bool = False, history: bool = False) -> list[dict[str, Any]]:
+    def export(self, namespace: str, *, include_deleted: bool = False,
+               history: bool = False) -> builtins.list[dict[str, Any]]:
         """JSON-able records of a namespace (with ``"versions"`` when ``history``), for JSONL export."""
         records = []
         for entry in self.list(namespace, include_deleted=include_deleted):
@@ -520,7 +538,8 @@ class MemoryStore:
             self.add(target, text, kind=kind, title=title, tags=tags, provenance=provenance, entry_id=entry_id,
                      op_id=f"import:{entry_id}:{_digest(text, title, tags)}")
             return "added"
-        if (current.text, current.title, current.tags, current.kind) == (text, title, tags, kind) and not current.deleted:
+        same = (current.text, current.title, current.tags, current.kind) == (text, title, tags, kind)
+        if same and not current.deleted:
             return "unchanged"
         if current.deleted:
             raise MemoryConflict(f"entry {entry_id!r} was deleted in {target!r}; import it under another id")
@@ -529,15 +548,23 @@ class MemoryStore:
         return "updated"
 
     # -- helpers --------------------------------------------------------------
-    def _reading(self) -> "_Reading":
-        return _Reading(self)
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """The store's lock and its live connection; DuckDB errors come out as MemoryStoreError."""
+        with self._lock:
+            if self._closed:
+                raise MemoryStoreError(f"memory store {self.path} is closed")
+            try:
+                yield self._conn
+            except duckdb.Error as exc:
+                raise MemoryStoreError(f"memory store {self.path}: {exc}") from exc
 
     def _fetch(self, conn: Connection, namespace: str, entry_id: str) -> Entry | None:
         row = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE namespace = ? AND id = ?",
                            [namespace, entry_id]).fetchone()
         return _entry(row) if row else None
 
-    def _fetch_many(self, conn: Connection, namespace: str, ids: list[str]) -> list[Entry]:
+    def _fetch_many(self, conn: Connection, namespace: str, ids: builtins.list[str]) -> builtins.list[Entry]:
         if not ids:
             return []
         rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE namespace = ? AND list_contains(?, id)",
@@ -556,49 +583,6 @@ class MemoryStore:
                             [namespace, op_id]).fetchone() is not None
 
 
-class _Reading:
-    """``with store._reading() as conn``: the store's lock, a live connection, DuckDB errors wrapped."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> Connection:
-        self.store._lock.acquire()
-        if self.store._closed:
-            self.store._lock.release()
-            raise MemoryStoreError(f"memory store {self.store.path} is closed")
-        return self.store._conn
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        self.store._lock.release()
-        if isinstance(exc, duckdb.Error):
-            raise MemoryStoreError(f"memory store {self.store.path}: {exc}") from exc
-        return False
-
-
-class _Transaction(_Reading):
-    """One write transaction; commits on success, rolls back on any error; marks the index stale."""
-
-    def __enter__(self) -> Connection:
-        conn = super().__enter__()
-        conn.execute("BEGIN TRANSACTION")
-        return conn
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        conn = self.store._conn
-        try:
-            if exc_type is None:
-                conn.execute("COMMIT")
-            else:
-                conn.execute("ROLLBACK")
-        except duckdb.Error as commit_error:
-            if exc_type is None:
-                exc = commit_error
-                with contextlib.suppress(duckdb.Error):
-                    conn.execute("ROLLBACK")
-        finally:
-            self.store._index.invalidate()
-        return super().__exit__(exc_type, exc, tb)
 
 
 def _prepare_import(record: Any, namespace: str | None) -> tuple[Any, ...]:

@@ -14,8 +14,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 from rlm.config import RLMConfig
 from rlm.routing.table import RouteTable, Target
@@ -61,7 +62,7 @@ def models_view(config: RLMConfig, totals: Sequence[Any] | None, *, as_json: boo
     health: dict[str, dict[str, Any]] = {}
     if check:
         with ThreadPoolExecutor(max_workers=8) as pool:
-            health = dict(zip(targets, pool.map(probe, targets.values())))
+            health = dict(zip(targets, pool.map(probe, targets.values()), strict=True))
     by_name = {row.deployment: row.to_dict() for row in totals or ()}
     rows = _rows(table, health, by_name)
     note = "" if totals is not None else "run log unavailable: no per-deployment totals\n"

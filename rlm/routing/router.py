@@ -60,7 +60,7 @@ class RuledGroup(str):
 
     reason: str
 
-    def __new__(cls, name: str, reason: str) -> "RuledGroup":
+    def __new__(cls, name: str, reason: str) -> RuledGroup:
         self = super().__new__(cls, name)
         self.reason = reason
         return self

@@ -39,7 +39,7 @@ a deployment
     many tokens is heavy), ``batch_size`` (every call of an ``llm_query_batched`` of more
     prompts is heavy), ``depth`` (calls of agents at this depth or deeper are heavy).
 ``[serve.NAME]`` and ``[serve]``
-    deployments started on the cluster (see :mod:`rlm.agents.serving`).
+    deployments started on the cluster (see :mod:`rlm.routing.served` and :mod:`rlm.agents.serving`).
 
 :func:`load_models` returns a :class:`ModelsSpec` (the groups and rules, all frozen and
 hashable so they travel inside :class:`~rlm.config.RLMConfig`) and the ``[serve]``
@@ -51,9 +51,10 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from rlm.errors import ConfigError
 
@@ -155,7 +156,7 @@ class ModelsSpec:
                             "heavy": dataclasses.asdict(self.routing.heavy)}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ModelsSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelsSpec:
         """The inverse of :meth:`to_dict`."""
         try:
             groups = tuple(Group(g["name"], tuple(_deployment_from_dict(d) for d in g["deployments"]),
@@ -266,8 +267,9 @@ def _typed(value: Any, kind: type, path: str, where: _Where) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise where.fail(path, f"must be {'a number' if kind is float else 'an integer' if kind is int else kind.__name__}")
-    if kind in (int, float) and value < 0:
+        wanted = "a number" if kind is float else "an integer" if kind is int else kind.__name__
+        raise where.fail(path, f"must be {wanted}")
+    if isinstance(value, (int, float)) and value < 0:
         raise where.fail(path, "must not be negative")
     return value
 
@@ -307,7 +309,7 @@ def _served(name: str, serve: ServeOptions, where: _Where, path: str) -> dict[st
     spec = serve.deployments.get(name)
     if spec is None:
         raise where.fail(f"{path}.serve", f"no [serve.{name}] deployment in the file")
-    from rlm.agents.serving import served_fields  # the Serve side knows what each engine serves
+    from rlm.routing.served import served_fields
 
     return served_fields(name, spec, serve.api_base(name))
 
@@ -378,9 +380,9 @@ def _check_names(spec: ModelsSpec, where: _Where) -> None:
     references += [(f"routing.depth.{d}", g) for d, g in routing.depth]
     if routing.heavy.active:
         references.append(("routing.heavy.group", routing.heavy.group))
-    for path, group in references:
-        if group not in names and group not in ("root", "sub"):
-            raise where.fail(path, f"no group named {group!r} (groups: {', '.join(sorted(names)) or 'none'})")
+    for path, target in references:
+        if target not in names and target not in ("root", "sub"):
+            raise where.fail(path, f"no group named {target!r} (groups: {', '.join(sorted(names)) or 'none'})")
     seen: dict[str, tuple[str, str | None]] = {}
     for group in spec.groups:
         for d in group.deployments:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from rlm import model_info, profiles
@@ -127,7 +128,8 @@ def _target(group: str, d: Deployment, config: RLMConfig, env: Mapping[str, str]
     reply = config.max_completion_tokens or d.max_output_tokens or _hosted(d, "max_output_tokens")
     if window is not None:
         reply = min(reply or window // 8, window // 2)
-    endpoint = Endpoint.of(d.model, d.api_base, _api_key(d, env)) if d.api_base and is_lean(d.model, d.api_base) else None
+    endpoint = (Endpoint.of(d.model, d.api_base, _api_key(d, env))
+                if d.api_base and is_lean(d.model, d.api_base) else None)
     return Target(group, name, d, window, reply or 0, d.tokenizer or default_tokenizer(d), endpoint,
                   d.node or _host(d), profile)
 

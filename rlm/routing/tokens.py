@@ -92,7 +92,7 @@ def bundled_tiktoken_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "litellm_core_utils" / "tokenizers"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiktoken_encoding(name: str) -> Any:
     """A tiktoken encoding loaded from litellm's bundled file; never downloaded."""
     import tiktoken
@@ -135,7 +135,7 @@ class _Gguf:
 
         self.name = name
         self._model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-        self._vocab = self._model._model.vocab
+        self._vocab = self._model._model.vocab  # noqa: SLF001 - llama_cpp exposes the vocabulary only there
         self._tokenize = llama_cpp.llama_tokenize
         self._lock = threading.Lock()
 
@@ -145,7 +145,7 @@ class _Gguf:
             return -self._tokenize(self._vocab, data, len(data), None, 0, False, False) if data else 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer(name: str) -> Tokenizer:
     """The tokenizer called ``name`` (loaded once per process, on first use)."""
     problem = check_tokenizer_name(name)
@@ -154,7 +154,7 @@ def tokenizer(name: str) -> Tokenizer:
     if name in TIKTOKEN_ENCODINGS:
         return _Tiktoken(name)
     if name == "embedded":
-        from rlm.local_model import find_gguf
+        from rlm.embedded import find_gguf
 
         return _Gguf(name, find_gguf())
     return _Gguf(name, Path(name[5:]).expanduser())

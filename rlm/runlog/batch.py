@@ -26,7 +26,7 @@ __all__ = ["Batch", "Update", "insert_rows", "plan", "write_batch"]
 INSERT_ORDER: tuple[Table, ...] = (EVENTS, RUNS, AGENTS, LM_CALLS, CELLS)
 #: Columns a finishing event sets (from the event's fields of the same name; ``finished_at`` is its ``ts``).
 _RUN_FINISH = ("status", "answer", "input_tokens", "output_tokens", "llm_calls", "cost_usd", "iterations",
-               "depth_reached", "duration_s", "error")  # fmt: skip
+               "depth_reached", "duration_s", "error", "cache_hits")  # fmt: skip
 _AGENT_FINISH = ("status", "answer", "iterations", "input_tokens", "output_tokens", "llm_calls", "duration_s", "error")
 #: Tables whose start rows are inserted with ``OR IGNORE`` (a replayed start must not fail the batch).
 _START_TABLES = frozenset({RUNS.name, AGENTS.name})
@@ -90,7 +90,8 @@ def _event_row(seq: int, event: Event, payload: str) -> dict[str, Any]:
 def _plan_run_started(batch: Batch, e: RunStarted) -> None:
     row = {"run_id": e.run_id, "started_at": e.ts, "question": e.question, "model": e.model,
            "sub_model": e.sub_model, "status": "running", "config": json_text(e.config),
-           "context_info": json_text(e.context_info)}  # fmt: skip
+           "context_info": json_text(e.context_info), "origin": e.origin, "parent_run_id": e.parent_run_id,
+           "session": e.session, "turn": e.turn, "fork_at": e.fork_at}  # fmt: skip
     batch.start(RUNS, row, ("run_id",))
 
 

@@ -76,7 +76,7 @@ def gather(db_path: Path, query: Query, *, skip: Path | None = None) -> LiveRuns
 
 def _materialize(run_ids: frozenset[str], missing: list[Entry], query: Query) -> Connection:
     """An in-memory run log holding the stored rows of ``run_ids`` with ``missing`` applied on top."""
-    import duckdb  # noqa: PLC0415 - lazily: the journal-only writer must not load DuckDB
+    import duckdb  # lazily: the journal-only writer must not load DuckDB
 
     conn = duckdb.connect(":memory:")
     try:

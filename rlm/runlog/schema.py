@@ -52,6 +52,7 @@ __all__ = [
     "column",
     "m001_initial",
     "m002_lm_call_routing",
+    "m003_recorded_calls",
     "migrate",
     "schema_migration",
 ]
@@ -60,6 +61,9 @@ _COLUMN = "rlm.runlog.column"
 INITIAL = "m001_initial"
 #: Where each LM call went and why (rlm.routing): group, deployment, node, reason, queue time.
 ROUTING = "m002_lm_call_routing"
+#: Recorded calls (rlm.records): each call's request key, whole response and cache hit; where a run
+#: comes from (replay, resume, fork, a session's turn) and its cache hits.
+RECORDED = "m003_recorded_calls"
 
 
 def column(sql_type: str, constraint: str = "", *, added_in: str = INITIAL) -> Any:
@@ -135,7 +139,8 @@ class Table:
         """
         schema = json.dumps([{name: self.by_name[name].wire_type for name in names}])
         verb = "INSERT OR IGNORE INTO" if or_ignore else "INSERT INTO"
-        return f"{verb} {self.name} ({', '.join(names)}) SELECT unnest(from_json($1::JSON, '{schema}'), recursive := true)"
+        rows = f"unnest(from_json($1::JSON, '{schema}'), recursive := true)"
+        return f"{verb} {self.name} ({', '.join(names)}) SELECT {rows}"
 
     @functools.cache  # noqa: B019
     def update_sql(self, names: tuple[str, ...], keys: tuple[str, ...]) -> str:
@@ -189,6 +194,12 @@ class RunSummary:
     error: str | None = column("VARCHAR")
     config: dict[str, Any] = column("JSON")
     context_info: dict[str, Any] = column("JSON")
+    origin: str | None = column("VARCHAR", added_in=RECORDED)
+    parent_run_id: str | None = column("VARCHAR", added_in=RECORDED)
+    session: str | None = column("VARCHAR", added_in=RECORDED)
+    turn: int | None = column("INTEGER", added_in=RECORDED)
+    fork_at: int | None = column("INTEGER", added_in=RECORDED)
+    cache_hits: int | None = column("BIGINT", "DEFAULT 0", added_in=RECORDED)
     agents: int = 0  # not a column: counted from the agents table
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +254,9 @@ class LMCallRecord:
     node: str | None = column("VARCHAR", added_in=ROUTING)
     route_reason: str | None = column("VARCHAR", added_in=ROUTING)
     queue_s: float | None = column("DOUBLE", added_in=ROUTING)
+    request_key: str | None = column("VARCHAR", added_in=RECORDED)
+    response: str | None = column("VARCHAR", added_in=RECORDED)
+    cache_hit: bool | None = column("BOOLEAN", added_in=RECORDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,8 +324,17 @@ def schema_migration(name: str, tables: tuple[Table, ...] = TABLES) -> Migration
 m001_initial = schema_migration(INITIAL)
 #: Add model_group, deployment, node, route_reason and queue_s to lm_calls.
 m002_lm_call_routing = schema_migration(ROUTING)
+_m003_columns = schema_migration(RECORDED)
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_lm_call_routing)
+
+def m003_recorded_calls(conn: Connection) -> None:
+    """Add request_key, response and cache_hit to lm_calls, with an index on request_key (the cache and
+    replays look calls up by it), and origin, parent_run_id, session, turn, fork_at, cache_hits to runs."""
+    _m003_columns(conn)
+    conn.execute("CREATE INDEX lm_calls_request_key ON lm_calls (request_key)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_lm_call_routing, m003_recorded_calls)
 """Every migration, in the order they are applied. Only ever append."""
 
 
@@ -322,7 +345,7 @@ def migrate(conn: Connection) -> list[str]:
 
 def check_schema_current(conn: Connection, path: Path) -> None:
     """For read-only opens: fail clearly if the schema is missing or outdated."""
-    import duckdb  # noqa: PLC0415 - lazily: see the module docstring
+    import duckdb  # lazily: importing rlm.runlog must not load DuckDB
 
     try:
         applied = applied_migrations(conn)

@@ -75,7 +75,7 @@ def _open_error(path: Path, exc: BaseException) -> RunLogError:
 
 
 def _connect(path: Path, read_only: bool) -> Connection:
-    import duckdb  # noqa: PLC0415 - lazily: importing rlm.runlog must not load DuckDB
+    import duckdb  # lazily: see the module docstring
 
     if read_only and not path.exists():
         raise RunLogError(f"cannot open run log {path}: no such file")
@@ -147,7 +147,7 @@ class RunLog(RunQueries, ClosedOnExit):
     # -- setup --------------------------------------------------------------
 
     def _prepare_schema(self) -> list[str]:
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         try:
             if self.read_only:
@@ -166,7 +166,7 @@ class RunLog(RunQueries, ClosedOnExit):
 
     def _recover_journals(self) -> None:
         """Replay the journals of dead writers (their flock is free), then delete them."""
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         for path in journal_paths(self.path):
             try:
@@ -329,7 +329,7 @@ class RunLog(RunQueries, ClosedOnExit):
 
     def _next_seq(self, run_id: str) -> int:
         """The next sequence number of ``run_id`` (under ``_state_lock``); continues what the file holds."""
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         seq = self._seqs.get(run_id)
         if seq is None:
@@ -358,8 +358,26 @@ class RunLog(RunQueries, ClosedOnExit):
 
     # -- reading ------------------------------------------------------------
 
+    def query_now_all(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` from what the database holds now, without waiting for the writer (the sub-call
+        cache's lookups: a call must not wait for a transaction)."""
+        import duckdb
+
+        with self._read_lock:
+            if self._closed:
+                raise RunLogError(f"run log {self.path} is closed")
+            try:
+                return self._read_cursor.execute(sql, params).fetchall()
+            except duckdb.Error as exc:
+                raise RunLogError(f"cannot read run log {self.path}: {exc}") from exc
+
+    def query_now(self, sql: str, params: list[Any]) -> tuple[Any, ...] | None:
+        """The first row of :meth:`query_now_all`, or ``None``."""
+        rows = self.query_now_all(sql, params)
+        return rows[0] if rows else None
+
     def _query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
-        import duckdb  # noqa: PLC0415
+        import duckdb
 
         self.flush()
         with self._read_lock:

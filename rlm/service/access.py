@@ -65,7 +65,7 @@ class AllowedRoots:
     everything: bool = False
 
     @classmethod
-    def of(cls, paths: "tuple[Path, ...] | list[Path]") -> "AllowedRoots":
+    def of(cls, paths: tuple[Path, ...] | list[Path]) -> AllowedRoots:
         """Roots from ``--allow-path`` values (each must be an existing directory)."""
         resolved = []
         for path in paths:

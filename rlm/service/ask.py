@@ -32,7 +32,7 @@ from rlm.events import EventBus, LMCalled, event_from_dict
 from rlm.results import RunResult
 from rlm.service.client import ServiceClient
 
-__all__ = ["remote_run", "RemoteBudget", "print_detached"]
+__all__ = ["remote_run", "remote_rerun", "RemoteBudget", "print_detached"]
 
 
 class RemoteBudget:
@@ -45,7 +45,8 @@ class RemoteBudget:
         self.stop_reason: str | None = None
         self._deadline = None if config.timeout_s is None else time.monotonic() + config.timeout_s
         self._lock = threading.Lock()
-        self._usage = [0, 0, 0, 0.0, True]  # input, output, calls, cost, cost known
+        self._counts = [0, 0, 0, 0]  # input tokens, output tokens, calls, cache hits
+        self._cost: float | None = 0.0  # None once a call's price was unknown
         self._cancel: Callable[[], None] | None = None
 
     def stop(self, reason: str) -> None:
@@ -66,53 +67,76 @@ class RemoteBudget:
 
     def usage(self) -> Usage:
         with self._lock:
-            input_tokens, output_tokens, calls, cost, known = self._usage
-        return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
-                     cost_usd=cost if known else None)
+            input_tokens, output_tokens, calls, hits = self._counts
+            return Usage(input_tokens=input_tokens, output_tokens=output_tokens, llm_calls=calls,
+                         cost_usd=self._cost, cache_hits=hits)
 
     def remaining_time(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - time.monotonic())
 
     def count(self, event: LMCalled) -> None:
         with self._lock:
-            self._usage[0] += event.input_tokens
-            self._usage[1] += event.output_tokens
-            self._usage[2] += 1
-            if event.cost_usd is None:
-                self._usage[4] = False
-            else:
-                self._usage[3] += event.cost_usd
+            self._counts[0] += event.input_tokens
+            self._counts[1] += event.output_tokens
+            self._counts[2] += 1
+            self._counts[3] += int(event.cache_hit)
+            self._cost = None if event.cost_usd is None or self._cost is None else self._cost + event.cost_usd
 
 
 def remote_run(client: ServiceClient, question: str, context: Any, config: RLMConfig, *,
                bus: EventBus | None = None, on_start: Callable[[str, RemoteBudget], None] | None = None,
-               detach: bool = False) -> RunResult | str:
+               detach: bool = False, session: str | None = None) -> RunResult | str:
     """Run ``question`` about ``context`` (a path, ``"-"`` for stdin, or text) in the service.
 
-    Returns the result, or, with ``detach``, the run id once the run has started.
+    Returns the result, or, with ``detach``, the run id once the run has started. With ``session``
+    the run is that session's next turn, in the session the service keeps live.
     """
     if detach and (not isinstance(context, Path) or str(context) == "-"):
         raise ConfigError("--detach needs the context in a file")
     budget = RemoteBudget(config)
     with _context_file(context, config.home) as path:
         request = {"question": question, "context_path": str(path), "detach": detach,
-                   "context_documents": isinstance(context, list),
+                   "context_documents": isinstance(context, list), "session": session,
                    "config": {**config.to_dict(), "api_key": config.api_key}}
-
-        def on_reply(reply: dict[str, Any]) -> None:
-            if reply["type"] == "event":
-                event = event_from_dict(reply["event"])
-                if isinstance(event, LMCalled) and event.ok:
-                    budget.count(event)
-                if bus is not None:
-                    bus.emit(event)
-            elif reply["type"] == "accepted" and on_start is not None:
-                on_start(reply["run_id"], budget)
-
-        reply = client.ask(request, on_reply, on_connect=budget.connected)
+        reply = client.ask(request, _replies(budget, bus, on_start), on_connect=budget.connected)
     if detach:
         return str(reply["run_id"])
     return RunResult.from_dict(reply["result"])
+
+
+def remote_rerun(client: ServiceClient, request: dict[str, Any], config: RLMConfig, *,
+                 bus: EventBus | None = None) -> tuple[RunResult, dict[str, Any]]:
+    """Replay, resume or fork a run in the service (``request``: ``run_id``, ``mode``, ``question``, ``at``);
+    the result, and the recorded outcome a replay is compared with."""
+    budget = RemoteBudget(config)
+    recorded: dict[str, Any] = {}
+    forward = _replies(budget, bus, None)
+
+    def on_reply(reply: dict[str, Any]) -> None:
+        if reply["type"] == "recorded":
+            recorded.update(reply["recorded"])
+        forward(reply)
+
+    reply = client.ask({**request, "op": "rerun", "config": {**config.to_dict(), "api_key": config.api_key}},
+                       on_reply, on_connect=budget.connected)
+    return RunResult.from_dict(reply["result"]), recorded
+
+
+def _replies(budget: RemoteBudget, bus: EventBus | None,
+             on_start: Callable[[str, RemoteBudget], None] | None) -> Callable[[dict[str, Any]], None]:
+    """What a run's replies do: events to ``bus`` (and the budget's usage), the start to ``on_start``."""
+
+    def on_reply(reply: dict[str, Any]) -> None:
+        if reply["type"] == "event":
+            event = event_from_dict(reply["event"])
+            if isinstance(event, LMCalled) and event.ok:
+                budget.count(event)
+            if bus is not None:
+                bus.emit(event)
+        elif reply["type"] == "accepted" and on_start is not None:
+            on_start(reply["run_id"], budget)
+
+    return on_reply
 
 
 def print_detached(run_id: str) -> None:

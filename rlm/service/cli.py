@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["register"]
 
@@ -157,7 +157,7 @@ def cmd_status(args: argparse.Namespace, env: dict[str, str]) -> int:
 
     client = connect(_home(env))
     if client is None:
-        print(json.dumps({"running": False}) if args.json else "rlm: no service running", 
+        print(json.dumps({"running": False}) if args.json else "rlm: no service running",
               file=sys.stdout if args.json else sys.stderr)
         return 3
     status = client.call({"op": "status"})

@@ -38,7 +38,7 @@ class ServiceGone(ServiceError):
     """The service went away before it answered (it was stopped or killed)."""
 
 
-def connect(home: Path) -> "ServiceClient | None":
+def connect(home: Path) -> ServiceClient | None:
     """A client of the service running for ``home``, or ``None``."""
     state = find_service(home)
     if state is None:

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from rlm.config import RLMConfig
 from rlm.errors import ConfigError, InputError, RLMError
@@ -56,7 +56,7 @@ MAX_JSON_BYTES = 256 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def base_config(service: "Service") -> RLMConfig:
+def base_config(service: Service) -> RLMConfig:
     """The run config HTTP and MCP requests start from: the service's, for its RLM_HOME and executor."""
     settings = service.settings
     config = settings.run_config or RLMConfig(home=settings.home)
@@ -67,7 +67,7 @@ def base_config(service: "Service") -> RLMConfig:
 class HttpFront:
     """The HTTP server of one service (see the module docstring)."""
 
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: Service) -> None:
         settings = service.settings
         self.service = service
         self.host, self.port = parse_address(str(settings.http), any_interface=settings.http_any_interface)
@@ -83,7 +83,8 @@ class HttpFront:
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> str:
         """Listen; the base URL (``http://HOST:PORT``). Raises :class:`ConfigError` if the address is taken."""
-        return self.service.event_loop().run(self._start())
+        base: str = self.service.event_loop().run(self._start())
+        return base
 
     def stop(self) -> None:
         self.service.event_loop().run(self._stop(), timeout=30)
@@ -155,10 +156,12 @@ class HttpFront:
         reader = await request.multipart()
         purpose, stored = "user_data", None
         async for part in reader:
-            if part.name == "purpose" and not getattr(part, "filename", None):
-                purpose = (await part.text())[:64]  # type: ignore[union-attr]
+            if not isinstance(part, BodyPartReader):
+                continue  # a nested multipart: not ours to read
+            if part.name == "purpose" and not part.filename:
+                purpose = (await part.text())[:64]
             elif part.name == "file":
-                stored = await self.files.save(_chunks(part), getattr(part, "filename", None) or "", purpose)
+                stored = await self.files.save(_chunks(part), part.filename or "", purpose)
         if stored is None:
             raise InputError("the upload has no 'file' part")
         return web.json_response(stored.to_openai())
@@ -186,7 +189,8 @@ class HttpFront:
         if self.service.stopping:
             return _error(503, "the service is stopping", "server_error", "service_stopping")
         messages = RunMessages(asyncio.get_running_loop())
-        submitted = self.service.submit(chat.question, chat.context, chat.config, messages.deliver)
+        submitted = self.service.submit(chat.question, chat.context, chat.config, messages.deliver,
+                                        session=chat.session)
         if submitted is None:
             return _busy(self.service.busy_reply())
         run, future = submitted
@@ -209,7 +213,8 @@ class HttpFront:
 
                 backend = ServiceBackend(self.service, self.base, self.roots)
                 self._mcp = await McpHttp.start(backend, host=self.host)
-        return await self._mcp.handle(request)
+        response: web.StreamResponse = await self._mcp.handle(request)
+        return response
 
 
 # -- a run's answer ---------------------------------------------------------------------------
@@ -236,7 +241,7 @@ def _outcome(future: Future[RunResult | None]) -> RunResult | tuple[int, dict[st
     except RLMError as exc:
         status, kind, code = api.status_of(exc)
         return status, api.error_body(str(exc), kind, code)
-    except Exception as exc:  # noqa: BLE001 - a fault of ours: say so, keep serving
+    except Exception as exc:  # a fault of ours: say so, keep serving
         log.exception("run failed")
         return 500, api.error_body(f"{type(exc).__name__}: {exc}", "server_error", "run_failed")
     if result is None or result.status == "cancelled":

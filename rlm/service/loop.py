@@ -9,6 +9,7 @@ it ended back into the loop, in the order it happened.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import Future
@@ -26,7 +27,7 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def start(self) -> "LoopThread":
+    def start(self) -> LoopThread:
         self._thread.start()
         return self
 
@@ -46,10 +47,8 @@ class LoopThread:
         """Cancel what still runs on the loop, stop it and wait for its thread."""
         if self.loop.is_closed():
             return
-        try:
+        with contextlib.suppress(Exception):  # stopping anyway
             self.run(_cancel_others(), timeout=10)
-        except Exception:  # noqa: BLE001 - stopping anyway
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():

@@ -21,7 +21,8 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 __all__ = ["register"]
 
@@ -93,7 +94,8 @@ def _reply(sock: socket.socket) -> dict[str, Any]:
         if not byte:
             raise OSError("the service closed the connection")
         line += byte
-    return json.loads(line)
+    reply: dict[str, Any] = json.loads(line)
+    return reply
 
 
 def _copy_stdin(sock: socket.socket) -> None:

@@ -34,7 +34,7 @@ import socket
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -81,7 +81,7 @@ class Backend(Protocol):
         """Start a run (``None`` when busy); as :meth:`rlm.service.server.Service.submit`."""
         ...
 
-    def run_log(self) -> contextlib.AbstractContextManager["RunLog | None"]:
+    def run_log(self) -> contextlib.AbstractContextManager[RunLog | None]:
         """The run log to read (``None`` before the first run)."""
         ...
 
@@ -93,14 +93,14 @@ class Backend(Protocol):
 class ServiceBackend:
     """Runs in the service: its admission, run log and memory store."""
 
-    def __init__(self, service: "Service", base: RLMConfig, roots: AllowedRoots) -> None:
+    def __init__(self, service: Service, base: RLMConfig, roots: AllowedRoots) -> None:
         self.service, self.base, self.roots = service, base, roots
 
     def submit(self, question: str, context: Path | str, config: RLMConfig,
                deliver: Callable[[dict[str, Any]], None]) -> tuple[Cancellable, Future[RunResult | None]] | None:
         return self.service.submit(question, context, config, deliver)
 
-    def run_log(self) -> contextlib.AbstractContextManager["RunLog | None"]:
+    def run_log(self) -> contextlib.AbstractContextManager[RunLog | None]:
         return contextlib.nullcontext(self.service.log)
 
     def memory(self) -> contextlib.AbstractContextManager[Any]:
@@ -151,7 +151,7 @@ class LocalBackend:
         return run_rlm(question, context, config, bus=bus, on_start=started)
 
     @contextlib.contextmanager
-    def run_log(self) -> Iterator["RunLog | None"]:
+    def run_log(self) -> Iterator[RunLog | None]:
         from rlm.runlog import RunLog
         from rlm.runlog.journal import journal_paths
 
@@ -265,9 +265,12 @@ def _answer(future: Future[RunResult | None]) -> Answer:
                   duration_s=round(result.duration_s, 3), error=result.error)
 
 
-async def _with(opened: Callable[[], contextlib.AbstractContextManager[Any]], action: Callable[[Any], Any]) -> Any:
+_T = TypeVar("_T")
+
+
+async def _with(opened: Callable[[], contextlib.AbstractContextManager[Any]], action: Callable[[Any], _T]) -> _T:
     """``action`` of what ``opened()`` opens, on a worker thread (DuckDB blocks); rlm's errors become the tool's."""
-    def in_thread() -> Any:
+    def in_thread() -> _T:
         with opened() as resource:
             return action(resource)
 
@@ -278,7 +281,7 @@ async def _with(opened: Callable[[], contextlib.AbstractContextManager[Any]], ac
 
 
 def _add_views(server: MCPServer, backend: Backend) -> None:
-    async def read(view: Callable[["RunLog | None"], Any]) -> Any:
+    async def read(view: Callable[[RunLog | None], _T]) -> _T:
         return await _with(backend.run_log, view)
 
     @server.tool()
@@ -302,13 +305,13 @@ def _add_views(server: MCPServer, backend: Backend) -> None:
         return await read(lambda log: json.dumps([e.to_dict() for e in _log(log).events(run_id)], default=str))
 
 
-def _log(log: "RunLog | None") -> "RunLog":
+def _log(log: RunLog | None) -> RunLog:
     if log is None:
         raise ToolError("no runs yet")
     return log
 
 
-def _tree(log: "RunLog | None", run_id: str, max_output: int) -> str:
+def _tree(log: RunLog | None, run_id: str, max_output: int) -> str:
     from rlm.views import show_view
 
     return show_view(_log(log), run_id, max_output, False)[0]
@@ -324,7 +327,7 @@ def _run_row(summary: Any) -> dict[str, Any]:
 def _add_memory(server: MCPServer, backend: Backend) -> None:
     default = str(backend.base.memory_namespace)
 
-    async def use(action: Callable[[Any], Any]) -> Any:
+    async def use(action: Callable[[Any], _T]) -> _T:
         return await _with(backend.memory, action)
 
     @server.tool()
@@ -351,7 +354,7 @@ class McpHttp:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, backend: Backend, *, host: str) -> "McpHttp":
+    async def start(cls, backend: Backend, *, host: str) -> McpHttp:
         server = build_server(backend)
         mcp = cls(server, server.streamable_http_app(streamable_http_path="/mcp", host=host))
         ready = asyncio.Event()
@@ -364,7 +367,7 @@ class McpHttp:
             ready.set()
             await self._stop.wait()
 
-    async def handle(self, request: "web.Request") -> "web.StreamResponse":
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         from rlm.service.asgi import call_asgi
 
         return await call_asgi(self._app, request)
@@ -375,7 +378,7 @@ class McpHttp:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
-def serve_socket(service: "Service", conn: socket.socket, request: dict[str, Any]) -> None:
+def serve_socket(service: Service, conn: socket.socket, request: dict[str, Any]) -> None:
     """One MCP session relayed by ``rlm mcp`` over the service's socket (its ``mcp`` request).
 
     The request carries the command's run config and ``allow_paths`` (``null``: any file its

@@ -15,8 +15,13 @@ Request (``POST /v1/chat/completions``)
 ``rlm`` (extension, optional)
     ``context_path`` (a file or directory under the service's ``--allow-path``
     roots), ``file_id`` (an upload of ``POST /v1/files``), the run options of
-    :mod:`rlm.service.run_options` (``max_llm_calls``, ``timeout``, ...), and
-    ``progress`` (``false``: no progress chunks when streaming).
+    :mod:`rlm.service.run_options` (``max_llm_calls``, ``timeout``, ...),
+    ``progress`` (``false``: no progress chunks when streaming), and ``session``
+    (a name: the request is that session's next turn, its root's REPL variables
+    and history kept by the service from the last one; the first request of a
+    session gives its context as any request does, later ones need none: the
+    earlier messages a chat client sends again are the conversation the session
+    already holds, not context).
 ``stream``, ``stream_options.include_usage``, ``temperature``
     As OpenAI's (``temperature`` applies to every model call of the tree).
     ``n`` must be 1; other sampling fields (``max_tokens``, ``tools``, ...) are
@@ -66,7 +71,7 @@ __all__ = ["ChatRequest", "ModelNotFound", "parse_chat", "completion", "chunk", 
 
 MODEL = "rlm"
 _INSTRUCTION_ROLES = ("system", "developer")
-_EXTENSION_KEYS = frozenset({"context_path", "file_id", "progress", *OPTIONS})
+_EXTENSION_KEYS = frozenset({"context_path", "file_id", "progress", "session", *OPTIONS})
 
 
 class ModelNotFound(InputError):
@@ -79,12 +84,13 @@ class ChatRequest:
 
     model: str
     question: str
-    context: Path | str | list[dict[str, str]]
+    context: Path | str | list[dict[str, str]] | None
     config: RLMConfig
     stream: bool = False
     include_usage: bool = False
     progress: bool = True
     warnings: list[str] = field(default_factory=list)
+    session: str | None = None
 
 
 def parse_chat(body: Any, base: RLMConfig, roots: AllowedRoots,
@@ -99,7 +105,10 @@ def parse_chat(body: Any, base: RLMConfig, roots: AllowedRoots,
     instructions, question, earlier, file_ids = _split(messages)
     files = [roots.check(str(extension["context_path"]))] if extension.get("context_path") else []
     files += [file_path(str(file_id)) for file_id in [extension.get("file_id"), *file_ids] if file_id]
-    context, warnings = _context(files, earlier)
+    session = extension.get("session")
+    if session is not None and not isinstance(session, str):
+        raise InputError("rlm.session must be a session name (a string)")
+    context, warnings = _context(files, earlier) if files or earlier or not session else (None, [])
     config = configure(base, {k: v for k, v in extension.items() if k in OPTIONS},
                        root_model=_root_model(body.get("model")))
     if body.get("temperature") is not None:
@@ -108,7 +117,8 @@ def parse_chat(body: Any, base: RLMConfig, roots: AllowedRoots,
     return ChatRequest(model=str(body.get("model")), question="\n\n".join([*instructions, question]),
                        context=context, config=config, stream=bool(body.get("stream")),
                        include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
-                       progress=extension.get("progress", True) is not False, warnings=warnings)
+                       progress=extension.get("progress", True) is not False, warnings=warnings,
+                       session=session)
 
 
 def _extension(value: Any) -> dict[str, Any]:
@@ -118,7 +128,8 @@ def _extension(value: Any) -> dict[str, Any]:
         raise InputError("the rlm field must be an object")
     unknown = set(value) - _EXTENSION_KEYS
     if unknown:
-        raise InputError(f"unknown rlm field(s): {', '.join(sorted(unknown))} (known: {', '.join(sorted(_EXTENSION_KEYS))})")
+        known = ", ".join(sorted(_EXTENSION_KEYS))
+        raise InputError(f"unknown rlm field(s): {', '.join(sorted(unknown))} (known: {known})")
     return value
 
 
@@ -203,7 +214,8 @@ def finish_reason(status: str) -> str:
 def summary(result: RunResult, warnings: list[str]) -> dict[str, Any]:
     """The ``rlm`` field of a response: what the run was and what it cost."""
     return {"run_id": result.run_id, "status": result.status, "cost_usd": result.cost_usd,
-            "llm_calls": result.usage.llm_calls, "iterations": result.iterations,
+            "llm_calls": result.usage.llm_calls, "cache_hits": result.usage.cache_hits,
+            "iterations": result.iterations,
             "depth_reached": result.depth_reached, "duration_s": round(result.duration_s, 3),
             "warnings": [*warnings, *result.warnings]}
 

@@ -20,6 +20,10 @@ answered ``busy``. A client that disconnects cancels its run unless it asked
 for a detached one. Stopping (``rlm service stop``, SIGTERM, SIGINT) cancels
 the runs in progress and records them as cancelled.
 
+Sessions live here while the service runs (:class:`~rlm.service.session_host.SessionHost`):
+a turn sent with a session name continues the root's running REPL and history
+(no rebuild); ``rerun`` requests replay, resume or fork a run from the log.
+
 With ``http`` in its settings the service also serves the OpenAI-compatible
 endpoint and MCP over HTTP (:mod:`rlm.service.http`), and an ``mcp`` request on
 the socket is an MCP session (:mod:`rlm.service.mcp_server`); both submit runs
@@ -51,6 +55,7 @@ from rlm.events import EventBus
 from rlm.results import RunResult
 from rlm.service import wire
 from rlm.service.paths import ServicePaths, ServiceState
+from rlm.service.session_host import RunHooks
 
 __all__ = ["Service", "ServiceSettings"]
 
@@ -167,6 +172,9 @@ class Service:
             self.paths.state.unlink(missing_ok=True)
             raise
         self._memory: Any = None
+        from rlm.service.session_host import SessionHost
+
+        self.sessions = SessionHost(self.log)
         threading.Thread(target=self._warm, name="rlm-service-warm", daemon=True).start()
         return self.state
 
@@ -210,8 +218,9 @@ class Service:
             return None
         from rlm.service.http import HttpFront
 
-        self._http = HttpFront(self)
-        return self._http.start()
+        front = HttpFront(self)
+        self._http = front
+        return front.start()
 
     def event_loop(self) -> Any:
         """The service's asyncio loop on a thread of its own (a :class:`rlm.service.loop.LoopThread`)."""
@@ -245,6 +254,7 @@ class Service:
         if self.state is not None:
             Path(self.state.socket).unlink(missing_ok=True)
         self.paths.state.unlink(missing_ok=True)
+        self.sessions.close()
         self.zygotes.close()
         if self._memory is not None:
             self._memory.close()
@@ -276,7 +286,7 @@ class Service:
                 return
             except RLMError as exc:
                 _send_quietly(conn, wire.error_reply(exc))
-            except Exception as exc:  # noqa: BLE001 - one bad request must not take the service down
+            except Exception as exc:  # one bad request must not take the service down
                 log.exception("request failed")
                 _send_quietly(conn, {"type": "error", "kind": type(exc).__name__, "message": str(exc), "exit": 1})
             finally:
@@ -286,6 +296,8 @@ class Service:
         op = request.get("op")
         if op == "ask":
             self._ask(conn, request)
+        elif op == "rerun":
+            self._rerun(conn, request)
         elif op in ("runs", "show"):
             self._view(conn, request)
         elif op == "events":
@@ -306,7 +318,8 @@ class Service:
     def status(self) -> dict[str, Any]:
         running, queued = self._counts()
         return {"pid": os.getpid(), "uptime_s": round(time.time() - self.started_at, 3), "running": running,
-                "queued": queued, "executor": self.settings.executor, "socket": self.state.socket if self.state else None,
+                "queued": queued, "executor": self.settings.executor,
+                "socket": self.state.socket if self.state else None,
                 "http": self.state.http if self.state else None, "version": __version__}
 
     def _counts(self) -> tuple[int, int]:
@@ -335,8 +348,21 @@ class Service:
     def _ask(self, conn: socket.socket, request: dict[str, Any]) -> None:
         config = self._config(request.get("config") or {})
         question, context = str(request.get("question") or ""), _context(request)
-        submitted = self.submit(question, context, config, lambda message: wire.send(conn, message),
-                                detach=bool(request.get("detach")))
+        session = request.get("session")
+        self._serve_run(conn, self.submit(question, context, config, lambda message: wire.send(conn, message),
+                                          detach=bool(request.get("detach")),
+                                          session=str(session) if session else None))
+
+    def _rerun(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        config = self._config(request.get("config") or {})
+        from rlm.service.session_host import rerun_work
+
+        work, recorded = rerun_work(self.log, request, config)
+        wire.send(conn, {"type": "recorded", "recorded": recorded})
+        self._serve_run(conn, self._start(work, lambda message: wire.send(conn, message), detach=False))
+
+    def _serve_run(self, conn: socket.socket,
+                   submitted: tuple[_Run, Future[RunResult | None]] | None) -> None:
         if submitted is None:
             wire.send(conn, self.busy_reply())
             return
@@ -344,23 +370,37 @@ class Service:
         self._watch_client(run, conn, future)
         self._finish(run, future)
 
-    def submit(self, question: str, context: Path | str | list[dict[str, str]], config: RLMConfig,
-               deliver: Callable[[dict[str, Any]], None], *,
-               detach: bool = False) -> tuple[_Run, Future[RunResult | None]] | None:
+    def submit(self, question: str, context: Path | str | list[dict[str, str]] | None, config: RLMConfig,
+               deliver: Callable[[dict[str, Any]], None], *, detach: bool = False,
+               session: str | None = None) -> tuple[_Run, Future[RunResult | None]] | None:
         """Admit a run (``None`` when busy) and start it on the run pool.
 
         ``context`` is a path, the context's text or a list of documents (as :func:`rlm.run` takes).
         ``deliver`` receives the run's ``accepted`` and ``event`` messages (:mod:`rlm.service.wire`) on
         the run's thread, and raises ``OSError`` once its client is gone; the future gives the result
         (``None`` if cancelled before it started) or raises what ended the run before it started.
-        ``_Run.cancel()`` cancels it.
+        ``_Run.cancel()`` cancels it. With ``session`` the run is that session's next turn (the
+        session kept live here; ``context`` may then be ``None`` once the session exists).
         """
+        def work(hooks: RunHooks) -> RunResult:
+            if session is not None:
+                return self.sessions.ask(session, question, context, config, hooks)
+            from rlm.runner import run as run_rlm
+
+            if context is None:
+                raise ConfigError("a run needs a context")
+            return run_rlm(question, context, config, **hooks.options(config))
+
+        return self._start(work, deliver, detach=detach)
+
+    def _start(self, work: Callable[[RunHooks], RunResult], deliver: Callable[[dict[str, Any]], None], *,
+               detach: bool) -> tuple[_Run, Future[RunResult | None]] | None:
         run = _Run(deliver=deliver, detach=detach)
         if not self._admit(run):
             return None
         self._last_activity = time.monotonic()
         try:
-            future = self._pool.submit(self._execute, run, question, context, config)
+            future = self._pool.submit(self._execute, run, work)
         except RuntimeError:  # the service is stopping
             self._release(run)
             raise ConfigError("the service is stopping") from None
@@ -416,10 +456,7 @@ class Service:
         if result is not None:
             run.send({"type": "result", "result": result.to_dict()})
 
-    def _execute(self, run: _Run, question: str, context: Path | str | list[dict[str, str]],
-                 config: RLMConfig) -> RunResult | None:
-        from rlm.runner import run as run_rlm
-
+    def _execute(self, run: _Run, work: Callable[[RunHooks], RunResult]) -> RunResult | None:
         try:
             if run.cancelled:
                 return None
@@ -433,8 +470,7 @@ class Service:
                 if run.cancelled:
                     budget.stop("cancelled")
 
-            return run_rlm(question, context, config, bus=bus, on_start=started, record=self.log.record,
-                           executor=self._executor(config), extensions=self._extensions(config))
+            return work(RunHooks(bus, started, self.log.record, self._executor, self._extensions))
         finally:
             self._release(run)
 

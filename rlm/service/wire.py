@@ -3,12 +3,17 @@
 A client connects to the service's Unix socket, sends one **request** line and
 reads **replies** until the service closes the connection:
 
-``{"op": "ask", "question", "context_path", "config", "detach"}``
+``{"op": "ask", "question", "context_path", "config", "detach", "session"}``
     ``accepted`` (with the run id, once the run started), then ``event`` lines
     as the run goes (the events of :mod:`rlm.events` as dicts), then ``result``
     (the :class:`~rlm.results.RunResult` as a dict). With ``detach`` the
     connection ends after ``accepted`` and the run goes on; otherwise a client
-    that disconnects cancels its run.
+    that disconnects cancels its run. With ``session`` (a name) the run is that
+    session's next turn, in the session the service keeps live.
+``{"op": "rerun", "run_id", "mode", "question", "at", "config"}``
+    ``recorded`` (the run's recorded answer, status and cells), then as ``ask``:
+    a replay (``mode`` ``"replay"``), resume or fork (``question``, ``at``) of a
+    logged run (:mod:`rlm.reruns`).
 ``{"op": "runs", "limit", "json"}`` / ``{"op": "show", "run_id", "max_output", "json"}``
     ``output``: the text ``rlm runs`` / ``rlm show`` print.
 ``{"op": "events", "run_id"}``

@@ -271,8 +271,6 @@ class ScriptedServer:
         self._stop_event: asyncio.Event | None = None
         self._startup_error: BaseException | None = None
 
-        self._startup_error: BaseException | None = None
-
     # ----------------------------------------------------------- lifecycle --
 
     def __enter__(self) -> ScriptedServer:
@@ -349,7 +347,7 @@ class ScriptedServer:
     def _thread_main(self, ready: threading.Event) -> None:
         try:
             asyncio.run(self._thread_serve(ready))
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
+        except BaseException as exc:  # reported to start()
             if not ready.is_set():
                 self._startup_error = exc
                 ready.set()
@@ -444,9 +442,10 @@ class ScriptedServer:
             return await self._route(request, record)
         except ApiError as exc:
             return exc.response()
-        except Exception as exc:  # noqa: BLE001 - a bug here must not hang the client
+        except Exception as exc:  # a bug here must not hang the client
             logger.exception("scripted server: internal error")
-            return ApiError(500, f"scripted server internal error: {exc!r}", "server_error", "internal_error").response()
+            error = ApiError(500, f"scripted server internal error: {exc!r}", "server_error", "internal_error")
+            return error.response()
 
     async def _route(self, request: Request, record: RequestRecord) -> Response:
         path = request.path.rstrip("/") or "/"
@@ -508,9 +507,10 @@ class ScriptedServer:
     def _over_window(self, payload: dict[str, Any], messages: list[Message]) -> bool:
         if self.context_window is None:
             return False
-        prompt = sum(self._count_tokens(m.get("content") if isinstance(m.get("content"), str) else "")
-                     + 4 for m in messages)
-        reply = payload.get("max_tokens") if isinstance(payload.get("max_tokens"), int) else 0
+        contents = (m.get("content") for m in messages)
+        prompt = sum(self._count_tokens(c if isinstance(c, str) else "") + 4 for c in contents)
+        max_tokens = payload.get("max_tokens")
+        reply = max_tokens if isinstance(max_tokens, int) else 0
         return prompt + reply > self.context_window
 
     async def _next_reply(self, messages: list[Message]) -> Reply:
@@ -538,7 +538,8 @@ class ScriptedServer:
             return Reply.parse(result, "policy result")
         except Exception as exc:  # noqa: BLE001 - reported to the client as a 500
             logger.warning("scripted server: policy failed: %r", exc)
-            raise ApiError(500, f"scripted server: policy raised {type(exc).__name__}: {exc}", "server_error", "policy_error") from None
+            raise ApiError(500, f"scripted server: policy raised {type(exc).__name__}: {exc}", "server_error",
+                           "policy_error") from None
 
 
 
@@ -605,7 +606,7 @@ async def _serve_until_signal(server: ScriptedServer) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await server._serve(stop, lambda: print(f"listening on {server.base_url}", flush=True))
+    await server._serve(stop, lambda: print(f"listening on {server.base_url}", flush=True))  # noqa: SLF001 - the CLI
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,7 +36,7 @@ Message = dict[str, Any]
 #: A policy maps the request's messages to the reply text, or to a dict shaped
 #: like a script line. It may also return an awaitable of either.
 Policy = Callable[[list[Message]], Any]
-ScriptSource = Union[str, "os.PathLike[str]", Sequence[Union[str, Mapping[str, Any]]]]
+ScriptSource = Union[str, "os.PathLike[str]", Sequence[str | Mapping[str, Any]]]
 
 _SCRIPT_KEYS = frozenset({"content", "delay_ms", "status", "usage", "reasoning_content"})
 _USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
@@ -186,11 +186,11 @@ def load_policy(spec: str | Policy) -> Policy:
             target = getattr(target, attr)
     except ConfigError:
         raise
-    except Exception as exc:  # ImportError, AttributeError, errors at import time
+    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, errors at import time
         raise ConfigError(f"cannot import policy {spec!r}: {type(exc).__name__}: {exc}") from None
     if not callable(target):
         raise ConfigError(f"policy {spec!r} is not callable (it is a {type(target).__name__})")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 def _import_policy_module(name: str) -> Any:
