@@ -30,6 +30,8 @@ def test_add_list_show_search_edit_delete(capsys, rlm_home):
 
     code, out, _ = cli(capsys, "memory", "list")
     assert code == 0 and "ops  1 docs, 1 memories" in out and "elsewhere" in out
+    code, out, _ = cli(capsys, "memory", "list", "--json")  # JSON only: one document, no text lines after it
+    assert json.loads(out) == {"ops": {"doc": 1, "memory": 1}, "elsewhere": {"memory": 1}}
     code, out, _ = cli(capsys, "memory", "list", "-n", "ops", "--json")
     assert [e["id"] for e in json.loads(out)] == ["d1", "m1"]
 

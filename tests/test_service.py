@@ -180,6 +180,45 @@ def test_detached_run_goes_on_after_the_client_leaves(server_factory, rlm_home, 
     assert shown["run"]["status"] == "ok" and shown["root"]["answer"] == "later"
 
 
+def test_memory_commands_go_through_the_service_that_holds_the_store(rlm_home, tmp_path, served):
+    added = rlm("memory", "add", "-", "-n", "ops", "--id", "m1", "--tags", "disk", home=rlm_home,
+                stdin="E1042 means the disk quota was exceeded")
+    assert added.returncode == 0 and added.stdout.strip() == "m1", added.stderr
+    # The service now holds the only read-write connection: opening the file in this process fails ...
+    here = rlm("memory", "list", "-n", "ops", "--no-service", home=rlm_home)
+    assert here.returncode == 1 and "another process has it open" in here.stderr, here.stderr
+    # ... and every sub-command works through the service, with the output and exit codes of the command line
+    listed = rlm("memory", "list", "-n", "ops", "--json", home=rlm_home)
+    assert [(e["id"], e["text"], e["tags"]) for e in json.loads(listed.stdout)] == [
+        ("m1", "E1042 means the disk quota was exceeded", ["disk"])]
+    edited = rlm("memory", "edit", "m1", "-n", "ops", "--text", "E1042: disk full", home=rlm_home)
+    assert edited.returncode == 0 and "version 2" in edited.stdout
+    found = rlm("memory", "search", "disk", "-n", "ops", "--json", home=rlm_home)
+    assert json.loads(found.stdout)[0]["entry"]["text"] == "E1042: disk full"
+    exported = tmp_path / "ops.jsonl"
+    dumped = rlm("memory", "export", "-n", "ops", "-o", str(exported), home=rlm_home)
+    assert dumped.returncode == 0 and "exported 1 entries" in dumped.stderr
+    imported = rlm("memory", "import", str(exported), "-n", "copy", home=rlm_home)
+    assert imported.returncode == 0 and "1 added" in imported.stderr
+    shown = rlm("memory", "show", "m1", "-n", "copy", home=rlm_home)
+    assert "E1042: disk full" in shown.stdout and "v1 add" in shown.stdout
+    unknown = rlm("memory", "show", "nope", "-n", "ops", home=rlm_home)
+    assert unknown.returncode == 2 and "no entry 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+    nothing = rlm("memory", "edit", "m1", "-n", "ops", home=rlm_home)
+    assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+    status = json.loads(rlm("service", "status", "--json", home=rlm_home).stdout)
+    assert status["pid"] == served.proc.pid  # the same service answered all of them
+
+    from rlm.config import RLMConfig
+    from rlm.service.client import connect
+    from rlm.tui.memory import open_memory_source
+
+    pane = open_memory_source(RLMConfig(home=rlm_home), connect(rlm_home))  # the TUI's memory tab, through it
+    assert pane is not None and pane.namespace == "copy"  # no --memory: the first namespace
+    assert [(e.entry_id, e.text) for e in pane.entries()] == [("m1", "E1042: disk full")]
+    assert [e.entry_id for e in pane.search("quota disk")] == ["m1"]
+
+
 def test_a_second_service_on_the_same_home_is_refused(rlm_home, served):
     again = rlm("serve", home=rlm_home, timeout=60)
     assert again.returncode == 1 and "a service already runs for" in again.stderr, again.stderr

@@ -120,7 +120,7 @@ class RLMApp(App[None]):
         #: through it; ``None``: runs in this process, the run log opened here.
         self.service = service
         self.start_path = Path(path) if path is not None else None
-        self.memory = open_memory_source(self.config) if memory is _AUTO else memory
+        self.memory = open_memory_source(self.config, service) if memory is _AUTO else memory
         self.history = history or QuestionHistory(self.config.home / "tui-history.jsonl")
         self.doc_path: Path | None = None
         self.state = SwarmState()

@@ -5,8 +5,10 @@ The pane depends only on :class:`MemorySource` (two methods). Swarm memory
 :func:`open_memory_source` returns ``None`` (and the app shows no memory pane)
 unless that module imports and its database file exists under ``RLM_HOME``.
 The store is opened per request and closed at once, so the TUI never holds the
-file while a run (in this process or another) writes to it. Every call is
-guarded: a failure is shown in the pane, never raised.
+file while a run (in this process or another) writes to it. While a service
+runs for RLM_HOME it holds the file, and :class:`ServiceMemory` reads through
+it (``rlm memory``'s requests, as JSON). Every call is guarded: a failure is
+shown in the pane, never raised.
 
 What the adapter uses of :mod:`rlm.memory.store`::
 
@@ -34,7 +36,7 @@ from textual.widgets import Input, Static
 from rlm.config import RLMConfig
 from rlm.tui.format import one_line
 
-__all__ = ["MemoryEntry", "MemoryPane", "MemorySource", "StoreAdapter", "open_memory_source"]
+__all__ = ["MemoryEntry", "MemoryPane", "MemorySource", "StoreAdapter", "ServiceMemory", "open_memory_source"]
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,50 @@ class StoreAdapter:
             return [_entry(item) for item in store.search(self.namespace, query, k=min(limit, 100))]
 
 
-def open_memory_source(config: RLMConfig) -> MemorySource | None:
-    """The configured namespace's memory (else the first one), or ``None`` when there is none."""
+class ServiceMemory:
+    """A :class:`MemorySource` read through the running service (``rlm.service.client.ServiceClient``)."""
+
+    def __init__(self, service: Any, namespace: str) -> None:
+        self.service = service
+        self.namespace = namespace
+
+    def entries(self, kind: str | None = None, limit: int = 200) -> list[MemoryEntry]:
+        listed = self._json({"command": "list", "namespace": self.namespace, "kind": kind, "all": False})
+        return [_entry_of(item) for item in listed[:limit]]
+
+    def search(self, query: str, limit: int = 50) -> list[MemoryEntry]:
+        hits = self._json({"command": "search", "namespace": self.namespace, "query": query, "k": min(limit, 100),
+                           "kind": None, "tag": None})
+        return [_entry_of(hit["entry"]) for hit in hits]
+
+    def namespaces(self) -> list[str]:
+        return list(self._json({"command": "list", "namespace": None, "kind": None, "all": False}))
+
+    def _json(self, request: dict[str, Any]) -> Any:
+        import json
+
+        stdout = str(self.service.call({"op": "memory", "json": True, **request}).get("stdout") or "")
+        return json.loads(stdout) if stdout.strip() else []
+
+
+def _entry_of(data: dict[str, Any]) -> MemoryEntry:
+    """An entry as ``Entry.to_dict()`` gives it (what the service sends)."""
+    title, text = str(data.get("title") or ""), str(data.get("text") or "")
+    return MemoryEntry(entry_id=str(data.get("id", "")), kind=str(data.get("kind", "note")),
+                       text=f"{title}: {text}" if title else text, tags=tuple(str(t) for t in data.get("tags") or ()),
+                       run_id=(data.get("provenance") or {}).get("run_id"))
+
+
+def open_memory_source(config: RLMConfig, service: Any = None) -> MemorySource | None:
+    """The configured namespace's memory (else the first one), or ``None`` when there is none; through
+    ``service`` (a running service's client) when given."""
+    if service is not None:
+        try:
+            source = ServiceMemory(service, "")
+            namespace = config.memory_namespace or next(iter(source.namespaces()), None)
+        except Exception:  # noqa: BLE001 -- an optional feature must never stop the app
+            return None
+        return None if namespace is None else ServiceMemory(service, namespace)
     try:
         module = importlib.import_module("rlm.memory.store")
         path = Path(module.memory_path(config.home))

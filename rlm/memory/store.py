@@ -207,7 +207,7 @@ def _connect(path: Path, read_only: bool, lock_timeout_s: float) -> Connection:
                 continue
             if locked:
                 hint = ("another process has it open (DuckDB allows one read-write process per file): wait for "
-                        "that rlm run to finish")
+                        "that rlm run to finish; while `rlm serve` runs, `rlm memory` goes through it")
             elif "already attached" in cause:
                 hint = "this process already has it open: share that MemoryStore"
             else:

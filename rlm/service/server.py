@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import contextlib
 import json
 import logging
 import os
@@ -303,6 +304,11 @@ class Service:
         elif op == "events":
             run_id = self.log.resolve_run_id(str(request.get("run_id") or ""))
             wire.send(conn, {"type": "events", "events": [e.to_dict() for e in self.log.events(run_id)]})
+        elif op == "memory":
+            from rlm.memory_cli import execute
+
+            stdout, stderr = execute(request, _ServiceStores(self))
+            wire.send(conn, {"type": "output", "stdout": stdout, "stderr": stderr})
         elif op == "status":
             wire.send(conn, {"type": "status", **self.status()})
         elif op == "stop":
@@ -490,14 +496,28 @@ class Service:
 
         return [MemoryExtension(config, store=self.memory_store())]  # a store it is given, the extension never closes
 
-    def memory_store(self) -> Any:
-        """The service's swarm memory store (a :class:`rlm.memory.store.MemoryStore`, opened on first use)."""
+    def memory_store(self, *, create: bool = True) -> Any:
+        """The service's swarm memory store (a :class:`rlm.memory.store.MemoryStore`, opened on first use);
+        with ``create=False``, ``None`` while nothing was ever written to memory under RLM_HOME."""
         from rlm.memory.store import MemoryStore, memory_path
 
         with self._lock:
             if self._memory is None:
-                self._memory = MemoryStore(memory_path(self.settings.home))
+                path = memory_path(self.settings.home)
+                if not create and not path.exists():
+                    return None
+                self._memory = MemoryStore(path)
             return self._memory
+
+
+class _ServiceStores:
+    """``rlm memory`` requests executed on the service's own store (:mod:`rlm.memory_cli`); never closed here."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+
+    def open(self, *, write: bool) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext(self.service.memory_store(create=write))
 
 
 def _context(request: dict[str, Any]) -> Any:

@@ -16,6 +16,10 @@ reads **replies** until the service closes the connection:
     logged run (:mod:`rlm.reruns`).
 ``{"op": "runs", "limit", "json"}`` / ``{"op": "show", "run_id", "max_output", "json"}``
     ``output``: the text ``rlm runs`` / ``rlm show`` print.
+``{"op": "memory", "command", ...}``
+    ``output``: what ``rlm memory COMMAND`` prints, executed on the service's
+    memory store (:func:`rlm.memory_cli.execute`; the request carries the
+    parsed options, and the client has already read stdin and import files).
 ``{"op": "events", "run_id"}``
     ``events``: the run's events as dicts (a client rebuilds its tree from them).
 ``{"op": "status"}``
