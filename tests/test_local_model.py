@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from rlm.config import LOCAL_MODEL, RLMConfig
-from rlm.local_model import LocalModelServer, find_gguf
+from rlm import local_model
+from rlm.local_model import LocalModelServer, find_gguf, serving
 from rlm.runner import run
 
 pytestmark = [pytest.mark.local_model, pytest.mark.slow]
@@ -27,6 +28,48 @@ def test_server_starts_and_stops_on_a_free_loopback_port():
         assert server.base_url.startswith("http://127.0.0.1:")
     with LocalModelServer() as again:  # the first one released everything
         assert again.port != 0
+
+
+def _answers(api_base: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(api_base + "/models", timeout=5):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def test_runs_in_one_process_share_one_server_and_the_last_one_stops_it(rlm_home):
+    config = RLMConfig(model=LOCAL_MODEL, home=rlm_home)
+    with serving(config) as first:
+        with serving(config) as second:  # a second run while the first goes on: the same server
+            assert first.api_base == second.api_base and _answers(first.api_base)
+        assert _answers(first.api_base)  # the first run still uses it
+    assert not _answers(first.api_base)  # the last run stopped it
+    with serving(RLMConfig(model="openai/elsewhere", api_base="http://127.0.0.1:9/v1", home=rlm_home)) as other:
+        assert other.api_base == "http://127.0.0.1:9/v1"  # a run that does not use it starts nothing
+
+
+def test_a_resident_server_outlives_its_runs_and_restarts_if_it_died(rlm_home):
+    config = RLMConfig(model=LOCAL_MODEL, home=rlm_home)
+    local_model.keep_resident()
+    try:
+        with serving(config) as first:
+            pass
+        assert _answers(first.api_base)  # kept for the next run
+        with serving(config) as second:
+            assert second.api_base == first.api_base
+        server = local_model._Shared.server
+        assert server is not None and server._proc is not None
+        server._proc.kill()
+        server._proc.wait()
+        with serving(config) as third:  # its process died: the next run starts a new one
+            assert third.api_base != first.api_base and _answers(third.api_base)
+    finally:
+        local_model.close_resident()
+    assert not _answers(third.api_base)
 
 
 def test_run_against_the_embedded_model_ends_cleanly(rlm_home):

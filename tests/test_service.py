@@ -219,6 +219,36 @@ def test_memory_commands_go_through_the_service_that_holds_the_store(rlm_home, t
     assert [e.entry_id for e in pane.search("quota disk")] == ["m1"]
 
 
+def _model_servers(parent: int) -> list[int]:
+    """The embedded model's llama.cpp servers among ``parent``'s children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            if b"llama_cpp.server" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_the_embedded_model_server_stays_warm_in_the_service(rlm_home, doc, served):
+    assert _model_servers(served.proc.pid) == []  # started when a run first uses it
+    first = rlm("ask", str(doc), "How many lines?", "--max-iterations", "1", "--json", home=rlm_home, timeout=300)
+    assert first.returncode in (0, 1) and json.loads(first.stdout)["run_id"], first.stderr
+    (server,) = _model_servers(served.proc.pid)  # the run ended; its model server did not
+    second = rlm("ask", str(doc), "Which line has a needle?", "--max-iterations", "1", "--json", home=rlm_home,
+                 timeout=300)
+    assert second.returncode in (0, 1) and json.loads(second.stdout)["run_id"], second.stderr
+    assert _model_servers(served.proc.pid) == [server]  # the second run used the same one
+    served.stop()
+    deadline = time.monotonic() + 10  # it ends with the service (and is reaped once orphaned)
+    while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{server}").exists()
+
+
 def test_a_second_service_on_the_same_home_is_refused(rlm_home, served):
     again = rlm("serve", home=rlm_home, timeout=60)
     assert again.returncode == 1 and "a service already runs for" in again.stderr, again.stderr

@@ -176,6 +176,9 @@ class Service:
         from rlm.service.session_host import SessionHost
 
         self.sessions = SessionHost(self.log)
+        from rlm import local_model
+
+        local_model.keep_resident()  # the embedded model's server, once a run started it, serves every later run
         threading.Thread(target=self._warm, name="rlm-service-warm", daemon=True).start()
         return self.state
 
@@ -257,6 +260,9 @@ class Service:
         self.paths.state.unlink(missing_ok=True)
         self.sessions.close()
         self.zygotes.close()
+        from rlm import local_model
+
+        local_model.close_resident()
         if self._memory is not None:
             self._memory.close()
         self.log.close()
