@@ -39,7 +39,8 @@ from typing import Any
 from rlm.errors import ConfigError
 from rlm.routing.served import ENGINES, ServedDeployment, serve_spec, served_fields
 
-__all__ = ["ServedDeployment", "served_fields", "serve_spec", "build_app", "serve_models", "serve_status",
+__all__ = ["ServedDeployment", "served_fields", "serve_spec", "build_app", "serve_models", "wait_running",
+           "stop_models", "serve_status",
            "LlamaCppServer", "ENGINES"]
 
 # ----------------------------------------------------------------------------- the llama.cpp replica
@@ -167,6 +168,39 @@ def serve_models(options: Any, names: list[str] | None = None) -> list[dict[str,
     for spec in specs:
         serve.run(build_app(spec), name=spec.name, route_prefix=f"/{spec.name}", blocking=False)
     return [{"name": s.name, "api_base": options.api_base(s.name), "engine": s.engine} for s in specs]
+
+
+def wait_running(names: list[str], timeout_s: float = 300.0) -> None:
+    """Wait until each named Serve application runs; a :class:`ConfigError` with Serve's message when one
+    failed to deploy, or when they are not up within ``timeout_s``."""
+    import time
+
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    waiting = list(names)
+    while waiting:
+        applications = serve.status().applications
+        for name in list(waiting):
+            app = applications.get(name)
+            status = str(_plain(app.status)) if app is not None else "NOT_STARTED"
+            if status == "RUNNING":
+                waiting.remove(name)
+            elif status in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise ConfigError(f"serve.{name}: the deployment failed ({status}): {app.message if app else ''}")
+        if waiting and time.monotonic() > deadline:
+            raise ConfigError(f"serve: {', '.join(waiting)} not running after {timeout_s:.0f} s "
+                              "(`rlm models status` shows why)")
+        if waiting:
+            time.sleep(0.25)
+
+
+def stop_models(names: list[str]) -> None:
+    """Delete the named Serve applications (what a service started, when it stops)."""
+    from ray import serve
+
+    for name in names:
+        serve.delete(name)
 
 
 def serve_status() -> list[dict[str, Any]]:

@@ -144,12 +144,13 @@ def _sample_stats(api_base: str, replicas: int) -> list[dict[str, Any]]:
 
 
 def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.agents.serving import serve_models
+    from rlm.agents.serving import serve_models, wait_running
 
     config, serve = _load(args, env)
     address = args.ray_address or env.get("RAY_ADDRESS")
     _connect(args, env, config, embedded_ok=True)
     started = serve_models(serve, args.names or None)
+    wait_running([entry["name"] for entry in started])  # their addresses are printed once they answer
     for entry in started:
         print(f"{entry['name']}: {entry['engine']} at {entry['api_base']}", flush=True)
     if address:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import repl
@@ -247,6 +248,48 @@ def test_the_embedded_model_server_stays_warm_in_the_service(rlm_home, doc, serv
     while Path(f"/proc/{server}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{server}").exists()
+
+
+@pytest.mark.ray
+@pytest.mark.local_model
+def test_the_service_serves_the_models_files_deployments_and_stops_them(rlm_home, doc, tmp_path):
+    import psutil
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    models = tmp_path / "models.toml"
+    models.write_text(f"""[serve]\nport = {port}\n[serve.smol]\nnum_cpus = 1\n
+[groups.root]\ndeployments = [{{ serve = "smol" }}]\n""")
+    bad = rlm("serve", "--models", str(models), "--serve-models", "nope", home=rlm_home)
+    assert bad.returncode == 2 and "no [serve.NAME] deployment nope (it has: smol)" in bad.stderr, bad.stderr
+
+    service = Served(rlm_home, "--models", str(models), "--serve-models")
+    try:
+        # asked while the deployment may still be starting: the request waits for it, then the run reaches it
+        asked = rlm("ask", str(doc), "How many lines?", "--models", str(models), "--max-iterations", "1", "--json",
+                    home=rlm_home, timeout=400)
+        assert asked.returncode in (0, 1), asked.stderr + service.output()
+        run_id = json.loads(asked.stdout)["run_id"]
+        assert "rlm: model smol: llama.cpp at http://127.0.0.1:" in service.output()
+        shown = json.loads(rlm("show", run_id, "--json", home=rlm_home).stdout)
+        calls = [call for it in shown["root"]["iterations"] for call in it["lm_calls"]]
+        assert calls and {call["deployment"] for call in calls} == {"smol"}
+        family = [child.pid for child in psutil.Process(service.proc.pid).children(recursive=True)]
+        assert family  # the embedded cluster, its Serve controller, proxy and the llama.cpp replica
+    finally:
+        service.stop()
+    survivors = psutil.wait_procs([p for p in map(_process, family) if p is not None], timeout=30)[1]
+    assert survivors == [], [p.cmdline() for p in survivors]
+
+
+def _process(pid: int) -> Any:
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
 
 
 def test_a_second_service_on_the_same_home_is_refused(rlm_home, served):

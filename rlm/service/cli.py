@@ -18,9 +18,11 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
+
+from rlm.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -61,6 +63,10 @@ def _serve_options(parser: argparse.ArgumentParser,
     http.add_argument("--allow-path", action="append", default=[], metavar="DIR",
                       help="a directory whose files HTTP requests may name (repeatable; default: none)")
     http.add_argument("--memory", metavar="NAMESPACE", help="swarm memory namespace of HTTP and MCP runs")
+    parser.add_argument("--serve-models", nargs="*", metavar="NAME",
+                        help="start the models file's [serve.NAME] deployments (all, or these) on the Ray cluster "
+                             "(--ray-address, else an embedded one) before taking requests; they stop with the "
+                             "service")
     add_model_options(parser)
 
 
@@ -76,6 +82,8 @@ def _serve_argv(parser: argparse.ArgumentParser, args: argparse.Namespace) -> li
             argv.append(flag)
         elif isinstance(action, argparse._AppendAction):  # noqa: SLF001
             argv += [item for v in value for item in (flag, str(v))]
+        elif isinstance(value, list):  # nargs="*": the flag, then its values (none: all)
+            argv += [flag, *map(str, value)]
         else:
             argv += [flag, str(value)]
     return argv
@@ -97,7 +105,25 @@ def _settings(args: argparse.Namespace, env: dict[str, str]) -> Any:
                            idle_timeout_s=args.idle_timeout, http=args.http,
                            http_any_interface=args.http_any_interface,
                            allow_paths=tuple(Path(p) for p in args.allow_path),
-                           run_config=config_from_args(args, env))
+                           run_config=config_from_args(args, env), **_serve_settings(args, env))
+
+
+def _serve_settings(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """``--serve-models``: the models file's ``[serve]`` options and the names to start."""
+    if args.serve_models is None:
+        return {}
+    from rlm.routing.spec import load_models, models_file
+
+    path = models_file(getattr(args, "models", None), _home(env))
+    if path is None:
+        raise ConfigError("--serve-models needs a models file with [serve.NAME] deployments (--models FILE or "
+                          "$RLM_HOME/models.toml)")
+    _, options = load_models(path)
+    unknown = sorted(set(args.serve_models) - set(options.deployments))
+    if not options.deployments or unknown:
+        raise ConfigError(f"{path}: no [serve.NAME] deployment " + (", ".join(unknown) if unknown else "to start")
+                          + f" (it has: {', '.join(options.deployments) or 'none'})")
+    return {"serve": options, "serve_names": tuple(args.serve_models)}
 
 
 def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
@@ -122,6 +148,14 @@ def cmd_serve(args: argparse.Namespace, env: dict[str, str]) -> int:
     http = f" and {state.http}/v1" if state.http else ""
     print(f"rlm: service {state.pid} serving {service.settings.home} on {state.socket}{http}", file=sys.stderr,
           flush=True)
+    try:  # requests wait in the socket's backlog meanwhile: the first run finds its models up
+        for entry in service.serve_models():
+            print(f"rlm: model {entry['name']}: {entry['engine']} at {entry['api_base']}", file=sys.stderr,
+                  flush=True)
+    except BaseException:
+        service.stop()
+        service.serve_forever()  # returns at once: the service shuts down what it started
+        raise
     service.serve_forever()
     print("rlm: service stopped", file=sys.stderr)
     return 0

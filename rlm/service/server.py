@@ -82,6 +82,11 @@ class ServiceSettings:
     allow_paths: tuple[Path, ...] = ()
     #: The run config requests over HTTP and MCP start from (their model, limits, API key).
     run_config: RLMConfig | None = None
+    #: The models file's ``[serve]`` part (a :class:`rlm.routing.spec.ServeOptions`) whose deployments the
+    #: service starts on its Ray cluster and stops with itself; ``None``: none.
+    serve: Any = None
+    #: Only these ``[serve.NAME]`` deployments (empty: all of them).
+    serve_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.executor not in ("local", "ray"):
@@ -145,6 +150,7 @@ class Service:
         self._loop: Any = None  # rlm.service.loop.LoopThread, started by the first front end that needs one
         self._http: Any = None  # rlm.service.http.HttpFront when settings.http is set
         self.state: ServiceState | None = None
+        self._served: list[str] = []  # the Serve applications this service started
 
     # -- life cycle ---------------------------------------------------------------------
     def start(self) -> ServiceState:
@@ -192,6 +198,21 @@ class Service:
         from rlm.config import SandboxConfig
 
         self.zygotes.warm(SandboxConfig())
+
+    def serve_models(self) -> list[dict[str, Any]]:
+        """Start the ``[serve.NAME]`` deployments the settings name on the service's Ray cluster (the one
+        ``ray_address`` names, else an embedded one) and wait until they run; one ``{"name", "api_base",
+        "engine"}`` each. They stop with the service."""
+        if self.settings.serve is None:
+            return []
+        from rlm.agents.cluster import ensure_ray
+        from rlm.agents.serving import serve_models, wait_running
+
+        ensure_ray(RLMConfig(home=self.settings.home, ray_address=self.settings.ray_address))
+        started = serve_models(self.settings.serve, list(self.settings.serve_names) or None)
+        self._served = [entry["name"] for entry in started]
+        wait_running(self._served)
+        return started
 
     def serve_forever(self) -> None:
         """Accept connections until :meth:`stop` (or the idle timeout)."""
@@ -260,6 +281,13 @@ class Service:
         self.paths.state.unlink(missing_ok=True)
         self.sessions.close()
         self.zygotes.close()
+        if self._served:
+            from rlm.agents.serving import stop_models
+
+            try:
+                stop_models(self._served)
+            except Exception:  # stopping must go on: the embedded cluster ends with the process anyway
+                log.exception("stopping the served models failed")
         from rlm import local_model
 
         local_model.close_resident()
