@@ -47,6 +47,7 @@ from rlm.errors import HostCallError
 from rlm.events import AgentStarted, Event
 from rlm.fanout import serve_shard
 from rlm.lm import LMClient
+from rlm.records import CallRecords
 from rlm.results import AgentResult
 from rlm.services import AgentLike, FanoutHelper, HostFunction, LocalPlacement, RunServices, ShardResult
 from rlm.subcalls import context_payload
@@ -387,6 +388,9 @@ class AgentHost:
             root_prompt_extra=run_spec.root_prompt_extra,
             host_functions={name: _relayed(run_spec, name, params, doc)
                             for name, (params, doc) in run_spec.host_functions.items()},
+            # The sub-call cache over this host's calls of the run (the run log is the driver's: earlier
+            # runs' records are not looked up from here).
+            records=CallRecords(cache=config.cache_enabled),
         )
         return _RunState(services=services, budget=budget, workdir=workdir, sandboxes=sandboxes)
 

@@ -15,18 +15,22 @@ Before a call is sent, the meter asks the client where it would go
 (:meth:`rlm.lm.LM.decide`), computes its request key (:mod:`rlm.records`) and,
 when the run has records (``RunServices.records``: a replay, a resume, the
 sub-call cache), answers it from one instead: a *cache hit*, which takes its
-place in the call budget but costs no tokens. A replay's request without a
+place in the call budget but costs no tokens. With the cache on, a request
+identical to one in flight waits for that call's reply instead of being sent
+again (a hit too; if that call fails, it is sent). A replay's request without a
 record stops the run with status ``diverged`` (nothing is sent).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rlm.errors import LimitReached, LMError
 from rlm.events import LMCalled
@@ -74,15 +78,20 @@ class CallMeter:
         model, site = self._route(purpose, model, 0.0)
         decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
         hit = self._answered(decision, keys, messages, purpose)
+        claim = _Claim.NONE if hit is not None else self._claim(keys[0])
+        if claim.flying is not None:  # an identical call is in flight: its reply answers this one
+            hit = self._joined(decision, keys[0], claim.flying.result(), claim.started)
         if hit is not None:
             return self._done(hit, call_id, messages, role=role, purpose=purpose)
         try:
-            completion = self.services.lm.complete(messages, role=role, model=model, timeout=remaining, site=site,
-                                                   decision=decision)
+            completion = self._paid(self.services.lm.complete(messages, role=role, model=model, timeout=remaining,
+                                                              site=site, decision=decision), keys[0])
         except LMError as exc:
             self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model, key=keys[0])
             raise
-        return self._done(self._paid(completion, keys[0]), call_id, messages, role=role, purpose=purpose)
+        finally:
+            self._unclaim(claim, keys[0])
+        return self._done(completion, call_id, messages, role=role, purpose=purpose)
 
     async def acall(self, messages: list[Message], *, role: str, purpose: str, model: str | None = None,
                     waited_s: float = 0.0) -> Completion:
@@ -92,15 +101,21 @@ class CallMeter:
         model, site = self._route(purpose, model, waited_s)
         decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
         hit = self._answered(decision, keys, messages, purpose)
+        claim = _Claim.NONE if hit is not None else self._claim(keys[0])
+        if claim.flying is not None:  # an identical call is in flight: its reply answers this one
+            hit = self._joined(decision, keys[0], await asyncio.wrap_future(claim.flying), claim.started)
         if hit is not None:
             return self._done(hit, call_id, messages, role=role, purpose=purpose)
         try:
-            completion = await self.services.lm.acomplete(messages, role=role, model=model, timeout=remaining,
-                                                          site=site, decision=decision)
+            completion = self._paid(await self.services.lm.acomplete(messages, role=role, model=model,
+                                                                     timeout=remaining, site=site, decision=decision),
+                                    keys[0])
         except LMError as exc:
             self._failed(exc, call_id, messages, role=role, purpose=purpose, model=model, key=keys[0])
             raise
-        return self._done(self._paid(completion, keys[0]), call_id, messages, role=role, purpose=purpose)
+        finally:
+            self._unclaim(claim, keys[0])
+        return self._done(completion, call_id, messages, role=role, purpose=purpose)
 
     def add(self, totals: Totals) -> None:
         """Count calls made for this agent elsewhere (a fan-out shard on another process) as its own."""
@@ -154,6 +169,27 @@ class CallMeter:
         assert hit is not None
         return _hit_completion(hit, decision, time.monotonic() - started)
 
+    def _claim(self, key: str) -> _Claim:
+        """With the cache on, whether this call sends ``key`` or waits for the identical call in flight."""
+        records: CallRecords | None = self.services.records
+        if records is None or not records.cache:
+            return _Claim.NONE
+        flying = records.claim(key)
+        return _Claim(flying, time.monotonic(), owner=flying is None)
+
+    def _unclaim(self, claim: _Claim, key: str) -> None:
+        """A call this caller claimed has ended: a reply was kept, else its waiters send their own."""
+        if claim.owner and self.services.records is not None:
+            self.services.records.drop(key)
+
+    def _joined(self, decision: Decision, key: str, record: Recorded | None, started: float) -> Completion | None:
+        """The reply of the identical call this one waited for (the decided deployment released), or ``None``
+        when that call failed (this one is then sent)."""
+        if record is None:
+            return None
+        self.services.lm.release(decision)
+        return _hit_completion(Hit(key, record, "run"), decision, time.monotonic() - started)
+
     def _diverge(self, records: CallRecords, key: str, messages: list[Message], purpose: str) -> None:
         """A replay asked for a call it has no record of: stop the run, send nothing."""
         call = self.services.budget.usage().llm_calls
@@ -197,6 +233,19 @@ class CallMeter:
     def _emit(self, event_type: type[LMCalled], **fields: object) -> None:
         self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))  # type: ignore[arg-type]
 
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Who sends a call no record answered: ``owner`` (it claimed the key) or a waiter on ``flying``."""
+
+    flying: concurrent.futures.Future[Recorded | None] | None = None
+    started: float = 0.0
+    owner: bool = False
+
+    NONE: ClassVar[_Claim]
+
+
+_Claim.NONE = _Claim()
 
 _SCOPES = {"prior": "the run it repeats", "run": "an identical call of this run", "log": "run"}
 

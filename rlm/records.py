@@ -25,7 +25,11 @@ this order:
    its own reply). In a replay (``strict``) a request without a record is a
    divergence: :class:`ReplayDiverged`, and nothing is sent;
 2. **this run's own calls** (in memory), when the cache is on;
-3. **earlier runs** in the run log (a :class:`Lookup`), when the cache is on.
+3. **earlier runs** in the run log (a :class:`Lookup`), when the cache is on;
+4. **an identical call in flight** in this run, when the cache is on: the first
+   caller of a key sends it (:meth:`CallRecords.claim`), the others wait for its
+   reply (a batched fan-out that repeats a prompt pays for it once); if that call
+   fails, each of them sends its own.
 
 A call answered so is a *cache hit*: it takes its place in the run's call budget
 (``max_llm_calls`` counts calls, paid or not, so the observation footers of a
@@ -36,6 +40,7 @@ as an ``LMCalled`` event with ``cache_hit=True``, its key and the full response.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import json
 import threading
@@ -133,6 +138,7 @@ class CallRecords:
         for key, record in prior:
             self._prior.setdefault(key, collections.deque()).append(record)
         self._own: dict[str, Recorded] = {}
+        self._flying: dict[str, concurrent.futures.Future[Recorded | None]] = {}
         self._lock = threading.Lock()
         self.divergence: str | None = None
 
@@ -158,11 +164,38 @@ class CallRecords:
         found = self.lookup.find(keys[0]) if self.lookup is not None else None
         return Hit(keys[0], found, "log") if found is not None else None
 
+    def claim(self, key: str) -> concurrent.futures.Future[Recorded | None] | None:
+        """Who sends a request no record answered: ``None``, this caller (with the cache on it must then
+        :meth:`keep` or :meth:`drop` ``key``), or the future reply of the identical call already in flight
+        (its record, or ``None`` when it failed)."""
+        if not self.cache:
+            return None
+        with self._lock:
+            own = self._own.get(key)
+            if own is not None:  # it was answered since find() looked
+                done: concurrent.futures.Future[Recorded | None] = concurrent.futures.Future()
+                done.set_result(own)
+                return done
+            flying = self._flying.get(key)
+            if flying is None:
+                self._flying[key] = concurrent.futures.Future()
+            return flying
+
     def keep(self, key: str, record: Recorded) -> None:
         """Remember a call this run paid for (with the cache on, a repeat of it is answered from it)."""
         if self.cache:
             with self._lock:
                 self._own.setdefault(key, record)
+                flying = self._flying.pop(key, None)
+            if flying is not None:
+                flying.set_result(record)
+
+    def drop(self, key: str) -> None:
+        """A claimed call ended without a reply to keep: whoever waits for it sends its own."""
+        with self._lock:
+            flying = self._flying.pop(key, None)
+        if flying is not None:
+            flying.set_result(None)
 
     def diverged(self, detail: str) -> ReplayDiverged:
         """Note the first divergence of a replay and return the error saying where."""

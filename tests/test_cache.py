@@ -108,3 +108,44 @@ def test_the_key_names_the_deployment_the_messages_and_the_sampling():
     assert key != request_key(deployment, digest, {"temperature": 0.0, "max_tokens": 10})
     assert key != request_key(deployment, messages_digest([{"role": "user", "content": "hi!"}]), {"temperature": 0.0})
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+
+
+def _sub_requests(server) -> list[str]:
+    return [r.messages[-1]["content"] for r in server.requests if not is_agent_prompt(r.messages)]
+
+
+def test_identical_calls_in_flight_together_are_sent_once(server_factory, make_config, text_file):
+    def slow(messages):
+        if not is_agent_prompt(messages):
+            return {"content": f"read:{messages[-1]['content']}", "delay_ms": 300}
+        if turn(messages) == 0:
+            return repl("r = llm_query_batched(['same'] * 6 + ['other'])\nprint(r)")
+        return repl("FINAL(r)")
+
+    server = server_factory(policy=slow)
+    result, calls = ask(make_config(server, temperature=0.0), text_file)
+    assert result.answer == str(["read:same"] * 6 + ["read:other"])
+    assert sorted(_sub_requests(server)) == ["other", "same"]  # six identical prompts in flight: one request
+    sub = [c for c in calls if not c.purpose.startswith(("iteration", "final"))]
+    assert sorted(c.cache_hit for c in sub) == [False, False] + [True] * 5
+    assert all("an identical call of this run" in c.route_reason for c in sub if c.cache_hit)
+    assert result.usage.cache_hits == 5 and result.usage.paid_calls == 4
+
+
+def test_when_the_call_in_flight_fails_the_identical_ones_are_sent(server_factory, make_config, text_file):
+    sent: list[str] = []
+
+    def first_fails(messages):
+        if not is_agent_prompt(messages):
+            sent.append(messages[-1]["content"])
+            if len(sent) == 1:
+                return {"status": 400, "content": "refused", "delay_ms": 300}
+            return {"content": f"read:{messages[-1]['content']}"}
+        if turn(messages) == 0:
+            return repl("r = llm_query_batched(['same'] * 3)\nprint(r)")
+        return repl("FINAL(r[1:])")
+
+    server = server_factory(policy=first_fails)
+    result, _ = ask(make_config(server, temperature=0.0), text_file)
+    assert sent == ["same"] * 3  # the failure answered nobody else: each waiter asked for itself
+    assert result.answer == str(["read:same"] * 2)

@@ -235,3 +235,18 @@ def test_a_big_llm_fanout_is_shared_with_the_other_host_and_counted_as_the_calle
     with RunLog(config.runlog_path) as log:
         (root_calls,) = [agent.llm_calls for agent in log.agents(result.run_id) if agent.parent_id is None]
     assert root_calls == 102  # the other host's 50 calls are the root's own
+
+
+def test_identical_sub_calls_of_a_run_on_ray_are_sent_once(server_factory, ray_config, text_file, cluster):
+    def policy(messages):
+        if not is_agent_prompt(messages):
+            return f"read:{messages[-1]['content']}"
+        if turn(messages) == 0:
+            return repl("a = llm_query('the same')\nb = llm_query('the same')\nprint(a == b)")
+        return repl("FINAL(a)")
+
+    server = server_factory(policy=policy)
+    result = run("q", text_file("doc\n"), ray_config(server, temperature=0.0))
+    assert result.status == "ok" and result.answer == "read:the same", result.error
+    assert len(server.requests) == 3  # two root turns and one sub-call: its repeat was answered on the host
+    assert result.usage.cache_hits == 1
