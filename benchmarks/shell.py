@@ -13,8 +13,10 @@ Beside each: the in-run window the run itself reports (``duration_s``) and the
 scripted server's window (first to last request), so that what the process
 start and exit cost is visible. The scripted trajectories are
 :class:`rlm.benchmarks.efficiency.ScenarioPolicy` in our dialect, plus
-``trivial`` (one call whose first cell answers). Pools stay at their default
-sizes: nothing is pre-started to fit a scenario.
+``trivial`` (one call whose first cell answers), and ``embedded``: the README's
+first command on the embedded model (its warm runs with ``--no-cache``, since
+they share a run log). Pools stay at their default sizes: nothing is
+pre-started to fit a scenario.
 
 Also measured: time for ``rlm serve`` to answer, the service's resident memory
 (its process tree) idle and at the end of the spawn scenario, and ``rlm runs``
@@ -44,11 +46,15 @@ from rlm.benchmarks.efficiency import (DIALECTS, EXPECTED, ROOT_MARK, Efficiency
 
 __all__ = ["ShellRun", "measure_scenario", "main"]
 
-SCENARIOS = ("trivial", "overhead", "fanout_cpu", "fanout_latency", "spawn", "huge", "batch")
-#: The issue's goals (2 cores, scripted server): cold, warm.
+SCENARIOS = ("trivial", "overhead", "fanout_cpu", "fanout_latency", "spawn", "huge", "batch", "embedded")
+#: The issue's goals (2 cores, scripted server): cold, warm. ``embedded`` has none.
 GOALS = {"trivial": (0.3, 0.15), "overhead": (0.5, 0.3), "fanout_cpu": (0.8, 0.5),
          "fanout_latency": (8.4, 8.2), "spawn": (2.5, 1.6), "huge": (0.8, 0.4), "batch": (2.0, 1.0)}
 BATCH_TASKS = 50
+#: ``embedded``: the README's first command, on the embedded model (no scripted server).
+README_FILE = Path(__file__).resolve().parents[1] / "examples" / "logbook.txt"
+README_QUESTION = "What is the harbour master's launch code?"
+README_ANSWER = "ORCA-7731"
 
 
 @dataclass
@@ -161,6 +167,22 @@ def _one_batch(condition: str, server: Any, env: dict[str, str], tmp: Path) -> S
                     error=None if done.returncode == 0 else done.stderr[-400:])
 
 
+def _one_embedded(condition: str, env: dict[str, str]) -> ShellRun:
+    """The README's first command as typed. Warm runs share one RLM_HOME, so they add ``--no-cache``: the
+    embedded model runs at temperature 0, and a repeat of the question would be answered from the run log."""
+    argv = [*_rlm_command(), "ask", str(README_FILE), README_QUESTION, "--json", "-q"]
+    if condition == "warm":
+        argv.append("--no-cache")
+    wall, done = _timed(argv, env)
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ShellRun("embedded", condition, wall, None, None, False, error=(done.stderr or done.stdout)[-400:])
+    answer = str(result.get("answer"))
+    return ShellRun("embedded", condition, wall, result.get("duration_s"), None, README_ANSWER in answer,
+                    answer=answer[:100], error=result.get("error"))
+
+
 class _Service:
     """``rlm serve`` for one RLM_HOME, started and stopped around the warm runs."""
 
@@ -214,6 +236,8 @@ def measure_scenario(scenario: str, condition: str, repeat: int, options: Effici
                 env = {**base_env, "RLM_HOME": str(home)}
                 if scenario == "batch":
                     summary.runs.append(_one_batch(condition, server, env, tmp))
+                elif scenario == "embedded":
+                    summary.runs.append(_one_embedded(condition, env))
                 else:
                     summary.runs.append(_one_ask(scenario, condition, context, server, policy, env, options))
             if service is not None and scenario == "spawn":
@@ -258,16 +282,20 @@ def render(summaries: list[Summary], extra: dict[str, Any], command: str) -> str
              f"{os.getloadavg()[0]:.1f} when the report was written (a shared machine: other work inflates these).", "",
              "Wall clock from spawn to exit of `rlm ask ... --json` (`rlm batch` for batch), default settings, "
              "scripted model server on loopback; min / median / max over the runs; every answer checked by content. "
-             "`run` is the run's own `duration_s`, `server` the scripted server's first-to-last-request window.", "",
+             "`run` is the run's own `duration_s`, `server` the scripted server's first-to-last-request window. "
+             f"`embedded` is the README's first command (`rlm ask examples/logbook.txt \"{README_QUESTION}\"`) on "
+             f"the embedded model, correct when the answer holds {README_ANSWER}; its warm runs add `--no-cache` "
+             "(the repeated question would be answered from the run log).", "",
              "| scenario | condition | goal | wall min / median / max | run (median) | server (median) | correct |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in summaries:
         lo, mid, hi = s.wall()
-        goal = GOALS[s.scenario][0 if s.condition == "cold" else 1]
+        goals = GOALS.get(s.scenario)
+        goal = f"<= {goals[0 if s.condition == 'cold' else 1]:g} s" if goals else "-"
         runs = [r.run_s for r in s.runs if r.run_s is not None]
         windows = [r.server_window_s for r in s.runs if r.server_window_s is not None]
         ok = sum(r.correct for r in s.runs)
-        lines.append(f"| {s.scenario} | {s.condition} | <= {goal:g} s | {lo:.2f} / {mid:.2f} / {hi:.2f} s | "
+        lines.append(f"| {s.scenario} | {s.condition} | {goal} | {lo:.2f} / {mid:.2f} / {hi:.2f} s | "
                      f"{_s(statistics.median(runs)) if runs else '-'} | "
                      f"{_s(statistics.median(windows)) if windows else '-'} | {ok}/{len(s.runs)} |")
     lines += ["", "Service:", ""]
