@@ -186,6 +186,17 @@ def test_the_estimate_never_undercounts_by_more_than_the_margin_on_mixed_text():
     assert tokenizer("o200k_base").count("hello world") == 2
 
 
+def test_the_embedded_models_tokenizer_counts_without_writing_to_stderr():
+    import subprocess
+    import sys
+
+    code = ("from rlm.routing.tokens import tokenizer\n"
+            "print(tokenizer('embedded').count('hello world ' * 3000))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "6001"
+    assert done.stderr == ""  # llama.cpp's log lines went to logging, not into the user's terminal
+
+
 # -- whole runs against scripted deployments -------------------------------------------------
 
 def test_a_run_routes_by_group_and_records_where_each_call_went(server_factory, make_config, text_file):

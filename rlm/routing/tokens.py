@@ -133,6 +133,7 @@ class _Gguf:
     def __init__(self, name: str, path: Path) -> None:
         import llama_cpp
 
+        _quiet_llama_cpp(llama_cpp)
         self.name = name
         self._model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
         self._vocab = self._model._model.vocab  # noqa: SLF001 - llama_cpp exposes the vocabulary only there
@@ -143,6 +144,30 @@ class _Gguf:
         data = text.encode("utf-8", "surrogatepass")
         with self._lock:
             return -self._tokenize(self._vocab, data, len(data), None, 0, False, False) if data else 0
+
+
+@functools.cache
+def _quiet_llama_cpp(llama_cpp: Any) -> None:
+    """Send llama.cpp's own log lines to the ``rlm.llama_cpp`` logger (debug) instead of stderr.
+
+    llama-cpp-python prints them to stderr past ``verbose=False`` (loading a vocabulary logs a
+    "training context overflow" warning); they reached the user's terminal in the middle of
+    ``rlm ask``'s output. Process-wide, once; the callback is kept referenced here (the cache).
+    """
+    import ctypes
+    import logging
+
+    log = logging.getLogger("rlm.llama_cpp")
+
+    def forward(level: int, text: bytes, user_data: Any) -> None:
+        log.debug("%s", text.decode("utf-8", "replace").rstrip())
+
+    callback = llama_cpp.llama_log_callback(forward)
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _QUIET_CALLBACKS.append(callback)
+
+
+_QUIET_CALLBACKS: list[Any] = []  # ctypes callbacks must outlive their registration
 
 
 @functools.cache
