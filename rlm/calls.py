@@ -231,7 +231,8 @@ class CallMeter:
         return completion
 
     def _emit(self, event_type: type[LMCalled], **fields: object) -> None:
-        self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id, **fields))  # type: ignore[arg-type]
+        self.services.emit(event_type(run_id=self.services.run_id, agent_id=self.agent_id,
+                                      **fields))  # type: ignore[arg-type]  # LMCalled's fields, named by the callers
 
 
 @dataclass(frozen=True, slots=True)

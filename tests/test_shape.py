@@ -144,6 +144,16 @@ def test_no_source_file_is_over_800_lines():
     assert long == {}
 
 
+def test_every_type_ignore_says_why_on_its_line():
+    import re
+
+    silent = re.compile(r"#\s*type:\s*ignore(\[[^\]]*\])?\s*$")
+    bare = [f"{path.relative_to(REPO)}:{number}" for path in MODULES.values()
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+            if silent.search(line)]
+    assert bare == []
+
+
 def test_every_package_folder_is_in_pyproject():
     import tomllib
 

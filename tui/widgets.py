@@ -54,7 +54,7 @@ class SwarmTree(Tree[str]):
             self.agent_id = agent_id
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__("no run yet", **kwargs)  # type: ignore[arg-type]
+        super().__init__("no run yet", **kwargs)  # type: ignore[arg-type]  # Textual's own id, classes...
         self.border_title = "swarm"
         self.guide_depth = 3
         self._agent_nodes: dict[str, TreeNode[str]] = {}
@@ -254,7 +254,7 @@ class AgentDetail(VerticalScroll):
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's own options: id, classes...
         self.border_title = "agent"
         self.agent_id: str | None = None
         self._shown_version: tuple[str, int] | None = None
@@ -299,7 +299,7 @@ class AnswerPane(VerticalScroll):
     """
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]  # Textual's own options: id, classes...
         self.border_title = "answer"
         self.source = ""
 
@@ -374,7 +374,8 @@ class QuestionInput(Input):
     ]
 
     def __init__(self, history: QuestionHistory, **kwargs: object) -> None:
-        super().__init__(placeholder="Ask a question about the document and press Enter", **kwargs)  # type: ignore[arg-type]
+        super().__init__(placeholder="Ask a question about the document and press Enter",
+                         **kwargs)  # type: ignore[arg-type]  # Textual's own options: id, classes...
         self.history = history
 
     def action_history_previous(self) -> None:
