@@ -19,6 +19,20 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = REPO / ".venv" / "bin"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal sends it, in the commands the tests start.
+
+    A shell starts a background job (``pytest ... &``, a CI runner's detached step) with SIGINT
+    ignored, and an ignored signal stays ignored across exec: every ``rlm`` the tests start
+    would then ignore the SIGINT that the Ctrl-C tests send. Restoring Python's default
+    handler here gives the children the default disposition back (a handler is reset on exec).
+    """
+    import signal
+
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def rlm_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own RLM_HOME (run log, temp files) under tmp_path."""
