@@ -24,7 +24,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from rlm import model_info, profiles
@@ -32,7 +32,9 @@ from rlm.config import LOCAL_MODEL, RLMConfig
 from rlm.errors import ConfigError
 from rlm.routing.spec import Deployment, Group, ModelsSpec
 from rlm.routing.tokens import BYTES
-from rlm.transport import Endpoint, is_lean
+
+if TYPE_CHECKING:
+    from rlm.transport import Endpoint
 
 __all__ = ["Target", "RouteTable", "groups_of", "EMBEDDED_SERVED"]
 
@@ -128,6 +130,8 @@ def _target(group: str, d: Deployment, config: RLMConfig, env: Mapping[str, str]
     reply = config.max_completion_tokens or d.max_output_tokens or _hosted(d, "max_output_tokens")
     if window is not None:
         reply = min(reply or window // 8, window // 2)
+    from rlm.transport import Endpoint, is_lean  # asyncio and http.client: a command the service runs needs neither
+
     endpoint = (Endpoint.of(d.model, d.api_base, _api_key(d, env))
                 if d.api_base and is_lean(d.model, d.api_base) else None)
     return Target(group, name, d, window, reply or 0, d.tokenizer or default_tokenizer(d), endpoint,
