@@ -135,15 +135,23 @@ def _server_window(records: list[Any]) -> float | None:
     return max(r.responded_at for r in answered) - min(r.received_at for r in answered)
 
 
+def _result(done: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
+    """The ``--json`` object ``rlm ask`` printed last, or ``None`` when it printed none."""
+    try:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+    return result if isinstance(result, dict) else None
+
+
 def _one_ask(scenario: str, condition: str, context: Path, server: Any, policy: _Policy, env: dict[str, str],
              options: EfficiencyOptions) -> ShellRun:
     policy.reset()
     before = len(server.requests)
     wall, done = _timed(_ask_argv(scenario, context, server.base_url, options), env)
     records = server.requests[before:]
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+    result = _result(done)
+    if result is None:
         return ShellRun(scenario, condition, wall, None, _server_window(records), False,
                         error=(done.stderr or done.stdout)[-400:])
     answer = str(result.get("answer"))
@@ -174,9 +182,8 @@ def _one_embedded(condition: str, env: dict[str, str]) -> ShellRun:
     if condition == "warm":
         argv.append("--no-cache")
     wall, done = _timed(argv, env)
-    try:
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
+    result = _result(done)
+    if result is None:
         return ShellRun("embedded", condition, wall, None, None, False, error=(done.stderr or done.stdout)[-400:])
     answer = str(result.get("answer"))
     return ShellRun("embedded", condition, wall, result.get("duration_s"), None, README_ANSWER in answer,

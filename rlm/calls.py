@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from rlm.errors import LimitReached, LMError
 from rlm.events import LMCalled
@@ -78,7 +78,7 @@ class CallMeter:
         model, site = self._route(purpose, model, 0.0)
         decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
         hit = self._answered(decision, keys, messages, purpose)
-        claim = _Claim.NONE if hit is not None else self._claim(keys[0])
+        claim = _UNCLAIMED if hit is not None else self._claim(keys[0])
         if claim.flying is not None:  # an identical call is in flight: its reply answers this one
             hit = self._joined(decision, keys[0], claim.flying.result(), claim.started)
         if hit is not None:
@@ -101,7 +101,7 @@ class CallMeter:
         model, site = self._route(purpose, model, waited_s)
         decision, keys = self._decide(messages, call_id, role=role, purpose=purpose, model=model, site=site)
         hit = self._answered(decision, keys, messages, purpose)
-        claim = _Claim.NONE if hit is not None else self._claim(keys[0])
+        claim = _UNCLAIMED if hit is not None else self._claim(keys[0])
         if claim.flying is not None:  # an identical call is in flight: its reply answers this one
             hit = self._joined(decision, keys[0], await asyncio.wrap_future(claim.flying), claim.started)
         if hit is not None:
@@ -173,7 +173,7 @@ class CallMeter:
         """With the cache on, whether this call sends ``key`` or waits for the identical call in flight."""
         records: CallRecords | None = self.services.records
         if records is None or not records.cache:
-            return _Claim.NONE
+            return _UNCLAIMED
         flying = records.claim(key)
         return _Claim(flying, time.monotonic(), owner=flying is None)
 
@@ -243,10 +243,9 @@ class _Claim:
     started: float = 0.0
     owner: bool = False
 
-    NONE: ClassVar[_Claim]
 
-
-_Claim.NONE = _Claim()
+#: Not claimed: a record answered the call, or the cache is off.
+_UNCLAIMED = _Claim()
 
 _SCOPES = {"prior": "the run it repeats", "run": "an identical call of this run", "log": "run"}
 

@@ -188,13 +188,10 @@ def _started(home: Path) -> LocalModelServer:
     return _Shared.server
 
 
-def keep_resident(warm_home: Path | None = None) -> None:
-    """Keep the server, once started, after its runs end (until :func:`close_resident`); with
-    ``warm_home``, start it now (its log under that RLM_HOME)."""
+def keep_resident() -> None:
+    """Keep the server, once a run started it, after its runs end (until :func:`close_resident`)."""
     with _Shared.lock:
         _Shared.resident = True
-        if warm_home is not None:
-            _started(warm_home)
 
 
 def close_resident() -> None:

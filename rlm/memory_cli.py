@@ -27,10 +27,10 @@ holds the store executes it and returns the text to print.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import contextlib
 import io
+import json
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol

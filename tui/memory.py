@@ -23,6 +23,7 @@ What the adapter uses of :mod:`rlm.memory.store`::
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -61,16 +62,25 @@ class MemorySource(Protocol):
     def search(self, query: str, limit: int = 50) -> list[MemoryEntry]: ...
 
 
+def _memory_entry(entry_id: Any, kind: Any, title: Any, text: Any, tags: Any, run_id: Any) -> MemoryEntry:
+    """The pane's entry from a stored entry's fields, however they arrived (an object, or its dict)."""
+    title, text = str(title or ""), str(text)
+    return MemoryEntry(entry_id=str(entry_id), kind=str(kind), text=f"{title}: {text}" if title else text,
+                       tags=tuple(str(t) for t in tags or ()), run_id=run_id)
+
+
 def _entry(item: Any) -> MemoryEntry:
     """A store ``Entry`` (or a search ``Hit`` holding one) as a :class:`MemoryEntry`."""
     entry = getattr(item, "entry", item)
-    provenance = getattr(entry, "provenance", None)
-    text = str(getattr(entry, "text", ""))
-    title = str(getattr(entry, "title", "") or "")
-    return MemoryEntry(entry_id=str(getattr(entry, "id", "")), kind=str(getattr(entry, "kind", "note")),
-                       text=f"{title}: {text}" if title else text,
-                       tags=tuple(str(t) for t in getattr(entry, "tags", ()) or ()),
-                       run_id=getattr(provenance, "run_id", None))
+    return _memory_entry(getattr(entry, "id", ""), getattr(entry, "kind", "note"), getattr(entry, "title", ""),
+                         getattr(entry, "text", ""), getattr(entry, "tags", ()),
+                         getattr(getattr(entry, "provenance", None), "run_id", None))
+
+
+def _entry_of(data: dict[str, Any]) -> MemoryEntry:
+    """An entry as ``Entry.to_dict()`` gives it (what the service sends)."""
+    return _memory_entry(data.get("id", ""), data.get("kind", "note"), data.get("title"), data.get("text") or "",
+                         data.get("tags"), (data.get("provenance") or {}).get("run_id"))
 
 
 class StoreAdapter:
@@ -98,30 +108,19 @@ class ServiceMemory:
         self.namespace = namespace
 
     def entries(self, kind: str | None = None, limit: int = 200) -> list[MemoryEntry]:
-        listed = self._json({"command": "list", "namespace": self.namespace, "kind": kind, "all": False})
+        listed = _ask(self.service, {"command": "list", "namespace": self.namespace, "kind": kind, "all": False})
         return [_entry_of(item) for item in listed[:limit]]
 
     def search(self, query: str, limit: int = 50) -> list[MemoryEntry]:
-        hits = self._json({"command": "search", "namespace": self.namespace, "query": query, "k": min(limit, 100),
-                           "kind": None, "tag": None})
+        hits = _ask(self.service, {"command": "search", "namespace": self.namespace, "query": query,
+                                   "k": min(limit, 100), "kind": None, "tag": None})
         return [_entry_of(hit["entry"]) for hit in hits]
 
-    def namespaces(self) -> list[str]:
-        return list(self._json({"command": "list", "namespace": None, "kind": None, "all": False}))
 
-    def _json(self, request: dict[str, Any]) -> Any:
-        import json
-
-        stdout = str(self.service.call({"op": "memory", "json": True, **request}).get("stdout") or "")
-        return json.loads(stdout) if stdout.strip() else []
-
-
-def _entry_of(data: dict[str, Any]) -> MemoryEntry:
-    """An entry as ``Entry.to_dict()`` gives it (what the service sends)."""
-    title, text = str(data.get("title") or ""), str(data.get("text") or "")
-    return MemoryEntry(entry_id=str(data.get("id", "")), kind=str(data.get("kind", "note")),
-                       text=f"{title}: {text}" if title else text, tags=tuple(str(t) for t in data.get("tags") or ()),
-                       run_id=(data.get("provenance") or {}).get("run_id"))
+def _ask(service: Any, request: dict[str, Any]) -> Any:
+    """What ``rlm memory COMMAND --json`` prints, from the service."""
+    stdout = str(service.call({"op": "memory", "json": True, **request}).get("stdout") or "")
+    return json.loads(stdout) if stdout.strip() else []
 
 
 def open_memory_source(config: RLMConfig, service: Any = None) -> MemorySource | None:
@@ -129,8 +128,8 @@ def open_memory_source(config: RLMConfig, service: Any = None) -> MemorySource |
     ``service`` (a running service's client) when given."""
     if service is not None:
         try:
-            source = ServiceMemory(service, "")
-            namespace = config.memory_namespace or next(iter(source.namespaces()), None)
+            namespace = config.memory_namespace or next(iter(_ask(service, {"command": "list", "namespace": None,
+                                                                           "kind": None, "all": False})), None)
         except Exception:  # noqa: BLE001 -- an optional feature must never stop the app
             return None
         return None if namespace is None else ServiceMemory(service, namespace)

@@ -147,7 +147,7 @@ class _Gguf:
 
 
 @functools.cache
-def _quiet_llama_cpp(llama_cpp: Any) -> None:
+def _quiet_llama_cpp(llama_cpp: Any) -> Any:
     """Send llama.cpp's own log lines to the ``rlm.llama_cpp`` logger (debug) instead of stderr.
 
     llama-cpp-python prints them to stderr past ``verbose=False`` (loading a vocabulary logs a
@@ -164,10 +164,7 @@ def _quiet_llama_cpp(llama_cpp: Any) -> None:
 
     callback = llama_cpp.llama_log_callback(forward)
     llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-    _QUIET_CALLBACKS.append(callback)
-
-
-_QUIET_CALLBACKS: list[Any] = []  # ctypes callbacks must outlive their registration
+    return callback  # a ctypes callback must outlive its registration: the cache keeps it
 
 
 @functools.cache

@@ -33,9 +33,9 @@ asyncio code on the service's event loop thread (:meth:`Service.event_loop`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
-import contextlib
 import json
 import logging
 import os
