@@ -4,22 +4,39 @@ Commands: ``ask`` (answer a question about a file, directory or stdin),
 ``runs`` (past runs, newest first), ``show`` (one run's tree).
 Exit codes: 0 ok, 1 the run ended without an answer or with an error,
 2 bad usage or input.
+
+With a service running for RLM_HOME, ``ask``, ``runs`` and ``show`` only parse
+and relay: the service builds the config, checks it, runs, and renders what
+the command prints (:mod:`rlm.service.commands`). So this module imports only
+the standard library and :mod:`rlm.errors` at the top; everything a command
+run in this process needs is imported where it is used.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from pathlib import Path
-from typing import Any
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
-from rlm.config import LOCAL_MODEL, RLMConfig, SandboxConfig
+from rlm.defaults import LOCAL_MODEL, home_from_env
 from rlm.errors import ConfigError, InputError, RLMError, SandboxUnavailable
-from rlm.events import AgentStarted, CellExecuted, Event, LMCalled
-from rlm.textutil import sanitize_for_terminal
+
+if TYPE_CHECKING:
+    from rlm.config import RLMConfig
+    from rlm.events import Event
+    from rlm.results import RunResult
+    from rlm.service.client import ServiceClient
+
+
+class Writer(Protocol):
+    """Where a command prints: ``sys.stdout``/``sys.stderr``, or the service's relay to a client."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 def _positive_float(text: str) -> float:
@@ -79,7 +96,9 @@ def service_option(parser: argparse.ArgumentParser) -> None:
                         help="run in this process even if a service runs for RLM_HOME (env RLM_NO_SERVICE=1)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, core_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with ``core_only``, only ``ask``, ``runs`` and ``show`` (what :func:`main` parses
+    those commands with: the other commands' modules are not imported)."""
     parser = argparse.ArgumentParser(prog="rlm", description="Recursive language models over inputs of any size.")
     sub = parser.add_subparsers(dest="command", required=True)
     ask = sub.add_parser("ask", help="answer a question about a file, directory, or - for stdin")
@@ -106,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     show.add_argument("--max-output", type=int, default=400, help="characters of each output to show")
     service_option(show)
-    for module in _command_modules():
+    for module in [] if core_only else _command_modules():
         module.register(sub, _model_options)
     return parser
 
@@ -133,6 +152,8 @@ def _command_modules() -> list[Any]:
 
 def config_from_args(args: argparse.Namespace, env: dict[str, str]) -> RLMConfig:
     """The run config: environment first, then command-line options."""
+    from rlm.config import RLMConfig, SandboxConfig
+
     sandbox = SandboxConfig(
         mode="unsafe" if getattr(args, "unsafe_no_sandbox", False) else "bwrap",
         **({"cell_timeout_s": args.cell_timeout} if getattr(args, "cell_timeout", None) else {}),
@@ -153,7 +174,7 @@ def _models(args: argparse.Namespace, env: dict[str, str]) -> Any:
     """The models file's groups (``--models``, else ``$RLM_HOME/models.toml``), or ``None``."""
     from rlm.routing.spec import load_models, models_file
 
-    path = models_file(getattr(args, "models", None), RLMConfig.from_env(env).home)
+    path = models_file(getattr(args, "models", None), home_from_env(env))
     return load_models(path)[0] if path is not None else None
 
 
@@ -177,10 +198,14 @@ class Progress:
     def __call__(self, event: Event) -> None:
         line = self._line(event)
         if line:
+            from rlm.textutil import sanitize_for_terminal
+
             print(f"[rlm] {sanitize_for_terminal(line)}", file=self.stream, flush=True)
 
     @staticmethod
     def _line(event: Event) -> str | None:
+        from rlm.events import AgentStarted, CellExecuted, LMCalled
+
         if isinstance(event, AgentStarted):
             return f"agent {event.agent_id} started (depth {event.depth}, {event.model})"
         if isinstance(event, LMCalled) and not event.ok:
@@ -204,39 +229,36 @@ def summary_line(result: Any) -> str:
             f"{result.duration_s:.1f}s | run {result.run_id}")
 
 
-def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
+def prepare_ask(args: argparse.Namespace, env: dict[str, str], err: Writer | None = None) -> RLMConfig:
+    """``rlm ask``'s config, checked before the run (:mod:`rlm.preflight`), with its warnings printed to ``err``."""
+    from rlm.local_model import NOTICE, uses_local_model
     from rlm.preflight import check
 
+    err = err or sys.stderr
     config = config_from_args(args, env)
     check(config, env)
     if config.sandbox.mode == "unsafe":
         print("[rlm] WARNING: --unsafe-no-sandbox: model-written code runs on this machine WITHOUT isolation "
-              "(no namespaces, only rlimits). Never use it with untrusted input.", file=sys.stderr)
-    from rlm.local_model import uses_local_model
-
+              "(no namespaces, only rlimits). Never use it with untrusted input.", file=err)
     if uses_local_model(config) and not args.quiet:
-        from rlm.local_model import NOTICE
+        print(f"[rlm] {NOTICE}", file=err)
+    return config
 
-        print(f"[rlm] {NOTICE}", file=sys.stderr)
+
+def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
+    client = service_for(args, env, home_from_env(env))
+    if client is not None:  # the service checks, runs and renders; this process relays
+        return client.command("ask", args, env, sys.stdout, sys.stderr)
+    if args.detach:
+        raise ConfigError("--detach needs a running service (`rlm service start`)")
+    config = prepare_ask(args, env)
     from rlm.events import EventBus
 
     bus = EventBus()
     if not args.quiet:
         bus.subscribe(Progress(sys.stderr))
-    client = service_for(args, env, config.home)
     session = getattr(args, "session", None)
-    if client is not None:
-        from rlm.service.ask import print_detached, remote_run
-
-        outcome = remote_run(client, args.question, Path(args.context_path), config, bus=bus, detach=args.detach,
-                             session=session)
-        if isinstance(outcome, str):  # detached: the run goes on in the service
-            print_detached(outcome)
-            return 0
-        result = outcome
-    elif args.detach:
-        raise ConfigError("--detach needs a running service (`rlm service start`)")
-    elif session is not None:
+    if session is not None:
         from rlm.sessions import Session
 
         with Session(session, Path(args.context_path), config) as live:
@@ -245,23 +267,29 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
         from rlm.runner import run
 
         result = run(args.question, Path(args.context_path), config, bus=bus)
-    _print_result(result, args.json)
+    return print_result(result, args.json)
+
+
+def print_result(result: RunResult, as_json: bool, out: Writer | None = None, err: Writer | None = None) -> int:
+    """Print a run's answer (or its JSON) and summary as ``rlm ask`` does; the command's exit code."""
+    from rlm.textutil import sanitize_for_terminal
+
+    out, err = out or sys.stdout, err or sys.stderr
+    for warning in result.warnings:
+        print(f"[rlm] warning: {warning}", file=err)
+    if as_json:
+        import json
+
+        print(json.dumps(result.to_dict(), ensure_ascii=False), file=out)
+    else:
+        print(sanitize_for_terminal(result.answer or "(no answer)"), file=out)
+        print(f"[rlm] {summary_line(result)}", file=err)
+        if result.error:
+            print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=err)
     return 0 if result.status == "ok" else 1
 
 
-def _print_result(result: Any, as_json: bool) -> None:
-    for warning in result.warnings:
-        print(f"[rlm] warning: {warning}", file=sys.stderr)
-    if as_json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
-        return
-    print(sanitize_for_terminal(result.answer or "(no answer)"))
-    print(f"[rlm] {summary_line(result)}", file=sys.stderr)
-    if result.error:
-        print(f"[rlm] error: {sanitize_for_terminal(result.error)}", file=sys.stderr)
-
-
-def service_for(args: argparse.Namespace, env: dict[str, str], home: Path) -> Any:
+def service_for(args: argparse.Namespace, env: dict[str, str], home: Path) -> ServiceClient | None:
     """The running service of ``home`` to send this command to, unless ``--no-service``; else ``None``."""
     if getattr(args, "no_service", False) or env.get("RLM_NO_SERVICE"):
         return None
@@ -272,6 +300,7 @@ def service_for(args: argparse.Namespace, env: dict[str, str], home: Path) -> An
 
 def _open_log(env: dict[str, str]) -> Any:
     """The run log (runs still only in journals are stored or merged by the open), or None if there is none."""
+    from rlm.config import RLMConfig
     from rlm.runlog import RunLog
     from rlm.runlog.journal import journal_paths
 
@@ -291,7 +320,7 @@ def cmd_show(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 def _view(args: argparse.Namespace, env: dict[str, str], request: dict[str, Any]) -> int:
     """``rlm runs`` / ``rlm show``: from the service's log while one runs, else from the log itself."""
-    client = service_for(args, env, RLMConfig.from_env(env).home)
+    client = service_for(args, env, home_from_env(env))
     if client is not None:
         reply = client.call(request)
         stdout, stderr = str(reply.get("stdout") or ""), str(reply.get("stderr") or "")
@@ -324,7 +353,8 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(core_only=bool(argv) and argv[0] in COMMANDS).parse_args(argv)
     env = dict(os.environ)
     handler = getattr(args, "func", None) or COMMANDS[args.command]
     import signal
@@ -335,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RLMError as exc:
         print(f"rlm: error: {exc}", file=sys.stderr)
         if getattr(args, "json", False) and args.command == "ask":
+            import json
+
             print(json.dumps({"answer": None, "run_id": None, "status": "error", "error": str(exc)}))
         code = getattr(exc, "exit_code", None)  # an error the service reported carries the command's code
         if isinstance(code, int):

@@ -17,18 +17,10 @@ from typing import Any
 from collections.abc import Mapping
 
 from rlm.errors import ConfigError
+from rlm.defaults import LOCAL_MODEL, default_home, home_from_env
 from rlm.routing.spec import ModelsSpec
 
 __all__ = ['LOCAL_MODEL', 'default_home', 'SandboxConfig', 'RLMConfig']
-
-#: The model string that selects the embedded llama.cpp server with SmolLM2-135M.
-LOCAL_MODEL = "local/smollm2-135m"
-
-
-def default_home() -> Path:
-    """``~/.local/share/rlm`` (XDG data dir when set)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "rlm"
 
 
 def default_packages_dir() -> str:
@@ -201,7 +193,7 @@ class RLMConfig:
         if env.get("RLM_API_KEY"):
             values["api_key"] = env["RLM_API_KEY"]
         if env.get("RLM_HOME"):
-            values["home"] = Path(env["RLM_HOME"]).expanduser()
+            values["home"] = home_from_env(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

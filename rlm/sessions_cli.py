@@ -74,7 +74,7 @@ def _bus(quiet: bool) -> EventBus:
 
 # -- rlm chat ------------------------------------------------------------------------------------
 def cmd_chat(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.cli import _print_result, service_for
+    from rlm.cli import print_result, service_for
     from rlm.sessions import new_session_name
 
     config = _config(args, env)
@@ -91,7 +91,7 @@ def cmd_chat(args: argparse.Namespace, env: dict[str, str]) -> int:
         ask = lambda question: live.ask(question, bus=_bus(False))  # noqa: E731
     try:
         for question in _questions(args.context_path == "-"):
-            _print_result(ask(question), False)
+            print_result(ask(question), False)
     finally:
         if live is not None:
             live.close()
@@ -144,7 +144,7 @@ def cmd_sessions(args: argparse.Namespace, env: dict[str, str]) -> int:
 
 # -- rlm replay / resume / fork ------------------------------------------------------------------------
 def cmd_rerun(args: argparse.Namespace, env: dict[str, str]) -> int:
-    from rlm.cli import _print_result, service_for
+    from rlm.cli import print_result, service_for
 
     config = _config(args, env)
     bus = _bus(args.quiet)
@@ -160,7 +160,7 @@ def cmd_rerun(args: argparse.Namespace, env: dict[str, str]) -> int:
     else:
         result, recorded = local_rerun(request, config, bus)
     report = compare_cells(recorded, cells, result) if args.mode == "replay" else None
-    _print_result(result, args.json)
+    print_result(result, args.json)
     if report is not None and not args.json:
         print(f"[rlm] replay of {args.run_id}: {report}", file=sys.stderr)
     if report is not None:  # a replay succeeds when it matches the recorded run, however that run ended

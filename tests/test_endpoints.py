@@ -322,15 +322,3 @@ def test_a_plain_ask_imports_neither_the_http_nor_the_mcp_stack():
             "print(sorted(m for m in ('aiohttp', 'mcp', 'starlette', 'uvicorn', 'litellm') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-
-
-def test_the_command_side_of_a_run_sent_to_the_service_imports_no_model_transport():
-    code = ("import sys, rlm.cli; rlm.cli.build_parser()\n"
-            "from rlm.config import RLMConfig\n"
-            "from rlm.local_model import uses_local_model\n"
-            "from rlm.preflight import check\n"
-            "import rlm.service.ask, rlm.service.client\n"
-            "uses_local_model(RLMConfig(model='openai/x', api_base='http://127.0.0.1:9/v1'))\n"
-            "print(sorted(m for m in ('asyncio', 'http.client', 'ssl', 'rlm.transport') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"  # the service makes the model calls; the command only talks to it

@@ -108,6 +108,30 @@ def test_preview_is_limited(tmp_path: Path, workdir: Path) -> None:
     assert payload.length_chars == 10_000
 
 
+def test_a_file_validated_before_is_loaded_without_a_second_scan_until_it_changes(
+    tmp_path: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from rlm.inputs import load
+
+    src = write(tmp_path / "notes.txt", "h\u00e9llo w\u00f6rld, \u4e16\u754c\n" * 2000)
+    time.sleep(0.15)  # settled: a file written within the last timestamp tick is never remembered
+    first = load_context(src, workdir=workdir)
+    scans: list[Path] = []
+    real_scan = load.scan_utf8
+    monkeypatch.setattr(load, "scan_utf8", lambda path, *a, **k: scans.append(path) or real_scan(path, *a, **k))
+    again = load_context(src, workdir=workdir)
+    assert scans == []
+    assert (again.path, again.size_bytes, again.length_chars, again.preview) == (
+        first.path, first.size_bytes, first.length_chars, first.preview)
+    assert len(again.preview) == inputs.PREVIEW_CHARS
+    with src.open("a", encoding="utf-8") as handle:
+        handle.write("\u00e9t\u00e9\n")
+    changed = load_context(src, workdir=workdir)
+    assert scans == [src] and changed.length_chars == first.length_chars + 4
+
+
 def test_unknown_extension_text_is_read(tmp_path: Path, workdir: Path) -> None:
     src = write(tmp_path / "Makefile", "all:\n\techo hi\n")
     payload = load_context(src, workdir=workdir)

@@ -108,6 +108,20 @@ def test_ask_through_the_service_matches_in_process(server_factory, rlm_home, tm
     assert [r["run_id"] for r in json.loads(listed.stdout)][:2] == [second["run_id"], first["run_id"]]
 
 
+def test_a_command_sent_to_the_service_imports_almost_nothing_of_rlm(server_factory, rlm_home, doc, served):
+    """The command only parses and relays: the service builds the config, runs and renders."""
+    server = server_factory(script=[repl("FINAL('relayed')")])
+    argv = ["ask", str(doc), "q", *model_args(server), "--json", "-q"]
+    heavy = ("rlm.config", "rlm.events", "rlm.runner", "rlm.results", "rlm.routing.spec", "dataclasses", "asyncio",
+             "http.client", "ssl")
+    code = (f"import sys, rlm.cli\ncode = rlm.cli.main({argv!r})\n"
+            f"print(code, sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "RLM_HOME": str(rlm_home)})
+    assert json.loads(done.stdout)["answer"] == "relayed", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "0 []"
+
+
 def test_exit_codes_and_errors_are_the_commands(server_factory, rlm_home, tmp_path, doc, served):
     server = server_factory(script=[repl("print('step')")] * 5)
     limited = rlm("ask", str(doc), "q", *model_args(server), "--json", "--max-llm-calls", "2", home=rlm_home)
@@ -116,6 +130,17 @@ def test_exit_codes_and_errors_are_the_commands(server_factory, rlm_home, tmp_pa
     assert missing.returncode == 2 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
     unknown = rlm("show", "no-such-run", home=rlm_home)
     assert unknown.returncode != 0 and "no-such-run" in unknown.stderr
+    # The service checks the command's own environment, and names the fix in one line.
+    keyless = rlm("ask", str(doc), "q", "--model", "openai/gpt-4.1-mini", "--json", home=rlm_home,
+                  env={"OPENAI_API_KEY": "", "RLM_API_KEY": ""})
+    assert keyless.returncode == 2 and "OPENAI_API_KEY" in keyless.stderr, keyless.stderr
+    assert json.loads(keyless.stdout)["status"] == "error"
+    # A relative path is the command's, not the service's working directory.
+    counter = server_factory(script=[repl("FINAL(len(context))")])
+    relative = subprocess.run([sys.executable, "-m", "rlm.cli", "ask", doc.name, "q", *model_args(counter), "--json"],
+                              capture_output=True, text=True, cwd=doc.parent, timeout=60,
+                              env={**os.environ, "RLM_HOME": str(rlm_home)})
+    assert json.loads(relative.stdout)["answer"] == str(len(DOC)), relative.stderr
 
 
 def test_stdin_and_runs_while_a_run_writes(server_factory, rlm_home, doc, served):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import stat
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import BinaryIO
 from rlm.errors import InputError
 from rlm.inputs import fileio
 from rlm.inputs.documents import DocumentsWriter, check_documents, load_directory
-from rlm.inputs.facts import remember, remember_written
+from rlm.inputs.facts import recall, remember, remember_written
 from rlm.inputs.fileio import file_type, looks_binary, payload_writer, read_bytes, read_error, read_head
 from rlm.inputs.formats import (
     BINARY_EXTENSIONS,
@@ -149,8 +150,12 @@ def _load_file(path: Path, label: str, size: int, workdir: Path) -> ContextPaylo
 def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) -> ContextPayload:
     """A ``"text"`` payload for a file: in place if it is clean UTF-8, else a cleaned copy.
 
-    When a copy is made and ``owned`` is True, the original file is deleted.
+    When a copy is made and ``owned`` is True, the original file is deleted. A file this process
+    validated before and that has not changed since is not scanned again (:func:`_remembered`).
     """
+    remembered = _remembered(path, label, owned)
+    if remembered is not None:
+        return remembered
     scan = scan_utf8(path, label, written_here=owned)
     if scan.bad_offset is None and not scan.has_bom:
         if scan.facts is not None:
@@ -187,6 +192,24 @@ def _text_file_payload(path: Path, label: str, workdir: Path, *, owned: bool) ->
         owned=True,
         source=label,
     )
+
+
+def _remembered(path: Path, label: str, owned: bool) -> ContextPayload | None:
+    """The payload of a clean UTF-8 file whose validation this process remembers (same device, inode, size,
+    mtime and ctime), from those facts and its first bytes; ``None`` when there are none, or it starts
+    with a byte-order mark (such a file takes the cleaning path)."""
+    facts = recall(path)
+    if facts is None:
+        return None
+    head = read_head(path, label)
+    if head.startswith(codecs.BOM_UTF8):
+        return None
+    try:
+        text, _ = codecs.utf_8_decode(head, "strict", False)  # a character cut at the end waits
+    except UnicodeDecodeError:
+        return None
+    return ContextPayload(path=path, kind="text", size_bytes=facts.identity[2], length_chars=facts.chars,
+                          preview=text[:PREVIEW_CHARS], owned=owned, source=label)
 
 
 def _write_text_payload(

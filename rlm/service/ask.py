@@ -14,23 +14,22 @@ always does.
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.budget import Usage
 from rlm.config import RLMConfig
-from rlm.errors import ConfigError, InputError
+from rlm.errors import ConfigError
 from rlm.events import EventBus, LMCalled, event_from_dict
 from rlm.results import RunResult
-from rlm.service.client import ServiceClient
+from rlm.service.client import ServiceClient, context_file
+
+if TYPE_CHECKING:
+    from rlm.cli import Writer
 
 __all__ = ["remote_run", "remote_rerun", "RemoteBudget", "print_detached"]
 
@@ -94,7 +93,7 @@ def remote_run(client: ServiceClient, question: str, context: Any, config: RLMCo
     if detach and (not isinstance(context, Path) or str(context) == "-"):
         raise ConfigError("--detach needs the context in a file")
     budget = RemoteBudget(config)
-    with _context_file(context, config.home) as path:
+    with context_file(context, config.home) as path:
         request = {"question": question, "context_path": str(path), "detach": detach,
                    "context_documents": isinstance(context, list), "session": session,
                    "config": {**config.to_dict(), "api_key": config.api_key}}
@@ -139,31 +138,7 @@ def _replies(budget: RemoteBudget, bus: EventBus | None,
     return on_reply
 
 
-def print_detached(run_id: str) -> None:
-    print(run_id)
-    print(f"[rlm] run {run_id} goes on in the service; `rlm show {run_id}` shows where it is", file=sys.stderr)
-
-
-@contextmanager
-def _context_file(context: Any, home: Path) -> Iterator[Path]:
-    if isinstance(context, Path) and str(context) != "-":
-        yield context.expanduser().resolve()
-        return
-    directory = home / "tmp"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"context-{secrets.token_hex(6)}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if isinstance(context, Path):  # "-": standard input
-                while chunk := sys.stdin.buffer.read(1 << 20):
-                    handle.write(chunk)
-            elif isinstance(context, str):
-                handle.write(context.encode("utf-8"))
-            elif isinstance(context, list):
-                handle.write(json.dumps(context, ensure_ascii=False).encode("utf-8"))
-            else:
-                raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
+def print_detached(run_id: str, out: Writer | None = None, err: Writer | None = None) -> None:
+    """What ``rlm ask --detach`` prints once its run started in the service."""
+    print(run_id, file=out or sys.stdout)
+    print(f"[rlm] run {run_id} goes on in the service; `rlm show {run_id}` shows where it is", file=err or sys.stderr)

@@ -2,6 +2,9 @@
 
 Kept to the standard library and :mod:`rlm.service.wire`, so that a command
 talking to a warm service starts in the time of a bare interpreter.
+:meth:`ServiceClient.command` is all ``rlm ask`` does when a service runs: it
+sends the parsed options and the environment, and writes what the service
+renders to its own stdout and stderr.
 :func:`connect` returns ``None`` when no service runs for the RLM_HOME (no
 state file, a stale one, or a socket nobody answers): the command then runs in
 its own process, as it would without a service.
@@ -9,16 +12,21 @@ its own process, as it would without a service.
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import socket
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from rlm.errors import RLMError
+from rlm.errors import ConfigError, InputError, RLMError
 from rlm.service import wire
 from rlm.service.paths import ServiceState, find_service
 
-__all__ = ["ServiceClient", "ServiceError", "ServiceBusy", "ServiceGone", "connect"]
+__all__ = ["ServiceClient", "ServiceError", "ServiceBusy", "ServiceGone", "connect", "context_file"]
 
 
 class ServiceError(RLMError):
@@ -43,7 +51,7 @@ def connect(home: Path) -> ServiceClient | None:
     state = find_service(home)
     if state is None:
         return None
-    client = ServiceClient(state)
+    client = ServiceClient(state, home)
     try:
         client.ping()
     except OSError:
@@ -54,8 +62,9 @@ def connect(home: Path) -> ServiceClient | None:
 class ServiceClient:
     """Requests to one service; each request is a connection of its own."""
 
-    def __init__(self, state: ServiceState) -> None:
+    def __init__(self, state: ServiceState, home: Path) -> None:
         self.state = state
+        self.home = home
 
     def ping(self) -> None:
         """Connect and hang up (raises ``OSError`` when nobody listens)."""
@@ -84,6 +93,32 @@ class ServiceClient:
                     return reply
             elif reply["type"] == "result":
                 return reply
+        where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
+        raise ServiceGone(f"the service stopped before the run ended{where}")
+
+    def command(self, command: str, args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
+        """Run ``rlm COMMAND`` (parsed as ``args``, with ``env``) in the service, writing what it prints to
+        ``out`` and ``err``; the command's exit code. Paths are made absolute here (the service has its own
+        working directory); a context on standard input goes to a private file the service reads."""
+        options = dict(vars(args))
+        env = {**env, "RLM_HOME": str(self.home.expanduser().absolute())}
+        if options.get("models"):
+            options["models"] = str(Path(options["models"]).expanduser().absolute())
+        if options.get("detach") and options["context_path"] == "-":
+            raise ConfigError("--detach needs the context in a file")
+        run_id = None
+        with context_file(Path(options.pop("context_path")), Path(env["RLM_HOME"])) as path:
+            request = {"op": "cli", "command": command, "args": {**options, "context_path": str(path)}, "env": env}
+            for reply in self.stream(request):
+                kind = reply["type"]
+                if kind in ("stdout", "stderr"):
+                    stream = out if kind == "stdout" else err
+                    stream.write(str(reply["text"]))
+                    stream.flush()
+                elif kind == "accepted":
+                    run_id = reply.get("run_id")
+                elif kind == "exit":
+                    return int(reply["code"])
         where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
         raise ServiceGone(f"the service stopped before the run ended{where}")
 
@@ -130,3 +165,31 @@ def _raise_for(reply: dict[str, Any]) -> None:
     if kind == "busy":
         raise ServiceBusy(f"the service is busy ({reply.get('running')} runs running, {reply.get('queued')} "
                           f"queued); try again in {reply.get('retry_after', 5)} s", exit_code=1)
+
+
+@contextmanager
+def context_file(context: Any, home: Path) -> Iterator[Path]:
+    """The file a run in the service reads its context from: ``context``'s own (a path), else a private
+    file under ``home/tmp`` holding standard input (``"-"``), the text or the documents (as JSON),
+    removed afterwards."""
+    if isinstance(context, Path) and str(context) != "-":
+        yield context.expanduser().resolve()
+        return
+    directory = home / "tmp"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"context-{os.urandom(6).hex()}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(context, Path):  # "-": standard input
+                while chunk := sys.stdin.buffer.read(1 << 20):
+                    handle.write(chunk)
+            elif isinstance(context, str):
+                handle.write(context.encode("utf-8"))
+            elif isinstance(context, list):
+                handle.write(json.dumps(context, ensure_ascii=False).encode("utf-8"))
+            else:
+                raise InputError(f"context must be a path, a str or a list of documents, not {type(context).__name__}")
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

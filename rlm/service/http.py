@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Largest JSON request body (bytes); context text in messages counts. Files are better uploaded.
 MAX_JSON_BYTES = 256 * 1024 * 1024
+#: How long a request waits for a service still starting (it opens its log after publishing its address).
+READY_WAIT_S = 60.0
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -124,7 +126,10 @@ class HttpFront:
     # -- every request -------------------------------------------------------------------
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The bearer token first; then errors in OpenAI's shape."""
+        """The bearer token first; then errors in OpenAI's shape. A request that arrives while the service
+        is still opening its log (the address is published first) waits for it."""
+        if not self.service.ready.is_set():
+            await asyncio.get_running_loop().run_in_executor(None, self.service.ready.wait, READY_WAIT_S)
         if not token_matches(request.headers.get("Authorization"), self.token):
             return _error(401, "a valid bearer token is required (`rlm service token` prints it)",
                           "authentication_error", "invalid_api_key", headers={"WWW-Authenticate": "Bearer"})

@@ -15,26 +15,24 @@ and the service checks each peer's uid as well.
 A state file is *stale* when its process is gone or no service holds the lock
 (it was killed, the machine restarted): :func:`find_service` treats that as no service,
 and the next ``rlm serve`` replaces it. Nothing here imports more than the
-standard library: every command runs it first.
+standard library (records are named tuples, whose classes cost less to build than
+dataclasses'): every command runs it first.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import secrets
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["ServicePaths", "ServiceState", "find_service", "read_token"]
 
 _MAX_SOCKET_PATH = 107
 
 
-@dataclass(frozen=True)
-class ServicePaths:
+class ServicePaths(NamedTuple):
     """The files of the service of one RLM_HOME."""
 
     home: Path
@@ -60,13 +58,14 @@ class ServicePaths:
         preferred = self.home / "service.sock"
         if len(str(preferred)) <= _MAX_SOCKET_PATH:
             return preferred
+        import hashlib
+
         runtime = (env or {}).get("XDG_RUNTIME_DIR") or f"/tmp/rlm-{os.getuid()}"
         digest = hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:16]
         return Path(runtime) / f"rlm-{digest}.sock"
 
 
-@dataclass(frozen=True)
-class ServiceState:
+class ServiceState(NamedTuple):
     """What a running service says of itself in ``service.json``."""
 
     pid: int
@@ -76,7 +75,7 @@ class ServiceState:
     http: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return dict(self._asdict())
 
 
 def find_service(home: Path) -> ServiceState | None:
@@ -125,6 +124,8 @@ def read_token(home: Path, *, create: bool = False) -> str | None:
     except FileNotFoundError:
         if not create:
             return None
+    import secrets
+
     home.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -52,7 +52,7 @@ from rlm import __version__
 from rlm.budget import Ledger
 from rlm.config import RLMConfig
 from rlm.errors import ConfigError, RLMError
-from rlm.events import EventBus
+from rlm.events import Event, EventBus
 from rlm.results import RunResult
 from rlm.service import wire
 from rlm.service.paths import ServicePaths, ServiceState
@@ -110,6 +110,7 @@ class _Run:
 
     deliver: Callable[[dict[str, Any]], None]
     detach: bool
+    on_event: Callable[[Event], None] | None = None  # instead of sending each event to the client
     run_id: str | None = None
     budget: Ledger | None = None
     cancelled: bool = False
@@ -143,6 +144,7 @@ class Service:
         self._runs: set[_Run] = set()
         self._admitted = 0
         self._stopping = threading.Event()
+        self.ready = threading.Event()  # set once start() opened the log: HTTP requests wait for it
         self._last_activity = time.monotonic()
         self._pool = ThreadPoolExecutor(max_workers=settings.max_running, thread_name_prefix="rlm-service-run")
         self._lock_fd: int | None = None
@@ -186,6 +188,7 @@ class Service:
 
         local_model.keep_resident()  # the embedded model's server, once a run started it, serves every later run
         threading.Thread(target=self._warm, name="rlm-service-warm", daemon=True).start()
+        self.ready.set()
         return self.state
 
     def _warm(self) -> None:
@@ -331,6 +334,10 @@ class Service:
         op = request.get("op")
         if op == "ask":
             self._ask(conn, request)
+        elif op == "cli":
+            from rlm.service.commands import serve_command
+
+            serve_command(self, conn, request)
         elif op == "rerun":
             self._rerun(conn, request)
         elif op in ("runs", "show"):
@@ -407,19 +414,22 @@ class Service:
             wire.send(conn, self.busy_reply())
             return
         run, future = submitted
-        self._watch_client(run, conn, future)
-        self._finish(run, future)
+        self.watch_client(run, conn, future)
+        outcome = self.outcome(run, future)
+        if isinstance(outcome, RunResult):
+            run.send({"type": "result", "result": outcome.to_dict()})
 
     def submit(self, question: str, context: Path | str | list[dict[str, str]] | None, config: RLMConfig,
-               deliver: Callable[[dict[str, Any]], None], *, detach: bool = False,
-               session: str | None = None) -> tuple[_Run, Future[RunResult | None]] | None:
+               deliver: Callable[[dict[str, Any]], None], *, detach: bool = False, session: str | None = None,
+               on_event: Callable[[Event], None] | None = None) -> tuple[_Run, Future[RunResult | None]] | None:
         """Admit a run (``None`` when busy) and start it on the run pool.
 
         ``context`` is a path, the context's text or a list of documents (as :func:`rlm.run` takes).
         ``deliver`` receives the run's ``accepted`` and ``event`` messages (:mod:`rlm.service.wire`) on
         the run's thread, and raises ``OSError`` once its client is gone; the future gives the result
         (``None`` if cancelled before it started) or raises what ended the run before it started.
-        ``_Run.cancel()`` cancels it. With ``session`` the run is that session's next turn (the
+        ``_Run.cancel()`` cancels it. ``on_event``, when given, receives the run's events instead of
+        ``deliver`` (the command line renders them here). With ``session`` the run is that session's next turn (the
         session kept live here; ``context`` may then be ``None`` once the session exists).
         """
         def work(hooks: RunHooks) -> RunResult:
@@ -431,11 +441,12 @@ class Service:
                 raise ConfigError("a run needs a context")
             return run_rlm(question, context, config, **hooks.options(config))
 
-        return self._start(work, deliver, detach=detach)
+        return self._start(work, deliver, detach=detach, on_event=on_event)
 
     def _start(self, work: Callable[[RunHooks], RunResult], deliver: Callable[[dict[str, Any]], None], *,
-               detach: bool) -> tuple[_Run, Future[RunResult | None]] | None:
-        run = _Run(deliver=deliver, detach=detach)
+               detach: bool, on_event: Callable[[Event], None] | None = None
+               ) -> tuple[_Run, Future[RunResult | None]] | None:
+        run = _Run(deliver=deliver, detach=detach, on_event=on_event)
         if not self._admit(run):
             return None
         self._last_activity = time.monotonic()
@@ -447,7 +458,10 @@ class Service:
         return run, future
 
     def _config(self, data: Mapping[str, Any]) -> RLMConfig:
-        config = RLMConfig.from_dict(data)
+        return self.run_config(RLMConfig.from_dict(data))
+
+    def run_config(self, config: RLMConfig) -> RLMConfig:
+        """``config`` as this service runs it: on its RLM_HOME (another is refused) and its executor."""
         if config.home.resolve() != self.settings.home.resolve():
             raise ConfigError(f"this service serves RLM_HOME={self.settings.home}, not {config.home}")
         return dataclasses.replace(config, executor=self.settings.executor, ray_address=self.settings.ray_address)
@@ -464,7 +478,7 @@ class Service:
             self._runs.discard(run)
         self._last_activity = time.monotonic()
 
-    def _watch_client(self, run: _Run, conn: socket.socket, future: Future[RunResult | None]) -> None:
+    def watch_client(self, run: _Run, conn: socket.socket, future: Future[RunResult | None]) -> None:
         """Cancel the run when its client asks (a ``cancel`` line) or hangs up (unless the run is detached)."""
         if run.detach:
             return
@@ -482,26 +496,27 @@ class Service:
 
         threading.Thread(target=watch, name="rlm-service-watch", daemon=True).start()
 
-    def _finish(self, run: _Run, future: Future[RunResult | None]) -> None:
-        if run.detach:  # the client leaves with the run id once the run started; the run records itself
+    def outcome(self, run: _Run, future: Future[RunResult | None]) -> RunResult | str | None:
+        """How a submitted run ended for its client: its result; its id once it started, when detached (the
+        run goes on and records itself); ``None`` when it was cancelled before it started, or when it failed
+        to start (the client was sent the error)."""
+        if run.detach:
             while not run.started.wait(0.05) and not future.done():
                 pass
             if run.started.is_set():
-                return
+                return run.run_id
         try:
-            result = future.result()
+            return future.result()
         except RLMError as exc:
             run.send(wire.error_reply(exc))
-            return
-        if result is not None:
-            run.send({"type": "result", "result": result.to_dict()})
+            return None
 
     def _execute(self, run: _Run, work: Callable[[RunHooks], RunResult]) -> RunResult | None:
         try:
             if run.cancelled:
                 return None
             bus = EventBus()
-            bus.subscribe(lambda event: run.send({"type": "event", "event": event.to_dict()}))
+            bus.subscribe(run.on_event or (lambda event: run.send({"type": "event", "event": event.to_dict()})))
 
             def started(run_id: str, budget: Ledger) -> None:
                 run.run_id, run.budget = run_id, budget
