@@ -228,6 +228,7 @@ class ForkServerPool:
     def __init__(self, size: int = 2) -> None:
         self.size = size
         self._ready: dict[SandboxConfig, list[ForkServer]] = {}
+        self._starting: dict[SandboxConfig, int] = {}  # being started by a refill, counted against the size
         self._lock = threading.Lock()
         self._closed = False
 
@@ -245,19 +246,25 @@ class ForkServerPool:
         self._refill(config)
 
     def _refill(self, config: SandboxConfig) -> None:
+        """Start servers until ``size`` are ready or starting. Refills of a burst of takes run at once, so each
+        counts what the others are starting: the pool never grows past its size."""
         while True:
             with self._lock:
-                if self._closed or len(self._ready.get(config, ())) >= self.size:
+                if self._closed or len(self._ready.get(config, ())) + self._starting.get(config, 0) >= self.size:
                     return
+                self._starting[config] = self._starting.get(config, 0) + 1
             try:
-                server = ForkServer(config).start()
+                server: ForkServer | None = ForkServer(config).start()
             except (OSError, SandboxError):
-                return  # the next run starts its own (and reports why, if it cannot)
+                server = None  # the next run starts its own (and reports why, if it cannot)
             with self._lock:
-                if self._closed:
-                    server.close()
-                    return
-                self._ready.setdefault(config, []).append(server)
+                self._starting[config] -= 1
+                if server is not None and not self._closed:
+                    self._ready.setdefault(config, []).append(server)
+                    continue
+            if server is not None:
+                server.close()
+            return
 
     def close(self) -> None:
         with self._lock:

@@ -35,6 +35,32 @@ def test_pooled_zygotes_are_started_and_each_run_gets_its_own(tmp_path: Path):
         pool.close()
 
 
+def test_a_burst_of_takes_refills_the_pool_to_its_size_and_no_further():
+    """Each take starts a refill; the refills of a burst count each other's starts (they used to all start one:
+    8 takes from a pool of 2 left 9 idle zygotes)."""
+    import time
+
+    config = SandboxConfig(cell_timeout_s=60)
+    pool = ForkServerPool(2)
+    taken = []
+    try:
+        takers = [threading.Thread(target=lambda: taken.append(pool.take(config))) for _ in range(8)]
+        for thread in takers:
+            thread.start()
+        for thread in takers:
+            thread.join()
+        deadline = time.monotonic() + 30
+        while (len(pool._ready.get(config, ())) < 2 or pool._starting.get(config)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a refill that overshot would have added its server by now
+        assert len(pool._ready[config]) == 2 and pool._starting[config] == 0
+        assert len({id(server) for server in taken}) == 8
+    finally:
+        for server in taken:
+            server.close()
+        pool.close()
+
+
 def _started(run: str, agent: str, parent: str | None) -> AgentStarted:
     return AgentStarted(run_id=run, agent_id=agent, parent_id=parent, depth=0 if parent is None else 1, model="m",
                         prompt="", context_info={}, node_id="n")
