@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from rlm.errors import LMError
 
-__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
+__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean", "preload"]
 
 #: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
 ALLOWED_KEY = "rlm_allowed"
@@ -177,6 +177,12 @@ def chat_sync(endpoint: Endpoint, messages: list[Any], params: dict[str, Any], s
 # -- from an event loop ---------------------------------------------------------------------
 
 _sessions: dict[int, Any] = {}
+
+
+def preload() -> None:
+    """Import what :func:`chat` needs (aiohttp; ~0.1 s of CPU, with its TLS contexts), ahead of a first fan-out:
+    a resident process calls it while idle."""
+    import aiohttp  # noqa: F401 - imported for its side effect: loaded once for the process
 
 
 def _session() -> Any:

@@ -192,7 +192,8 @@ class Service:
         return self.state
 
     def _warm(self) -> None:
-        """Zygotes for the default sandbox settings.
+        """Zygotes for the default sandbox settings; then the modules every run imports (the run itself) and
+        the async transport a fan-out uses (aiohttp): without them the first run after a start paid ~0.2 s.
 
         litellm is not imported here: it takes seconds of CPU under the GIL, which would slow
         every run during that time, and runs whose models are OpenAI-compatible servers never
@@ -201,6 +202,10 @@ class Service:
         from rlm.config import SandboxConfig
 
         self.zygotes.warm(SandboxConfig())
+        import rlm.runner  # noqa: F401 - imported for its side effect: loaded before the first run needs it
+        from rlm import transport
+
+        transport.preload()
 
     def serve_models(self) -> list[dict[str, Any]]:
         """Start the ``[serve.NAME]`` deployments the settings name on the service's Ray cluster (the one
