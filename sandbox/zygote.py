@@ -38,7 +38,6 @@ import signal
 import socket
 import struct
 import sys
-import tempfile
 
 # ``typing`` is not imported at run time (every worker is forked from here): this name exists for the type checker.
 TYPE_CHECKING = False
@@ -139,12 +138,24 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
+def _private_dir(parent: str) -> str:
+    """A new directory of mode 0700 under ``parent`` with a random name (what ``tempfile.mkdtemp`` does; not
+    importing ``tempfile`` takes ~5 ms off every zygote's start)."""
+    while True:
+        path = os.path.join(parent, "agent-" + os.urandom(8).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
 def _confine(request: dict[str, Any]) -> None:
     """Non-dumpable, a private scratch directory, and the per-worker seccomp filter (if any)."""
     libc = _LIBC
     if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
-    scratch = tempfile.mkdtemp(prefix="agent-", dir=os.environ.get("HOME") or "/tmp")
+    scratch = _private_dir(os.environ.get("HOME") or "/tmp")
     os.chdir(scratch)
     os.environ["HOME"] = scratch
     program = bytes.fromhex(request.get("filter") or "")

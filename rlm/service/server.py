@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -194,6 +195,9 @@ class Service:
     def _warm(self) -> None:
         """Zygotes for the default sandbox settings; then the modules every run imports (the run itself) and
         the async transport a fan-out uses (aiohttp): without them the first run after a start paid ~0.2 s.
+        Then the objects loaded so far are frozen out of the cyclic garbage collector (``gc.freeze``): a
+        collection during a fan-out no longer walks the hundreds of thousands of them, which stalled every
+        call in flight (measured: the 1,000-call fan-out's waves spread ~3x less).
 
         litellm is not imported here: it takes seconds of CPU under the GIL, which would slow
         every run during that time, and runs whose models are OpenAI-compatible servers never
@@ -206,6 +210,7 @@ class Service:
         from rlm import transport
 
         transport.preload()
+        gc.freeze()  # what the service loaded lives as long as it does: no collection walks it again
 
     def serve_models(self) -> list[dict[str, Any]]:
         """Start the ``[serve.NAME]`` deployments the settings name on the service's Ray cluster (the one
