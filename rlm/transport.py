@@ -13,10 +13,10 @@ Why it exists:
 
 :func:`chat_sync` sends one request from the calling thread over a kept-alive
 ``http.client`` connection of that thread (an agent's own model call needs no
-event loop); :func:`chat` sends it from an event loop with one ``aiohttp``
-session per loop (fan-outs of thousands of calls; aiohttp is imported on first
-use). Both return the parsed response body or raise :class:`TransportError`,
-which says whether retrying could help. Nothing here imports litellm: the
+event loop); :func:`chat` sends it from an event loop over that loop's pool of
+kept-alive connections (:mod:`rlm.http11`; fan-outs of thousands of calls).
+Both return the parsed response body or raise :class:`TransportError`, which
+says whether retrying could help. Nothing here imports litellm: the
 Router's retries reach this transport through :mod:`rlm.litellm_provider`.
 """
 
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from rlm.errors import LMError
 
-__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean", "preload"]
+__all__ = ["ALLOWED_KEY", "NODE_KEY", "Endpoint", "TransportError", "chat", "chat_sync", "is_lean"]
 
 #: The request metadata key naming the deployments a Router call may use (rlm.litellm_provider).
 ALLOWED_KEY = "rlm_allowed"
@@ -176,39 +176,32 @@ def chat_sync(endpoint: Endpoint, messages: list[Any], params: dict[str, Any], s
 
 # -- from an event loop ---------------------------------------------------------------------
 
-_sessions: dict[int, Any] = {}
+_pools: dict[int, Any] = {}
 
 
-def preload() -> None:
-    """Import what :func:`chat` needs (aiohttp; ~0.1 s of CPU, with its TLS contexts), ahead of a first fan-out:
-    a resident process calls it while idle."""
-    import aiohttp  # noqa: F401 - imported for its side effect: loaded once for the process
-
-
-def _session() -> Any:
-    """This event loop's aiohttp session (pooled, up to 1,024 connections)."""
-    import aiohttp
+def _pool() -> Any:
+    """This event loop's pool of kept-alive connections (:class:`rlm.http11.Pool`)."""
+    from rlm.http11 import Pool
 
     loop_id = id(asyncio.get_running_loop())
-    session = _sessions.get(loop_id)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=1024, limit_per_host=1024)
-        session = _sessions[loop_id] = aiohttp.ClientSession(connector=connector)
-    return session
+    pool = _pools.get(loop_id)
+    if pool is None:
+        pool = _pools[loop_id] = Pool()
+    return pool
 
 
 async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
                seconds: float | None) -> dict[str, Any]:
-    """:func:`chat_sync` as a coroutine, on a pooled aiohttp session of the running loop."""
-    import aiohttp
-
-    body = {"model": endpoint.model, "messages": messages, **params}
+    """:func:`chat_sync` as a coroutine, over the running loop's pooled connections (:mod:`rlm.http11`);
+    ``seconds`` bounds the whole call."""
+    body = json.dumps({"model": endpoint.model, "messages": messages, **params}).encode()
     try:
-        async with _session().post(endpoint.url, json=body, headers=endpoint.headers(),
-                                   timeout=aiohttp.ClientTimeout(total=seconds)) as response:
-            status, text = response.status, await response.text()
+        async with asyncio.timeout(seconds):
+            response = await _pool().post(urlsplit(endpoint.url), endpoint.headers(), body)
     except TimeoutError:
         raise TransportError("timeout", f"no answer within {seconds}s", model=endpoint.model) from None
-    except aiohttp.ClientError as exc:
+    except OSError as exc:
         raise TransportError("connection", f"{type(exc).__name__}: {exc}", model=endpoint.model) from None
-    return parse(status, text, endpoint.model)
+    except ValueError as exc:
+        raise TransportError("bad_response", str(exc), model=endpoint.model) from None
+    return parse(response.status, response.body.decode("utf-8", "replace"), endpoint.model)

@@ -38,6 +38,16 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             payload = _reply("echo:" + body["messages"][-1]["content"])
             self.send_response(200)
+        if self.behaviour == "chunked":  # the body in three chunks, with a chunk extension and a trailer
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            third = len(payload) // 3
+            for piece in (payload[:third], payload[third:2 * third], payload[2 * third:]):
+                self.wfile.write(b"%x;note=1\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+            self.wfile.flush()
+            return
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -107,6 +117,68 @@ def test_a_refused_connection_is_a_connection_error():
     endpoint = Endpoint("m", f"http://127.0.0.1:{port}/v1")
     with pytest.raises(TransportError) as failed:
         transport.chat_sync(endpoint, [{"role": "user", "content": "q"}], {}, 5.0)
+    assert failed.value.kind == "connection"
+
+
+def test_the_event_loop_path_keeps_connections_alive_and_answers_each_call_its_own(server):
+    import asyncio
+
+    endpoint = Endpoint("m", server.base, "sk-test")
+
+    async def one(text: str) -> str:
+        reply = await transport.chat(endpoint, [{"role": "user", "content": text}], {}, 10.0)
+        return str(reply["choices"][0]["message"]["content"])
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        first = [await one(f"s{i}") for i in range(5)]  # one after another: one connection
+        together = await asyncio.gather(*(one(f"c{i}") for i in range(20)))
+        return first, list(together)
+
+    first, together = asyncio.run(scenario())
+    assert first == [f"echo:s{i}" for i in range(5)]
+    assert together == [f"echo:c{i}" for i in range(20)]  # 20 at once, none mixed up
+    assert len(server.connections) <= 20
+
+
+def _achat_one(server: type[_Handler], text: str, seconds: float = 10.0) -> dict:
+    import asyncio
+
+    endpoint = Endpoint("m", server.base, "sk-test")  # type: ignore[attr-defined]  # set on a class made by type()
+
+    async def calls() -> list[dict]:
+        return [await transport.chat(endpoint, [{"role": "user", "content": f"{text}{i}"}], {}, seconds)
+                for i in range(3)]
+
+    return asyncio.run(calls())[-1]
+
+
+def test_the_event_loop_path_reads_chunked_replies_and_replaces_connections_the_server_closed(server):
+    server.behaviour = "chunked"
+    assert _achat_one(server, "q")["choices"][0]["message"]["content"] == "echo:q2"
+    server.behaviour = "drop-after-reply"
+    before = len(server.connections)
+    assert _achat_one(server, "d")["choices"][0]["message"]["content"] == "echo:d2"
+    assert len(server.connections) - before == 3  # a fresh connection each time, no error surfaced
+
+
+def test_the_event_loop_path_says_whether_retrying_could_help(server):
+    server.behaviour = "status-503"
+    with pytest.raises(TransportError, match="overloaded") as failed:
+        _achat_one(server, "q")
+    assert failed.value.status == 503 and failed.value.retryable
+    server.behaviour = "slow"
+    with pytest.raises(TransportError) as timed_out:
+        _achat_one(server, "q", seconds=0.3)
+    assert timed_out.value.kind == "timeout" and timed_out.value.retryable
+    import asyncio
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    refused = Endpoint("m", f"http://127.0.0.1:{port}/v1")
+    with pytest.raises(TransportError) as failed:
+        asyncio.run(transport.chat(refused, [{"role": "user", "content": "q"}], {}, 5.0))
     assert failed.value.kind == "connection"
 
 

@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import fcntl
 import gc
+import importlib
 import json
 import logging
 import os
@@ -193,8 +194,8 @@ class Service:
         return self.state
 
     def _warm(self) -> None:
-        """Zygotes for the default sandbox settings; then the modules every run imports (the run itself) and
-        the async transport a fan-out uses (aiohttp): without them the first run after a start paid ~0.2 s.
+        """Zygotes for the default sandbox settings; then the modules every run imports (the run itself, the
+        fan-out's HTTP client): without them the first run after a start paid for them.
         Then the objects loaded so far are frozen out of the cyclic garbage collector (``gc.freeze``): a
         collection during a fan-out no longer walks the hundreds of thousands of them, which stalled every
         call in flight (measured: the 1,000-call fan-out's waves spread ~3x less).
@@ -206,10 +207,8 @@ class Service:
         from rlm.config import SandboxConfig
 
         self.zygotes.warm(SandboxConfig())
-        import rlm.runner  # noqa: F401 - imported for its side effect: loaded before the first run needs it
-        from rlm import transport
-
-        transport.preload()
+        for name in ("rlm.runner", "rlm.http11"):  # loaded before the first run needs them
+            importlib.import_module(name)
         gc.freeze()  # what the service loaded lives as long as it does: no collection walks it again
 
     def serve_models(self) -> list[dict[str, Any]]:

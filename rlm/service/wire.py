@@ -10,6 +10,13 @@ reads **replies** until the service closes the connection:
     connection ends after ``accepted`` and the run goes on; otherwise a client
     that disconnects cancels its run. With ``session`` (a name) the run is that
     session's next turn, in the session the service keeps live.
+``{"op": "cli", "command": "ask", "args", "env"}``
+    What ``rlm ask`` sends when it finds a service: the options it parsed
+    (paths made absolute) and its environment. The service builds and checks
+    the config, runs, and renders what the command prints: ``stdout`` and
+    ``stderr`` lines (``text``) as the command would print them, ``accepted``
+    once the run started, then ``exit`` (``code``). The run's events do not
+    cross the socket (:mod:`rlm.service.commands`).
 ``{"op": "rerun", "run_id", "mode", "question", "at", "config"}``
     ``recorded`` (the run's recorded answer, status and cells), then as ``ask``:
     a replay (``mode`` ``"replay"``), resume or fork (``question``, ``at``) of a
