@@ -23,7 +23,6 @@ record stops the run with status ``diverged`` (nothing is sent).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import dataclasses
 import threading
@@ -103,6 +102,8 @@ class CallMeter:
         hit = self._answered(decision, keys, messages, purpose)
         claim = _UNCLAIMED if hit is not None else self._claim(keys[0])
         if claim.flying is not None:  # an identical call is in flight: its reply answers this one
+            import asyncio  # a fan-out's call: the event loop is running, asyncio is loaded
+
             hit = self._joined(decision, keys[0], await asyncio.wrap_future(claim.flying), claim.started)
         if hit is not None:
             return self._done(hit, call_id, messages, role=role, purpose=purpose)

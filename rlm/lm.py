@@ -31,7 +31,6 @@ happens. Prices come from the models file or :mod:`rlm.model_info`.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -167,6 +166,8 @@ class _EventLoopThread:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
+        import asyncio  # ~11 ms, paid by the first fan-out: a run without one never needs it
+
         self.loop = asyncio.new_event_loop()
         self.pid = os.getpid()
         threading.Thread(target=self.loop.run_forever, name="rlm-lm-loop", daemon=True).start()
@@ -179,6 +180,8 @@ class _EventLoopThread:
             return cls._instance
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        import asyncio
+
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
 

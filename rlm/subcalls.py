@@ -25,7 +25,6 @@ tree-wide limit tripped during a batch stops the cell once the batch is in.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Callable
@@ -101,6 +100,8 @@ class SubCalls:
 
     def llm_batch(self, prompts: list[str], model: str | None, concurrency: int) -> list[Item]:
         """Sub-calls for ``prompts`` on this process's LM loop, at most ``concurrency`` in flight, in order."""
+        import asyncio  # loaded by the LM client's loop already, or ~11 ms now
+
         calls = self.agent.calls
 
         async def one(prompt: str, gate: asyncio.Semaphore) -> Item:

@@ -22,7 +22,6 @@ Router's retries reach this transport through :mod:`rlm.litellm_provider`.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import threading
@@ -183,6 +182,8 @@ def _pool() -> Any:
     """This event loop's pool of kept-alive connections (:class:`rlm.http11.Pool`)."""
     from rlm.http11 import Pool
 
+    import asyncio
+
     loop_id = id(asyncio.get_running_loop())
     pool = _pools.get(loop_id)
     if pool is None:
@@ -194,6 +195,8 @@ async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
                seconds: float | None) -> dict[str, Any]:
     """:func:`chat_sync` as a coroutine, over the running loop's pooled connections (:mod:`rlm.http11`);
     ``seconds`` bounds the whole call."""
+    import asyncio
+
     body = json.dumps({"model": endpoint.model, "messages": messages, **params}).encode()
     try:
         async with asyncio.timeout(seconds):

@@ -41,12 +41,14 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rlm.config import default_packages_dir
 from rlm.errors import RLMError
+
+if TYPE_CHECKING:
+    from importlib import metadata
 
 __all__ = ["DEFAULT_REQUIREMENTS", "Manifest", "PackagesError", "default_dir", "current_env", "available", "install",
            "main"]
@@ -186,6 +188,8 @@ def _build(env: Path, wanted: tuple[str, ...], *, quiet: bool, pip_options: tupl
 
 def _modules(target: Path, wanted: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     """The top-level import names (with versions) of the requested projects installed in ``target``."""
+    from importlib import metadata  # with email's parser, ~5 ms: only when the manifest is (re)built
+
     names = {project_name(r) for r in wanted}
     found: list[tuple[str, str]] = []
     for dist in metadata.distributions(path=[str(target)]):

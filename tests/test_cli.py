@@ -33,6 +33,19 @@ def model_args(server) -> list[str]:
     return ["--model", "openai/scripted", "--api-base", server.base_url]
 
 
+def test_a_one_cell_run_in_process_loads_only_what_it_uses(server_factory, rlm_home, doc):
+    """No event loop (a run without a fan-out), no run-log database or schema (it journals), no package metadata."""
+    server = server_factory(script=[repl("FINAL('small')")])
+    argv = ["ask", str(doc), "q", *model_args(server), "--json", "-q", "--no-service"]
+    unused = ("asyncio", "duckdb", "rlm.runlog.schema", "rlm.runlog.writer", "importlib.metadata", "litellm")
+    code = (f"import sys, rlm.cli\ncode = rlm.cli.main({argv!r})\n"
+            f"print(code, sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RLM_HOME": str(rlm_home)})
+    assert json.loads(done.stdout)["answer"] == "small", done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "0 []"
+
+
 def test_ask_json_prints_exactly_one_object(server_factory, rlm_home, doc):
     server = server_factory(script=[repl("print(context.count('needle'))"), repl("FINAL('one needle')")])
     done = rlm("ask", str(doc), "How many needles?", *model_args(server), "--json", home=rlm_home)

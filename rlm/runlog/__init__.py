@@ -72,9 +72,12 @@ Modules: :mod:`~rlm.runlog.schema` (tables, records, migrations),
 
 from __future__ import annotations
 
-from rlm.runlog.journal import RunJournal
-from rlm.runlog.schema import MIGRATIONS, AgentRecord, CellRecord, LMCallRecord, RunSummary, migrate
-from rlm.runlog.writer import BATCH_WINDOW_S, RunLog, wait_for_closes
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rlm.runlog.journal import RunJournal
+    from rlm.runlog.schema import MIGRATIONS, AgentRecord, CellRecord, LMCallRecord, RunSummary, migrate
+    from rlm.runlog.writer import BATCH_WINDOW_S, RunLog, wait_for_closes
 
 __all__ = [
     "BATCH_WINDOW_S",
@@ -88,3 +91,19 @@ __all__ = [
     "migrate",
     "wait_for_closes",
 ]
+
+#: Where each name lives: the package imports a module when one of its names is first used, so that a
+#: process which only journals (:class:`RunJournal`) loads neither the schema's records nor the writer.
+_LAZY = {"RunJournal": "rlm.runlog.journal", "BATCH_WINDOW_S": "rlm.runlog.writer", "RunLog": "rlm.runlog.writer",
+         "wait_for_closes": "rlm.runlog.writer", **{name: "rlm.runlog.schema" for name in (
+             "MIGRATIONS", "AgentRecord", "CellRecord", "LMCallRecord", "RunSummary", "migrate")}}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'rlm.runlog' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
