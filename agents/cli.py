@@ -46,6 +46,10 @@ def cmd_batch(args: argparse.Namespace, env: dict[str, str]) -> int:
         from rlm.service.ask import remote_run
 
         run_fn = functools.partial(remote_run, client)
+    if client is None:
+        from rlm.cli import freeze_imports
+
+        freeze_imports()
     job = BatchJob(tasks, config, Path(args.out), concurrency=args.concurrency, progress=progress, run_fn=run_fn)
     try:
         stats = job.run()
