@@ -45,7 +45,7 @@ def cmd_batch(args: argparse.Namespace, env: dict[str, str]) -> int:
 
         from rlm.service.ask import remote_run
 
-        run_fn = functools.partial(remote_run, client)
+        run_fn = functools.partial(remote_run, client, events=False)  # a batch reads results, not events
     if client is None:
         from rlm.cli import freeze_imports
 

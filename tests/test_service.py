@@ -122,6 +122,25 @@ def test_a_command_sent_to_the_service_imports_almost_nothing_of_rlm(server_fact
     assert done.stderr.strip().splitlines()[-1] == "0 []"
 
 
+def test_a_run_sent_without_events_gets_its_result_and_no_events(server_factory, rlm_home, doc, served):
+    from rlm.config import RLMConfig
+    from rlm.events import EventBus
+    from rlm.service.ask import remote_run
+    from rlm.service.client import connect
+
+    server = server_factory(script=[repl("FINAL('quiet')")] * 2)
+    config = RLMConfig(model="openai/scripted", api_base=server.base_url, home=rlm_home)
+    seen: list[Any] = []
+    bus = EventBus()
+    bus.subscribe(seen.append)
+    client = connect(rlm_home)
+    assert client is not None
+    assert remote_run(client, "q", doc, config, bus=bus, events=False).answer == "quiet"  # type: ignore[union-attr]  # not detached: a result
+    assert seen == []
+    assert remote_run(client, "q", doc, config, bus=bus).answer == "quiet"  # type: ignore[union-attr]  # not detached: a result
+    assert [type(e).__name__ for e in seen][-1] == "RunFinished"
+
+
 def test_exit_codes_and_errors_are_the_commands(server_factory, rlm_home, tmp_path, doc, served):
     server = server_factory(script=[repl("print('step')")] * 5)
     limited = rlm("ask", str(doc), "q", *model_args(server), "--json", "--max-llm-calls", "2", home=rlm_home)

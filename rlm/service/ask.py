@@ -84,18 +84,20 @@ class RemoteBudget:
 
 def remote_run(client: ServiceClient, question: str, context: Any, config: RLMConfig, *,
                bus: EventBus | None = None, on_start: Callable[[str, RemoteBudget], None] | None = None,
-               detach: bool = False, session: str | None = None) -> RunResult | str:
+               detach: bool = False, session: str | None = None, events: bool = True) -> RunResult | str:
     """Run ``question`` about ``context`` (a path, ``"-"`` for stdin, or text) in the service.
 
     Returns the result, or, with ``detach``, the run id once the run has started. With ``session``
-    the run is that session's next turn, in the session the service keeps live.
+    the run is that session's next turn, in the session the service keeps live. With ``events``
+    false the service sends none of the run's events (nothing reaches ``bus``, and the budget's
+    ``usage()`` stays empty; its ``stop()`` still cancels): what a caller that only wants results saves.
     """
     if detach and (not isinstance(context, Path) or str(context) == "-"):
         raise ConfigError("--detach needs the context in a file")
     budget = RemoteBudget(config)
     with context_file(context, config.home) as path:
         request = {"question": question, "context_path": str(path), "detach": detach,
-                   "context_documents": isinstance(context, list), "session": session,
+                   "context_documents": isinstance(context, list), "session": session, "events": events,
                    "config": {**config.to_dict(), "api_key": config.api_key}}
         reply = client.ask(request, _replies(budget, bus, on_start), on_connect=budget.connected)
     if detach:

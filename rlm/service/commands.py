@@ -70,6 +70,7 @@ def serve_command(service: Service, conn: socket.socket, request: dict[str, Any]
 
     from rlm.cli import Progress, prepare_ask, print_result
     from rlm.service.ask import print_detached
+    from rlm.service.server import drop_event
 
     args = argparse.Namespace(**dict(request.get("args") or {}))
     env = {str(k): str(v) for k, v in dict(request.get("env") or {}).items()}
@@ -81,7 +82,7 @@ def serve_command(service: Service, conn: socket.socket, request: dict[str, Any]
         err.flush()
     progress = None if args.quiet else Progress(err)
     submitted = service.submit(args.question, Path(args.context_path), config, sender.send, detach=args.detach,
-                               session=args.session, on_event=progress or _ignore)
+                               session=args.session, on_event=progress or drop_event)
     if submitted is None:
         sender.send(service.busy_reply())
         return
@@ -99,6 +100,3 @@ def serve_command(service: Service, conn: socket.socket, request: dict[str, Any]
     out.flush()
     sender.send({"type": "exit", "code": code})
 
-
-def _ignore(event: Any) -> None:
-    """A quiet run's events: nobody shows them (the run log has them)."""

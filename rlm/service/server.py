@@ -407,7 +407,8 @@ class Service:
         session = request.get("session")
         self._serve_run(conn, self.submit(question, context, config, lambda message: wire.send(conn, message),
                                           detach=bool(request.get("detach")),
-                                          session=str(session) if session else None))
+                                          session=str(session) if session else None,
+                                          on_event=None if request.get("events", True) else drop_event))
 
     def _rerun(self, conn: socket.socket, request: dict[str, Any]) -> None:
         config = self._config(request.get("config") or {})
@@ -576,6 +577,10 @@ class _ServiceStores:
 
     def open(self, *, write: bool) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext(self.service.memory_store(create=write))
+
+
+def drop_event(event: Event) -> None:
+    """The events of a run whose client asked for none (the run log has them)."""
 
 
 def _context(request: dict[str, Any]) -> Any:

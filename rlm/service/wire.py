@@ -3,13 +3,14 @@
 A client connects to the service's Unix socket, sends one **request** line and
 reads **replies** until the service closes the connection:
 
-``{"op": "ask", "question", "context_path", "config", "detach", "session"}``
+``{"op": "ask", "question", "context_path", "config", "detach", "session", "events"}``
     ``accepted`` (with the run id, once the run started), then ``event`` lines
     as the run goes (the events of :mod:`rlm.events` as dicts), then ``result``
     (the :class:`~rlm.results.RunResult` as a dict). With ``detach`` the
     connection ends after ``accepted`` and the run goes on; otherwise a client
     that disconnects cancels its run. With ``session`` (a name) the run is that
-    session's next turn, in the session the service keeps live.
+    session's next turn, in the session the service keeps live. With ``events``
+    false no ``event`` lines are sent.
 ``{"op": "cli", "command": "ask", "args", "env"}``
     What ``rlm ask`` sends when it finds a service: the options it parsed
     (paths made absolute) and its environment. The service builds and checks
