@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from rlm.config import LOCAL_MODEL, RLMConfig
 from rlm.errors import ConfigError
 
-__all__ = ["check", "REQUIRED_KEYS", "provider_of"]
+__all__ = ["check", "check_credentials", "REQUIRED_KEYS", "provider_of"]
 
 #: Provider -> the environment variables its calls need: each inner tuple is "any one of these".
 REQUIRED_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
@@ -68,6 +68,15 @@ def provider_of(model: str) -> str | None:
 
 def check(config: RLMConfig, env: Mapping[str, str]) -> None:
     """Raise :class:`ConfigError` naming the fix for a missing key or an unreachable server."""
+    check_credentials(config, env)
+    if config.api_base:
+        _check_reachable(config.api_base, "--api-base / RLM_API_BASE")
+    elif any(provider_of(m) == "ollama" for m in (config.model, config.effective_sub_model)):
+        _check_reachable(env.get("OLLAMA_API_BASE") or OLLAMA_DEFAULT_BASE, "OLLAMA_API_BASE")
+
+
+def check_credentials(config: RLMConfig, env: Mapping[str, str]) -> None:
+    """The credentials part of :func:`check`: every deployment the config routes to has its key in ``env``."""
     from rlm.routing.table import groups_of  # the deployments the config routes to (a models file's too)
 
     deployments = {(d.model, d.api_base, d.api_key_env, d.api_key): d for group in groups_of(config).groups
@@ -81,10 +90,6 @@ def check(config: RLMConfig, env: Mapping[str, str]) -> None:
                                   f"(export {key_env}=...)")
             continue
         _check_credentials(model, config, env)
-    if config.api_base:
-        _check_reachable(config.api_base, "--api-base / RLM_API_BASE")
-    elif any(provider_of(m) == "ollama" for m in (config.model, config.effective_sub_model)):
-        _check_reachable(env.get("OLLAMA_API_BASE") or OLLAMA_DEFAULT_BASE, "OLLAMA_API_BASE")
 
 
 def _check_credentials(model: str, config: RLMConfig, env: Mapping[str, str]) -> None:

@@ -154,6 +154,12 @@ def test_exit_codes_and_errors_are_the_commands(server_factory, rlm_home, tmp_pa
                   env={"OPENAI_API_KEY": "", "RLM_API_KEY": ""})
     assert keyless.returncode == 2 and "OPENAI_API_KEY" in keyless.stderr, keyless.stderr
     assert json.loads(keyless.stdout)["status"] == "error"
+    # The service makes the calls: a key only the command's environment has is refused up front, with the fix.
+    assert "GROQ_API_KEY" not in os.environ
+    elsewhere = rlm("ask", str(doc), "q", "--model", "groq/llama-3.1-8b-instant", home=rlm_home,
+                    env={"GROQ_API_KEY": "gsk-only-in-the-command"})
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert "the service makes the run's model calls" in elsewhere.stderr and "GROQ_API_KEY" in elsewhere.stderr
     # A relative path is the command's, not the service's working directory.
     counter = server_factory(script=[repl("FINAL(len(context))")])
     relative = subprocess.run([sys.executable, "-m", "rlm.cli", "ask", doc.name, "q", *model_args(counter), "--json"],

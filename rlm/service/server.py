@@ -471,7 +471,17 @@ class Service:
         return self.run_config(RLMConfig.from_dict(data))
 
     def run_config(self, config: RLMConfig) -> RLMConfig:
-        """``config`` as this service runs it: on its RLM_HOME (another is refused) and its executor."""
+        """``config`` as this service runs it: on its RLM_HOME (another is refused) and its executor. Its
+        model calls are made here, with the service's environment: a key the command's environment has
+        but the service's lacks is refused now, with the fix, not by the provider mid-run."""
+        from rlm.preflight import check_credentials
+
+        try:
+            check_credentials(config, os.environ)
+        except ConfigError as exc:
+            raise ConfigError(f"the service makes the run's model calls, and its environment lacks a key: {exc}. "
+                              "Restart the service from an environment that has it (`rlm service stop`, then "
+                              "`rlm service start`), or run this command with --no-service") from None
         if config.home.resolve() != self.settings.home.resolve():
             raise ConfigError(f"this service serves RLM_HOME={self.settings.home}, not {config.home}")
         return dataclasses.replace(config, executor=self.settings.executor, ray_address=self.settings.ray_address)
