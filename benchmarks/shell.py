@@ -19,8 +19,9 @@ they share a run log). Pools stay at their default sizes: nothing is
 pre-started to fit a scenario.
 
 Also measured: time for ``rlm serve`` to answer, the service's resident memory
-(its process tree) idle and at the end of the spawn scenario, and ``rlm runs``
-latency while four runs write.
+(its process tree) idle and at the end of the spawn scenario, ``rlm runs``
+latency while four runs write, and what starting a sandbox zygote costs (every
+run starts one: runs never share a jail).
 
 Run it: ``python -m rlm.benchmarks.shell [--repeat 3] [--only trivial,spawn] [--out FILE]``.
 """
@@ -31,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import signal
 import statistics
 import subprocess
@@ -69,6 +71,8 @@ class ShellRun:
     correct: bool
     answer: str | None = None
     error: str | None = None
+    cpu_s: float | None = None  # the command's CPU time (with the processes it started and reaped)
+    service_cpu_s: float | None = None  # warm: the service's CPU time over the command (reaped zygotes included)
 
 
 @dataclass
@@ -128,6 +132,37 @@ def _timed(argv: list[str], env: dict[str, str],
     return time.perf_counter() - started, done
 
 
+class _Cpu:
+    """CPU seconds over one command: the command's own (``RUSAGE_CHILDREN``), and the service's (``/proc``)."""
+
+    def __init__(self, service_pid: int | None) -> None:
+        self.service_pid = service_pid
+        self.command = _children_cpu()
+        self.service = _process_cpu(service_pid)
+
+    def done(self, run: ShellRun) -> ShellRun:
+        run.cpu_s = _children_cpu() - self.command
+        if self.service_pid is not None:
+            run.service_cpu_s = _process_cpu(self.service_pid) - self.service
+        return run
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int | None) -> float:
+    """User + system time of ``pid`` and its reaped children, in seconds (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def _server_window(records: list[Any]) -> float | None:
     answered = [r for r in records if r.responded_at is not None]
     if not answered:
@@ -145,21 +180,21 @@ def _result(done: subprocess.CompletedProcess[str]) -> dict[str, Any] | None:
 
 
 def _one_ask(scenario: str, condition: str, context: Path, server: Any, policy: _Policy, env: dict[str, str],
-             options: EfficiencyOptions) -> ShellRun:
+             options: EfficiencyOptions, cpu: _Cpu) -> ShellRun:
     policy.reset()
     before = len(server.requests)
     wall, done = _timed(_ask_argv(scenario, context, server.base_url, options), env)
     records = server.requests[before:]
     result = _result(done)
     if result is None:
-        return ShellRun(scenario, condition, wall, None, _server_window(records), False,
-                        error=(done.stderr or done.stdout)[-400:])
+        return cpu.done(ShellRun(scenario, condition, wall, None, _server_window(records), False,
+                                 error=(done.stderr or done.stdout)[-400:]))
     answer = str(result.get("answer"))
-    return ShellRun(scenario, condition, wall, result.get("duration_s"), _server_window(records),
-                    answer == _expected(scenario, options), answer=answer[:100], error=result.get("error"))
+    return cpu.done(ShellRun(scenario, condition, wall, result.get("duration_s"), _server_window(records),
+                             answer == _expected(scenario, options), answer=answer[:100], error=result.get("error")))
 
 
-def _one_batch(condition: str, server: Any, env: dict[str, str], tmp: Path) -> ShellRun:
+def _one_batch(condition: str, server: Any, env: dict[str, str], tmp: Path, cpu: _Cpu) -> ShellRun:
     tasks = tmp / "tasks.jsonl"
     tasks.write_text("".join(json.dumps({"id": f"t{i}", "question": f"answer TASK-{i}", "context": f"doc {i}"}) + "\n"
                              for i in range(BATCH_TASKS)))
@@ -170,12 +205,12 @@ def _one_batch(condition: str, server: Any, env: dict[str, str], tmp: Path) -> S
     wall, done = _timed(argv, env)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     correct = len(rows) == BATCH_TASKS and all(r["answer"] == f"TASK-{r['id'][1:]}" for r in rows)
-    return ShellRun("batch", condition, wall, None, _server_window(server.requests[before:]), correct,
-                    answer=f"{sum(r['status'] == 'ok' for r in rows)}/{BATCH_TASKS} ok",
-                    error=None if done.returncode == 0 else done.stderr[-400:])
+    return cpu.done(ShellRun("batch", condition, wall, None, _server_window(server.requests[before:]), correct,
+                             answer=f"{sum(r['status'] == 'ok' for r in rows)}/{BATCH_TASKS} ok",
+                             error=None if done.returncode == 0 else done.stderr[-400:]))
 
 
-def _one_embedded(condition: str, env: dict[str, str]) -> ShellRun:
+def _one_embedded(condition: str, env: dict[str, str], cpu: _Cpu) -> ShellRun:
     """The README's first command as typed. Warm runs share one RLM_HOME, so they add ``--no-cache``: the
     embedded model runs at temperature 0, and a repeat of the question would be answered from the run log."""
     argv = [*_rlm_command(), "ask", str(README_FILE), README_QUESTION, "--json", "-q"]
@@ -184,10 +219,11 @@ def _one_embedded(condition: str, env: dict[str, str]) -> ShellRun:
     wall, done = _timed(argv, env)
     result = _result(done)
     if result is None:
-        return ShellRun("embedded", condition, wall, None, None, False, error=(done.stderr or done.stdout)[-400:])
+        return cpu.done(ShellRun("embedded", condition, wall, None, None, False,
+                                 error=(done.stderr or done.stdout)[-400:]))
     answer = str(result.get("answer"))
-    return ShellRun("embedded", condition, wall, result.get("duration_s"), None, README_ANSWER in answer,
-                    answer=answer[:100], error=result.get("error"))
+    return cpu.done(ShellRun("embedded", condition, wall, result.get("duration_s"), None, README_ANSWER in answer,
+                             answer=answer[:100], error=result.get("error")))
 
 
 class _Service:
@@ -241,12 +277,13 @@ def measure_scenario(scenario: str, condition: str, repeat: int, options: Effici
             for index in range(repeat):
                 home = tmp / "home" if condition == "warm" else tmp / f"home-{index}"
                 env = {**base_env, "RLM_HOME": str(home)}
+                cpu = _Cpu(service.proc.pid if service is not None else None)
                 if scenario == "batch":
-                    summary.runs.append(_one_batch(condition, server, env, tmp))
+                    summary.runs.append(_one_batch(condition, server, env, tmp, cpu))
                 elif scenario == "embedded":
-                    summary.runs.append(_one_embedded(condition, env))
+                    summary.runs.append(_one_embedded(condition, env, cpu))
                 else:
-                    summary.runs.append(_one_ask(scenario, condition, context, server, policy, env, options))
+                    summary.runs.append(_one_ask(scenario, condition, context, server, policy, env, options, cpu))
             if service is not None and scenario == "spawn":
                 extra["service_rss_after_spawn"] = service.rss()
         finally:
@@ -282,6 +319,22 @@ def runs_latency_while_writing(options: EfficiencyOptions) -> dict[str, float]:
     return {"min_s": min(times), "median_s": statistics.median(times), "max_s": max(times)}
 
 
+def zygote_cost(starts: int = 20) -> dict[str, float]:
+    """A sandbox zygote started (to ready) and closed, one after another: what the one-jail-per-run rule costs
+    each run. Serial and CPU-bound on one core, so the wall time is about its CPU time too."""
+    from rlm.config import SandboxConfig
+    from rlm.sandbox.forkserver import ForkServer
+
+    config = SandboxConfig()
+    ForkServer(config).start().close()  # the sandbox's compiled files settled, as in a service
+    times = []
+    for _ in range(starts):
+        started = time.perf_counter()
+        ForkServer(config).start().close()
+        times.append(time.perf_counter() - started)
+    return {"min_s": min(times), "median_s": statistics.median(times), "starts": starts}
+
+
 def render(summaries: list[Summary], extra: dict[str, Any], command: str) -> str:
     lines = ["# From the shell: whole commands, cold and with a service running", "",
              f"Command: `{command}`", "",
@@ -293,8 +346,12 @@ def render(summaries: list[Summary], extra: dict[str, Any], command: str) -> str
              f"`embedded` is the README's first command (`rlm ask examples/logbook.txt \"{README_QUESTION}\"`) on "
              f"the embedded model, correct when the answer holds {README_ANSWER}; its warm runs add `--no-cache` "
              "(the repeated question would be answered from the run log).", "",
-             "| scenario | condition | goal | wall min / median / max | run (median) | server (median) | correct |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "`command CPU` is the command's own CPU time (with the processes it started and reaped), `service CPU` "
+             "the service's over the same command (its reaped zygotes included; a zygote still alive in its pool "
+             "is not), medians.", "",
+             "| scenario | condition | goal | wall min / median / max | run (median) | server (median) | "
+             "command CPU | service CPU | correct |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summaries:
         lo, mid, hi = s.wall()
         goals = GOALS.get(s.scenario)
@@ -302,9 +359,13 @@ def render(summaries: list[Summary], extra: dict[str, Any], command: str) -> str
         runs = [r.run_s for r in s.runs if r.run_s is not None]
         windows = [r.server_window_s for r in s.runs if r.server_window_s is not None]
         ok = sum(r.correct for r in s.runs)
+        cpus = [r.cpu_s for r in s.runs if r.cpu_s is not None]
+        service_cpus = [r.service_cpu_s for r in s.runs if r.service_cpu_s is not None]
         lines.append(f"| {s.scenario} | {s.condition} | {goal} | {lo:.2f} / {mid:.2f} / {hi:.2f} s | "
                      f"{_s(statistics.median(runs)) if runs else '-'} | "
-                     f"{_s(statistics.median(windows)) if windows else '-'} | {ok}/{len(s.runs)} |")
+                     f"{_s(statistics.median(windows)) if windows else '-'} | "
+                     f"{_s(statistics.median(cpus)) if cpus else '-'} | "
+                     f"{_s(statistics.median(service_cpus)) if service_cpus else '-'} | {ok}/{len(s.runs)} |")
     lines += ["", "Service:", ""]
     if extra.get("service_ready_s"):
         ready = [v for v in extra["service_ready_s"] if v is not None]
@@ -319,6 +380,10 @@ def render(summaries: list[Summary], extra: dict[str, Any], command: str) -> str
         r = extra["runs_latency"]
         lines.append(f"- `rlm runs` while four runs write: {_s(r['min_s'])} / {_s(r['median_s'])} / "
                      f"{_s(r['max_s'])} (min / median / max of 5)")
+    if extra.get("zygote"):
+        z = extra["zygote"]
+        lines.append(f"- a sandbox zygote started and closed, one after another (each run starts one): "
+                     f"{z['min_s'] * 1000:.1f} ms / {z['median_s'] * 1000:.1f} ms (min / median of {z['starts']})")
     failures = [r for s in summaries for r in s.runs if not r.correct]
     if failures:
         lines += ["", "Failures:", ""] + [f"- {r.scenario} {r.condition}: {r.answer!r} {r.error or ''}"[:300]
@@ -351,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
             summaries.append(summary)
     if not args.only or "runs" in args.only.split(","):
         extra["runs_latency"] = runs_latency_while_writing(options)
+    if not args.only or "zygote" in args.only.split(","):
+        extra["zygote"] = zygote_cost()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"summaries": [
         {"scenario": s.scenario, "condition": s.condition, "runs": [r.__dict__ for r in s.runs]} for s in summaries],

@@ -274,8 +274,8 @@ def cmd_ask(args: argparse.Namespace, env: dict[str, str]) -> int:
 def freeze_imports() -> None:
     """Before a run in this process: the run's modules imported, and everything loaded so far frozen out of the
     cyclic garbage collector (it lives until the process exits). A collection during a big fan-out then walks
-    only the run's own objects; walking them all stalled every call in flight (the 1,000-call fan-out's waves
-    drifted apart ~3 ms more per wave)."""
+    only the run's own objects; walking them all stalled every call in flight, and a fan-out's waves drifted
+    apart."""
     import gc
 
     import rlm.runner  # noqa: F401 - imported for its side effect: loaded before the freeze

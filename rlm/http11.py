@@ -8,10 +8,10 @@ default TLS context. A kept-alive connection the server closed while it was
 idle is replaced and the request sent again, once, when nothing of a response
 had arrived (as :func:`rlm.transport.chat_sync` does).
 
-Why not aiohttp's client: in a 1,000-call fan-out its per-call bookkeeping cost
-about three times this module's CPU per call (a fan-out is CPU-bound on the
-caller's event loop), and importing it took ~0.1 s, paid by the first fan-out of
-every command run without a service (benchmarks/reports/shell.md).
+Why not aiohttp's client: a fan-out is CPU-bound on the caller's event loop, and
+aiohttp's per-call bookkeeping was most of that CPU; its import was paid by the
+first fan-out of every command run without a service. With this client the
+fan-out scenarios of ``benchmarks/reports/shell.md`` take about half the time.
 
 Errors: :class:`ConnectionError` (refused, reset, closed early), ``ValueError``
 (a response that is not HTTP/1.x), and whatever the caller's timeout raises.

@@ -5,7 +5,7 @@ checkpoints of a file this process validated (or wrote), so a huge ``Context``
 answers ``len`` and offset conversions without scanning the file again, and
 :func:`recall` lets a long-lived process (the service) load a file it validated
 before without a second pass: a second question about an unchanged 1 GiB
-input skips its ~0.14 s scan. Entries
+input skips its scan. Entries
 are keyed by the file's identity (device, inode, size, mtime, ctime): a file
 that changed since is not trusted.
 """

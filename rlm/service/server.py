@@ -198,7 +198,7 @@ class Service:
         fan-out's HTTP client): without them the first run after a start paid for them.
         Then the objects loaded so far are frozen out of the cyclic garbage collector (``gc.freeze``): a
         collection during a fan-out no longer walks the hundreds of thousands of them, which stalled every
-        call in flight (measured: the 1,000-call fan-out's waves spread ~3x less).
+        call in flight, and a fan-out's waves drifted apart.
 
         litellm is not imported here: it takes seconds of CPU under the GIL, which would slow
         every run during that time, and runs whose models are OpenAI-compatible servers never
