@@ -84,6 +84,21 @@ def server_factory() -> Iterator[Callable[..., ScriptedServer]]:
         server.stop()
 
 
+def main_loading(argv: list[str], modules: tuple[str, ...], home: Path) -> tuple[Any, list[str], int]:
+    """``rlm.cli.main(argv)`` in a fresh interpreter with ``RLM_HOME=home``: the process, which of
+    ``modules`` it had loaded by the end, and the exit code ``main`` returned."""
+    import json
+    import subprocess
+    import sys
+
+    code = (f"import json, sys, rlm.cli\ncode = rlm.cli.main({argv!r})\n"
+            f"print(json.dumps([code, sorted(m for m in {modules!r} if m in sys.modules)]), file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RLM_HOME": str(home)})
+    exit_code, loaded = json.loads(done.stderr.strip().splitlines()[-1])
+    return done, loaded, exit_code
+
+
 def repl(code: str, prose: str = "") -> str:
     """A model reply holding one ```repl block."""
     return f"{prose}\n```repl\n{code}\n```\n" if prose else f"```repl\n{code}\n```"

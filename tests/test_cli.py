@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import repl
+from conftest import main_loading, repl
 
 DOC = "line one\nline two has the word needle\nline three\n"
 
@@ -38,12 +38,9 @@ def test_a_one_cell_run_in_process_loads_only_what_it_uses(server_factory, rlm_h
     server = server_factory(script=[repl("FINAL('small')")])
     argv = ["ask", str(doc), "q", *model_args(server), "--json", "-q", "--no-service"]
     unused = ("asyncio", "duckdb", "rlm.runlog.schema", "rlm.runlog.writer", "importlib.metadata", "litellm")
-    code = (f"import sys, rlm.cli\ncode = rlm.cli.main({argv!r})\n"
-            f"print(code, sorted(m for m in {unused!r} if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "RLM_HOME": str(rlm_home)})
+    done, loaded, code = main_loading(argv, unused, rlm_home)
     assert json.loads(done.stdout)["answer"] == "small", done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "0 []"
+    assert (code, loaded) == (0, [])
 
 
 def test_ask_json_prints_exactly_one_object(server_factory, rlm_home, doc):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import repl
+from conftest import main_loading, repl
 
 from rlm.service.paths import ServicePaths, find_service
 
@@ -114,12 +114,9 @@ def test_a_command_sent_to_the_service_imports_almost_nothing_of_rlm(server_fact
     argv = ["ask", str(doc), "q", *model_args(server), "--json", "-q"]
     heavy = ("rlm.config", "rlm.events", "rlm.runner", "rlm.results", "rlm.routing.spec", "dataclasses", "asyncio",
              "http.client", "ssl")
-    code = (f"import sys, rlm.cli\ncode = rlm.cli.main({argv!r})\n"
-            f"print(code, sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "RLM_HOME": str(rlm_home)})
+    done, loaded, code = main_loading(argv, heavy, rlm_home)
     assert json.loads(done.stdout)["answer"] == "relayed", done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "0 []"
+    assert (code, loaded) == (0, [])
 
 
 def test_a_run_sent_without_events_gets_its_result_and_no_events(server_factory, rlm_home, doc, served):

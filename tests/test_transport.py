@@ -97,18 +97,31 @@ def test_a_connection_the_server_closed_is_replaced_and_the_call_still_succeeds(
     assert len(server.connections) == 3  # a fresh connection each time, no error surfaced
 
 
-def test_http_errors_and_timeouts_say_whether_retrying_could_help(server):
+def _in_loop(endpoint: Endpoint, messages: list, params: dict, seconds: float) -> dict:
+    import asyncio
+
+    return asyncio.run(transport.chat(endpoint, messages, params, seconds))
+
+
+#: Both ways of sending a call: from the calling thread, and from an event loop (a fan-out's).
+BOTH_PATHS = pytest.mark.parametrize("send", [transport.chat_sync, _in_loop], ids=["thread", "event-loop"])
+
+
+@BOTH_PATHS
+def test_http_errors_and_timeouts_say_whether_retrying_could_help(server, send):
+    endpoint = Endpoint("m", server.base, "sk-test")
     server.behaviour = "status-503"
     with pytest.raises(TransportError, match="overloaded") as failed:
-        _call(server, "q")
+        send(endpoint, [{"role": "user", "content": "q"}], {}, 10.0)
     assert failed.value.status == 503 and failed.value.retryable
     server.behaviour = "slow"
     with pytest.raises(TransportError) as timed_out:
-        _call(server, "q", seconds=0.3)
+        send(endpoint, [{"role": "user", "content": "q"}], {}, 0.3)
     assert timed_out.value.kind == "timeout" and timed_out.value.retryable
 
 
-def test_a_refused_connection_is_a_connection_error():
+@BOTH_PATHS
+def test_a_refused_connection_is_a_connection_error(send):
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on
@@ -116,7 +129,7 @@ def test_a_refused_connection_is_a_connection_error():
         port = probe.getsockname()[1]
     endpoint = Endpoint("m", f"http://127.0.0.1:{port}/v1")
     with pytest.raises(TransportError) as failed:
-        transport.chat_sync(endpoint, [{"role": "user", "content": "q"}], {}, 5.0)
+        send(endpoint, [{"role": "user", "content": "q"}], {}, 5.0)
     assert failed.value.kind == "connection"
 
 
@@ -159,27 +172,6 @@ def test_the_event_loop_path_reads_chunked_replies_and_replaces_connections_the_
     before = len(server.connections)
     assert _achat_one(server, "d")["choices"][0]["message"]["content"] == "echo:d2"
     assert len(server.connections) - before == 3  # a fresh connection each time, no error surfaced
-
-
-def test_the_event_loop_path_says_whether_retrying_could_help(server):
-    server.behaviour = "status-503"
-    with pytest.raises(TransportError, match="overloaded") as failed:
-        _achat_one(server, "q")
-    assert failed.value.status == 503 and failed.value.retryable
-    server.behaviour = "slow"
-    with pytest.raises(TransportError) as timed_out:
-        _achat_one(server, "q", seconds=0.3)
-    assert timed_out.value.kind == "timeout" and timed_out.value.retryable
-    import asyncio
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    refused = Endpoint("m", f"http://127.0.0.1:{port}/v1")
-    with pytest.raises(TransportError) as failed:
-        asyncio.run(transport.chat(refused, [{"role": "user", "content": "q"}], {}, 5.0))
-    assert failed.value.kind == "connection"
 
 
 @pytest.mark.parametrize("kind,status,expected", [
