@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlm.benchmarks.readings import write_report
 from rlm.benchmarks.efficiency import (DIALECTS, EXPECTED, ROOT_MARK, EfficiencyOptions, ScenarioPolicy, _children,
                                        _huge_file, _rss)
 
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         {"scenario": s.scenario, "condition": s.condition, "runs": [r.__dict__ for r in s.runs]} for s in summaries],
         "extra": extra}, indent=1, default=str))
     command = "python -m rlm.benchmarks.shell " + " ".join(argv if argv is not None else sys.argv[1:])
-    args.out.write_text(render(summaries, extra, command.strip()), encoding="utf-8")
+    write_report(args.out, render(summaries, extra, command.strip()))
     print(f"[shell] report: {args.out}", file=sys.stderr)
     return 0 if all(r.correct for s in summaries for r in s.runs) else 1
 
