@@ -41,6 +41,7 @@ import importlib.util
 import math
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -136,6 +137,9 @@ class _Gguf:
         _quiet_llama_cpp(llama_cpp)
         self.name = name
         self._model = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+        # Closed when this is collected or, at the latest, at exit while llama_cpp is still whole: left to
+        # Llama's own __del__ at interpreter shutdown, it printed a TypeError from a half torn-down module.
+        weakref.finalize(self, self._model.close)
         self._vocab = self._model._model.vocab  # noqa: SLF001 - llama_cpp exposes the vocabulary only there
         self._tokenize = llama_cpp.llama_tokenize
         self._lock = threading.Lock()
