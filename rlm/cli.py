@@ -307,8 +307,14 @@ def service_for(args: argparse.Namespace, env: dict[str, str], home: Path) -> Se
     if getattr(args, "no_service", False) or env.get("RLM_NO_SERVICE"):
         return None
     from rlm.service.client import connect
+    from rlm.service.wire import PROTOCOL
 
-    return connect(home)
+    client = connect(home)
+    if client is not None and client.state.protocol != PROTOCOL:
+        raise ConfigError(f"the service running for {home} (pid {client.state.pid}) is from another version of rlm "
+                          f"(protocol {client.state.protocol}; this command speaks {PROTOCOL}): restart it "
+                          "(`rlm service stop`, then `rlm service start`), or add --no-service")
+    return client
 
 
 def _open_log(env: dict[str, str]) -> Any:

@@ -339,6 +339,20 @@ def _process(pid: int) -> Any:
         return None
 
 
+def test_a_service_from_another_version_is_named_and_can_still_be_stopped(server_factory, rlm_home, doc, served):
+    """A service started before an upgrade speaks an older protocol: commands say to restart it."""
+    state = ServicePaths(rlm_home).state
+    older = {k: v for k, v in json.loads(state.read_text()).items() if k != "protocol"}  # as before `protocol`
+    state.write_text(json.dumps(older))
+    server = server_factory(script=[repl("FINAL('x')")])
+    refused = rlm("ask", str(doc), "q", *model_args(server), "--json", home=rlm_home)
+    assert refused.returncode == 2 and "restart it (`rlm service stop`" in refused.stderr, refused.stderr
+    assert json.loads(refused.stdout)["status"] == "error" and server.requests == []
+    assert rlm("service", "status", home=rlm_home).returncode == 0
+    stopped = rlm("service", "stop", home=rlm_home)
+    assert stopped.returncode == 0 and served.proc.wait(timeout=30) == 0
+
+
 def test_a_second_service_on_the_same_home_is_refused(rlm_home, served):
     again = rlm("serve", home=rlm_home, timeout=60)
     assert again.returncode == 1 and "a service already runs for" in again.stderr, again.stderr

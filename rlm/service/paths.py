@@ -73,6 +73,7 @@ class ServiceState(NamedTuple):
     started_at: float
     version: str
     http: str | None = None
+    protocol: int = 1  # rlm.service.wire.PROTOCOL of the service (state files before it existed: 1)
 
     def to_dict(self) -> dict[str, object]:
         return dict(self._asdict())
@@ -85,7 +86,7 @@ def find_service(home: Path) -> ServiceState | None:
         data = json.loads(paths.state.read_text(encoding="utf-8"))
         state = ServiceState(pid=int(data["pid"]), socket=str(data["socket"]),
                              started_at=float(data["started_at"]), version=str(data["version"]),
-                             http=data.get("http"))
+                             http=data.get("http"), protocol=int(data.get("protocol", 1)))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state if _alive(state.pid) and lock_is_held(paths.lock) else None

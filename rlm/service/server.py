@@ -169,6 +169,7 @@ class Service:
         socket_path = self.paths.socket()
         self._listener = _listen(socket_path)
         self.state = ServiceState(pid=os.getpid(), socket=str(socket_path), started_at=self.started_at,
+                                  protocol=wire.PROTOCOL,
                                   version=__version__, http=self._start_http())
         _write_private(self.paths.state, json.dumps(self.state.to_dict()))
         try:

@@ -52,9 +52,13 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["MAX_LINE", "WireError", "send", "lines", "error_reply"]
+__all__ = ["MAX_LINE", "PROTOCOL", "WireError", "send", "lines", "error_reply"]
 
 MAX_LINE = 64 * 1024 * 1024
+#: The requests this version speaks, written in ``service.json``; raised when a request changes so that
+#: another version would misread it (2: ``rlm ask`` sends ``cli``). A command refuses a service speaking
+#: another, with the fix (restart it), instead of failing on a request it does not know.
+PROTOCOL = 2
 
 
 class WireError(Exception):
