@@ -15,40 +15,21 @@ from __future__ import annotations
 
 import argparse
 import socket
-import threading
 from typing import TYPE_CHECKING, Any
 
 from rlm.errors import ConfigError
 from rlm.service import wire
 
 if TYPE_CHECKING:
-    from rlm.service.server import Service
+    from rlm.service.server import Relay, Service
 
 __all__ = ["serve_command"]
-
-
-class _Sender:
-    """One client's replies, from any thread; a client gone is noted, not raised."""
-
-    def __init__(self, conn: socket.socket) -> None:
-        self.conn = conn
-        self.lock = threading.Lock()
-        self.gone = False
-
-    def send(self, message: dict[str, Any]) -> None:
-        with self.lock:
-            if self.gone:
-                return
-            try:
-                wire.send(self.conn, message)
-            except OSError:
-                self.gone = True
 
 
 class _Stream:
     """A text stream whose flushed lines go to the client as ``stdout`` or ``stderr`` replies."""
 
-    def __init__(self, sender: _Sender, name: str) -> None:
+    def __init__(self, sender: Relay, name: str) -> None:
         self.sender, self.name = sender, name
         self.parts: list[str] = []
 
@@ -70,18 +51,18 @@ def serve_command(service: Service, conn: socket.socket, request: dict[str, Any]
 
     from rlm.cli import Progress, prepare_ask, print_result
     from rlm.service.ask import print_detached
-    from rlm.service.server import drop_event
+    from rlm.service.server import Relay, drop_event
 
     args = argparse.Namespace(**dict(request.get("args") or {}))
     env = {str(k): str(v) for k, v in dict(request.get("env") or {}).items()}
-    sender = _Sender(conn)
+    sender = Relay(lambda message: wire.send(conn, message))
     out, err = _Stream(sender, "stdout"), _Stream(sender, "stderr")
     try:
         config = service.run_config(prepare_ask(args, env, err))
     finally:
         err.flush()
     progress = None if args.quiet else Progress(err)
-    submitted = service.submit(args.question, Path(args.context_path), config, sender.send, detach=args.detach,
+    submitted = service.submit(args.question, Path(args.context_path), config, sender, detach=args.detach,
                                session=args.session, on_event=progress or drop_event)
     if submitted is None:
         sender.send(service.busy_reply())

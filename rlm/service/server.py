@@ -105,29 +105,47 @@ class AlreadyRunning(RLMError):
     """A service already runs for this RLM_HOME."""
 
 
+class Relay:
+    """Messages to one client, from any thread, one at a time. ``deliver`` raises ``OSError`` once the client
+    is gone; from then on (or once :attr:`gone` is set) the rest are dropped."""
+
+    def __init__(self, deliver: Callable[[dict[str, Any]], None]) -> None:
+        self.deliver = deliver
+        self.gone = False
+        self._lock = threading.Lock()
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.gone:
+            return
+        with self._lock:
+            try:
+                self.deliver(message)
+            except OSError:
+                self.gone = True
+
+
 @dataclasses.dataclass(eq=False)
 class _Run:
-    """One admitted run: where its messages go (``deliver`` raises ``OSError`` once its client is gone),
-    and what cancelling it needs."""
+    """One admitted run: where its messages go, and what cancelling it needs."""
 
-    deliver: Callable[[dict[str, Any]], None]
+    relay: Relay
     detach: bool
     on_event: Callable[[Event], None] | None = None  # instead of sending each event to the client
     run_id: str | None = None
     budget: Ledger | None = None
     cancelled: bool = False
-    client_gone: bool = False
     started: threading.Event = dataclasses.field(default_factory=threading.Event)
-    send_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    @property
+    def client_gone(self) -> bool:
+        return self.relay.gone
+
+    @client_gone.setter
+    def client_gone(self, gone: bool) -> None:
+        self.relay.gone = gone
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.client_gone:
-            return
-        with self.send_lock:
-            try:
-                self.deliver(message)
-            except OSError:
-                self.client_gone = True
+        self.relay.send(message)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -431,13 +449,14 @@ class Service:
             run.send({"type": "result", "result": outcome.to_dict()})
 
     def submit(self, question: str, context: Path | str | list[dict[str, str]] | None, config: RLMConfig,
-               deliver: Callable[[dict[str, Any]], None], *, detach: bool = False, session: str | None = None,
+               deliver: Callable[[dict[str, Any]], None] | Relay, *, detach: bool = False, session: str | None = None,
                on_event: Callable[[Event], None] | None = None) -> tuple[_Run, Future[RunResult | None]] | None:
         """Admit a run (``None`` when busy) and start it on the run pool.
 
         ``context`` is a path, the context's text or a list of documents (as :func:`rlm.run` takes).
         ``deliver`` receives the run's ``accepted`` and ``event`` messages (:mod:`rlm.service.wire`) on
-        the run's thread, and raises ``OSError`` once its client is gone; the future gives the result
+        the run's thread, and raises ``OSError`` once its client is gone (or is the :class:`Relay` the
+        caller sends its own messages to the same client through); the future gives the result
         (``None`` if cancelled before it started) or raises what ended the run before it started.
         ``_Run.cancel()`` cancels it. ``on_event``, when given, receives the run's events instead of
         ``deliver`` (the command line renders them here). With ``session`` the run is that session's next turn (the
@@ -454,10 +473,10 @@ class Service:
 
         return self._start(work, deliver, detach=detach, on_event=on_event)
 
-    def _start(self, work: Callable[[RunHooks], RunResult], deliver: Callable[[dict[str, Any]], None], *,
+    def _start(self, work: Callable[[RunHooks], RunResult], deliver: Callable[[dict[str, Any]], None] | Relay, *,
                detach: bool, on_event: Callable[[Event], None] | None = None
                ) -> tuple[_Run, Future[RunResult | None]] | None:
-        run = _Run(deliver=deliver, detach=detach, on_event=on_event)
+        run = _Run(relay=deliver if isinstance(deliver, Relay) else Relay(deliver), detach=detach, on_event=on_event)
         if not self._admit(run):
             return None
         self._last_activity = time.monotonic()
