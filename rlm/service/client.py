@@ -93,8 +93,7 @@ class ServiceClient:
                     return reply
             elif reply["type"] == "result":
                 return reply
-        where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
-        raise ServiceGone(f"the service stopped before the run ended{where}")
+        raise _gone_mid_run(run_id)
 
     def command(self, command: str, args: argparse.Namespace, env: dict[str, str], out: TextIO, err: TextIO) -> int:
         """Run ``rlm COMMAND`` (parsed as ``args``, with ``env``) in the service, writing what it prints to
@@ -119,8 +118,7 @@ class ServiceClient:
                     run_id = reply.get("run_id")
                 elif kind == "exit":
                     return int(reply["code"])
-        where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
-        raise ServiceGone(f"the service stopped before the run ended{where}")
+        raise _gone_mid_run(run_id)
 
     def stream(self, request: dict[str, Any],
                on_connect: Callable[[Callable[[], None]], None] | None = None) -> Iterator[dict[str, Any]]:
@@ -155,6 +153,12 @@ def _send_quietly(sock: socket.socket, message: dict[str, Any]) -> None:
         wire.send(sock, message)
     except OSError:
         pass
+
+
+def _gone_mid_run(run_id: str | None) -> ServiceGone:
+    """The error of a run whose service went away before its end (with where to look, once it had an id)."""
+    where = f" (run {run_id}: `rlm show {run_id}` has what it recorded)" if run_id else ""
+    return ServiceGone(f"the service stopped before the run ended{where}")
 
 
 def _raise_for(reply: dict[str, Any]) -> None:
