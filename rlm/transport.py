@@ -63,6 +63,10 @@ class Endpoint:
     def url(self) -> str:
         return self.api_base.rstrip("/") + "/chat/completions"
 
+    def body(self, messages: list[Any], params: dict[str, Any]) -> bytes:
+        """A chat-completions request body for ``messages`` with sampling ``params``."""
+        return json.dumps({"model": self.model, "messages": messages, **params}).encode()
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key or 'sk-no-key'}", "Content-Type": "application/json"}
 
@@ -139,7 +143,7 @@ def chat_sync(endpoint: Endpoint, messages: list[Any], params: dict[str, Any], s
     request sent again, once, if nothing of a response had arrived.
     """
     url = urlsplit(endpoint.url)
-    body = json.dumps({"model": endpoint.model, "messages": messages, **params}).encode()
+    body = endpoint.body(messages, params)
     key = (url.scheme, url.hostname or "", url.port)
     path = url.path + (f"?{url.query}" if url.query else "")
     for attempt in (1, 2):
@@ -180,9 +184,9 @@ _pools: dict[int, Any] = {}
 
 def _pool() -> Any:
     """This event loop's pool of kept-alive connections (:class:`rlm.http11.Pool`)."""
-    from rlm.http11 import Pool
-
     import asyncio
+
+    from rlm.http11 import Pool
 
     loop_id = id(asyncio.get_running_loop())
     pool = _pools.get(loop_id)
@@ -197,7 +201,7 @@ async def chat(endpoint: Endpoint, messages: list[Any], params: dict[str, Any],
     ``seconds`` bounds the whole call."""
     import asyncio
 
-    body = json.dumps({"model": endpoint.model, "messages": messages, **params}).encode()
+    body = endpoint.body(messages, params)
     try:
         async with asyncio.timeout(seconds):
             response = await _pool().post(urlsplit(endpoint.url), endpoint.headers(), body)
