@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,14 +186,21 @@ def _one_ask(scenario: str, condition: str, context: Path, server: Any, policy: 
     policy.reset()
     before = len(server.requests)
     wall, done = _timed(_ask_argv(scenario, context, server.base_url, options), env)
-    records = server.requests[before:]
+    expected = _expected(scenario, options)
+    return _asked(scenario, condition, wall, done, _server_window(server.requests[before:]),
+                  lambda answer: answer == expected, cpu)
+
+
+def _asked(scenario: str, condition: str, wall: float, done: subprocess.CompletedProcess[str],
+           window: float | None, correct: Callable[[str], bool], cpu: _Cpu) -> ShellRun:
+    """The timed ``rlm ask --json`` as a :class:`ShellRun`: its answer checked by ``correct``."""
     result = _result(done)
     if result is None:
-        return cpu.done(ShellRun(scenario, condition, wall, None, _server_window(records), False,
+        return cpu.done(ShellRun(scenario, condition, wall, None, window, False,
                                  error=(done.stderr or done.stdout)[-400:]))
     answer = str(result.get("answer"))
-    return cpu.done(ShellRun(scenario, condition, wall, result.get("duration_s"), _server_window(records),
-                             answer == _expected(scenario, options), answer=answer[:100], error=result.get("error")))
+    return cpu.done(ShellRun(scenario, condition, wall, result.get("duration_s"), window, correct(answer),
+                             answer=answer[:100], error=result.get("error")))
 
 
 def _one_batch(condition: str, server: Any, env: dict[str, str], tmp: Path, cpu: _Cpu) -> ShellRun:
@@ -218,13 +226,7 @@ def _one_embedded(condition: str, env: dict[str, str], cpu: _Cpu) -> ShellRun:
     if condition == "warm":
         argv.append("--no-cache")
     wall, done = _timed(argv, env)
-    result = _result(done)
-    if result is None:
-        return cpu.done(ShellRun("embedded", condition, wall, None, None, False,
-                                 error=(done.stderr or done.stdout)[-400:]))
-    answer = str(result.get("answer"))
-    return cpu.done(ShellRun("embedded", condition, wall, result.get("duration_s"), None, README_ANSWER in answer,
-                             answer=answer[:100], error=result.get("error")))
+    return _asked("embedded", condition, wall, done, None, lambda answer: README_ANSWER in answer, cpu)
 
 
 class _Service:
